@@ -1,0 +1,51 @@
+"""Everything a plugin author imports: interfaces, the hook marker, small helpers.
+
+Plugins import from this module only; the rest of :mod:`mtssl` may change.
+"""
+from __future__ import annotations
+
+import pluggy
+import torch
+import torch.nn.functional as F
+
+from mtssl.hookspecs import PROJECT
+from mtssl.interfaces import (
+    AugName,
+    Backbone,
+    Bridge,
+    BridgeInputs,
+    HeadInputs,
+    Sample,
+    Source,
+    SSLStrategy,
+    StrategyInputs,
+    StrategyLoss,
+    TargetKind,
+    Task,
+    ViewRequest,
+)
+
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+def resize_like(extra: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Bring a bridge's full-resolution extras to a feature map's size (area average when shrinking)."""
+    if extra.shape[-2:] == like.shape[-2:]:
+        return extra
+    shrinking = extra.shape[-2] >= like.shape[-2] and extra.shape[-1] >= like.shape[-1]
+    return F.interpolate(extra, size=like.shape[-2:], mode="area" if shrinking else "bilinear")
+
+
+def check_options(component: str, options: dict, allowed: set[str]) -> None:
+    """Reject option names a component does not know, listing the ones it does."""
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(f"{component}: unknown option(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(allowed)) or 'none'}")
+
+
+__all__ = [
+    "AugName", "Backbone", "Bridge", "BridgeInputs", "HeadInputs", "Sample", "Source", "SSLStrategy",
+    "StrategyInputs", "StrategyLoss", "TargetKind", "Task", "ViewRequest", "hookimpl", "resize_like",
+    "check_options",
+]

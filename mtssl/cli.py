@@ -1,0 +1,222 @@
+"""``mtssl`` command line: train, list plugins, and the data/eval/predict/report/bench commands."""
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from mtssl.checkpoint import CheckpointError
+from mtssl.config import ConfigError, RunConfig, TaskData, load_config_file
+from mtssl.plugins import PluginError, PluginHost
+from mtssl.progress import TrainingProgress, decode_progress
+from mtssl.registry import RegistryError
+from mtssl.rundir import RunDir
+from mtssl.spec import SpecError, parse_value
+
+USER_ERRORS = (ValueError, RegistryError, SpecError, ConfigError, CheckpointError, PluginError,
+               FileNotFoundError, NotADirectoryError, PermissionError)
+
+TASK_DATA_OPTION = re.compile(r"^--(?P<task>[A-Za-z0-9_]+)-(?P<field>data|labels|val|test|val-fraction)$")
+
+
+def err_console() -> Console:
+    return Console(stderr=True)
+
+
+def friendly_errors(command):
+    """Turn user mistakes into one red line and exit status 2 instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as exc:
+            err_console().print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def load_host(console: Console | None = None) -> PluginHost:
+    host = PluginHost()
+    if host.failures and console is not None:
+        for failure in host.failures:
+            console.print(f"[yellow]Warning:[/] plugin '{failure.plugin}' ({failure.distribution}) skipped: "
+                          f"{failure.error}", highlight=False)
+    return host
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mtssl")
+def main() -> None:
+    """Multi-task semi-supervised learning for medical images."""
+
+
+def parse_task_data_args(args: list[str]) -> dict[str, dict]:
+    """Read ``--TASK-data SPEC``, ``--TASK-labels N|all``, ``--TASK-val SPEC``, ``--TASK-test SPEC``."""
+    result: dict[str, dict] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, _, inline = arg.partition("=")
+        match = TASK_DATA_OPTION.match(name)
+        if not match:
+            raise click.UsageError(f"no such option: {arg} (per-task data options look like --TASK-data SPEC, "
+                                   "--TASK-labels N|all, --TASK-val SPEC, --TASK-test SPEC)")
+        if inline:
+            value = inline
+        else:
+            if i + 1 >= len(args):
+                raise click.UsageError(f"option {arg} needs a value")
+            i += 1
+            value = args[i]
+        task, fieldname = match["task"], match["field"]
+        entry = result.setdefault(task, {})
+        if fieldname == "data":
+            entry["train"] = value
+        elif fieldname == "labels":
+            entry["labels"] = parse_value(value)
+        elif fieldname == "val-fraction":
+            entry["val_fraction"] = float(value)
+        elif fieldname == "test":
+            entry.setdefault("test", []).append(value)
+        else:
+            entry["val"] = value
+        i += 1
+    return result
+
+
+OVERRIDES = ("backbone", "size", "batch_size", "steps", "epochs", "lr", "seed", "device", "strong_ops",
+             "eval_every", "save_every", "select_by", "out", "name", "cache_dir", "lr_step_epochs")
+
+
+def resolve_config(config_file, tasks, bridges, data_args, overrides: dict, skip_bad: bool) -> RunConfig:
+    raw = load_config_file(config_file) if config_file else {}
+    config = RunConfig.from_dict(raw, origin=str(config_file or "defaults"))
+    if tasks:
+        config.tasks = list(tasks)
+    if bridges:
+        config.bridges = list(bridges)
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(config, key, value)
+    if skip_bad:
+        config.skip_bad = True
+    for task, fields_ in parse_task_data_args(data_args).items():
+        current = config.data.get(task, TaskData())
+        for key, value in fields_.items():
+            setattr(current, key, value)
+        config.data[task] = current
+    known = {t.split(":", 1)[0] for t in config.tasks}
+    stray = sorted(set(config.data) - known)
+    if stray:
+        raise click.UsageError(f"data given for task(s) {', '.join(stray)} that are not in this run "
+                               f"(tasks: {', '.join(sorted(known)) or 'none'})")
+    if config.steps is None and config.epochs is None:
+        config.steps = DEFAULT_STEPS
+    return config
+
+
+DEFAULT_STEPS = 300
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--task", "tasks", multiple=True, metavar="NAME[:STRATEGY[+STRATEGY]][:k=v]",
+              help="A task and its SSL strategies, e.g. cls:fixmatch or seg:kl. Repeat for several tasks.")
+@click.option("--bridge", "bridges", multiple=True, metavar="NAME[:SRC->DST][:k=v]",
+              help="A bridge between two tasks, e.g. saliency or saliency:cls->seg.")
+@click.option("--backbone", default=None, help="Shared encoder, e.g. unet (default) or timm:model=resnet18.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML/YAML config; flags override it.")
+@click.option("--size", type=int, help="Training image side in pixels (default 64).")
+@click.option("--batch-size", type=int, help="Images per stream per step, m (default 10).")
+@click.option("--steps", type=int, help=f"Optimizer steps (default {DEFAULT_STEPS} unless --epochs).")
+@click.option("--epochs", type=float, help="Epochs over the longest stream, instead of --steps.")
+@click.option("--lr", type=float, help="Adam learning rate (default 1e-4).")
+@click.option("--lr-step-epochs", type=float, help="Multiply lr by 0.1 every this many epochs (default 8).")
+@click.option("--seed", type=int, help="Seed for splits, initialisation and augmentation (default 0).")
+@click.option("--device", help="auto (default), cpu, cuda or cuda:N.")
+@click.option("--strong-ops", type=int, help="Operations per image in the strong augmentation (default 2).")
+@click.option("--eval-every", type=int, help="Validate and keep the best checkpoint every N steps (default 100).")
+@click.option("--save-every", type=int, help="Write the resumable 'last' checkpoint every N steps (default 100).")
+@click.option("--select-by", help="Model selection metric: mean (of task scores) or TASK/METRIC, e.g. seg/dice.")
+@click.option("--out", help="Folder for run directories (default runs).")
+@click.option("--name", help="Run directory name (default: a timestamp).")
+@click.option("--cache-dir", help="Where decoded images are cached (default: .mtssl-cache).")
+@click.option("--skip-bad", is_flag=True, help="Skip unreadable or inconsistent files (and count them) instead of stopping.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue an interrupted run directory.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+@friendly_errors
+def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, **overrides):
+    """Train a model. Per-task data: --TASK-data SPEC, --TASK-labels N|all, --TASK-val SPEC.
+
+    \b
+    Examples:
+      mtssl train --task cls:fixmatch --task seg:kl --bridge saliency
+      mtssl train --task seg --seg-data pairs:imgs,masks --seg-labels 10
+    """
+    from mtssl.trainer import Trainer
+
+    console = Console(stderr=True, quiet=quiet)
+    host = load_host(err_console())
+    if resume_dir:
+        run = RunDir(resume_dir)
+        config = run.config()
+    else:
+        config = resolve_config(config_file, tasks, bridges, ctx.args, overrides, skip_bad)
+        run = None
+    with decode_progress(console) as progress:
+        trainer_run = run or RunDir.create(config)
+        trainer = Trainer(config, host, trainer_run, progress)
+    if resume_dir:
+        trainer.resume("last")
+        console.print(f"Resuming [bold]{run.path}[/] at step {trainer.step}/{trainer.total_steps}")
+    console.print(f"Run directory: [bold]{trainer.run.path}[/] · device {trainer.device} · "
+                  f"{trainer.total_steps} steps · tasks {', '.join(config.tasks)}"
+                  + (f" · bridges {', '.join(config.bridges)}" if config.bridges else ""), highlight=False)
+    with TrainingProgress(console, trainer.total_steps, trainer.step) as bar:
+        summary = trainer.fit(on_step=bar.update)
+    vals = {k: v for k, v in summary.items() if k.startswith("val/")}
+    console.print(f"Done: {summary['steps']} steps in {summary['wall_time_s']:.1f}s · "
+                  + " · ".join(f"{k[4:]} {v:.3f}" for k, v in vals.items()), highlight=False)
+    click.echo(str(trainer.run.path))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@friendly_errors
+def plugins(as_json):
+    """List loaded plugins and every component they register."""
+    host = load_host()
+    rows = []
+    for kind, registry in host.registries.items():
+        for entry in registry:
+            info = host.plugins[entry.plugin]
+            rows.append({"kind": kind, "name": entry.name, "aliases": list(entry.aliases), "plugin": entry.plugin,
+                         "distribution": info.distribution, "version": info.version,
+                         "description": entry.description})
+    failures = [{"plugin": f.plugin, "distribution": f.distribution, "error": f.error} for f in host.failures]
+    if as_json:
+        click.echo(json.dumps({"components": rows, "failures": failures}, indent=2))
+        return
+    table = Table(title="mtssl components")
+    for column in ("kind", "name", "plugin", "distribution", "description"):
+        table.add_column(column)
+    for row in rows:
+        name = row["name"] + (f" ({', '.join(row['aliases'])})" if row["aliases"] else "")
+        dist = f"{row['distribution']} {row['version']}".strip()
+        table.add_row(row["kind"], name, row["plugin"], dist, row["description"])
+    console = Console()
+    console.print(table)
+    for f in failures:
+        console.print(f"[red]failed:[/] {f['plugin']} ({f['distribution']}): {f['error']}", highlight=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Turning sources into device-resident arrays, label-budget splits and batch streams."""

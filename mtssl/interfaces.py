@@ -1,0 +1,242 @@
+"""The five kinds of component a plugin can contribute.
+
+The core trains whatever these describe and knows none of them by name: a
+task, strategy, bridge, backbone or data source is found in the plugin
+registry and talks to the trainer only through the methods below.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+TargetKind = Literal["class", "mask"]
+"""What a labeled sample carries: an integer class, or a binary mask the size of the image."""
+
+AugName = Literal["none", "weak", "strong"]
+
+
+class Backbone(nn.Module, ABC):
+    """Shared encoder: image batch in, feature pyramid out (shallow to deep).
+
+    Heads are built from ``channels`` and ``strides``, so any backbone fits any
+    task head.
+    """
+
+    in_channels: int = 1
+    channels: tuple[int, ...] = ()
+    strides: tuple[int, ...] = ()
+
+    @abstractmethod
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Return one feature map per level; level i has ``channels[i]`` channels at ``strides[i]``."""
+
+    def check_input_size(self, height: int, width: int) -> None:
+        """Raise ``ValueError`` naming a usable size when the encoder cannot take this one."""
+        step = max(self.strides) * self.size_multiple
+        for dim in (height, width):
+            if dim % step:
+                lower, upper = (dim // step) * step, (dim // step + 1) * step
+                suggestion = f"{upper}" if lower == 0 else f"{lower} or {upper}"
+                raise ValueError(
+                    f"{type(self).__name__} needs image sides divisible by {step}; "
+                    f"got {height}x{width}. Use --size {suggestion}."
+                )
+
+    size_multiple: int = 1
+    """Extra factor on top of the deepest stride (e.g. 2 when the head pools once more)."""
+
+
+@dataclass(frozen=True)
+class HeadInputs:
+    """What a task head is built from: the backbone's report plus bridge extras.
+
+    ``extras`` maps a stride to the number of extra channels a bridge will
+    inject at that stride.
+    """
+
+    channels: tuple[int, ...]
+    strides: tuple[int, ...]
+    extras: Mapping[int, int] = field(default_factory=dict)
+
+
+class Task(ABC):
+    """One supervised objective: builds its head, scores labeled outputs, reports metrics."""
+
+    target_kind: ClassVar[TargetKind]
+    needs_decoder: ClassVar[bool] = False
+    """True when the head is expensive (a decoder): the model runs it only on rows that need it."""
+    default_labels: ClassVar[int | None] = None
+    """Label budget when the user names none (None: every training image is labeled)."""
+
+    def __init__(self, name: str, **options: Any) -> None:
+        self.name = name
+        self.options = options
+
+    @abstractmethod
+    def build_head(self, inputs: HeadInputs) -> nn.Module:
+        """Return a module called as ``head(features, extras)`` where extras maps stride -> tensor."""
+
+    @abstractmethod
+    def supervised_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Weighted supervised loss on labeled outputs (float32 scalar)."""
+
+    @abstractmethod
+    def probabilities(self, output: torch.Tensor) -> torch.Tensor:
+        """Turn raw head output into probabilities (softmax over classes, sigmoid per pixel)."""
+
+    def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        """Cheap validation metrics on a batch; larger evaluations live in the eval command."""
+        return {}
+
+    def selection_score(self, metrics: Mapping[str, float]) -> float | None:
+        """The one number (higher is better) this task contributes to model selection."""
+        return None
+
+    def describe(self) -> str:
+        return type(self).__doc__.strip().splitlines()[0] if type(self).__doc__ else ""
+
+
+@dataclass(frozen=True)
+class ViewRequest:
+    """A strategy's request for one view of one of its task's streams.
+
+    The trainer gathers every request of every strategy, augments on the
+    device, and runs all of them through the backbone together.
+    """
+
+    key: str
+    stream: Literal["labeled", "unlabeled"] = "unlabeled"
+    aug: AugName = "none"
+    grad: bool = True
+    """False for views that only make targets (pseudo-labels): their outputs are detached."""
+
+
+@dataclass
+class StrategyInputs:
+    """What a strategy scores: outputs of the views it asked for and of its task's labeled batch."""
+
+    task: Task
+    views: Mapping[str, torch.Tensor]
+    labeled_output: torch.Tensor | None
+    labeled_target: torch.Tensor | None
+    step: int
+
+
+@dataclass
+class StrategyLoss:
+    """A weighted SSL term plus the numbers worth logging (e.g. the pseudo-label mask rate)."""
+
+    loss: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class SSLStrategy(ABC):
+    """Turns unlabeled data into a loss for one task without running the model itself."""
+
+    compatible_targets: ClassVar[tuple[TargetKind, ...]] = ("class", "mask")
+
+    def __init__(self, name: str, **options: Any) -> None:
+        self.name = name
+        self.options = options
+
+    @abstractmethod
+    def plan(self) -> Sequence[ViewRequest]:
+        """The views this strategy needs each step."""
+
+    @abstractmethod
+    def loss(self, inputs: StrategyInputs) -> StrategyLoss:
+        """Score the planned views (already run by the trainer)."""
+
+
+@dataclass
+class BridgeInputs:
+    """What a bridge sees for the rows its target task decodes.
+
+    ``images`` is the whole batch that went through the backbone (it requires
+    grad when the bridge asked for it); ``rows`` picks the target's rows out of
+    it; ``source_output`` is the source head's output on those rows.
+    """
+
+    images: torch.Tensor
+    rows: slice
+    source_output: torch.Tensor
+
+
+class Bridge(ABC):
+    """Carries something from one task's output into another task's head."""
+
+    needs_input_grad: ClassVar[bool] = False
+
+    def __init__(self, name: str, source: str, target: str, **options: Any) -> None:
+        self.name = name
+        self.source = source
+        self.target = target
+        self.options = options
+
+    @property
+    @abstractmethod
+    def extra_channels(self) -> int:
+        """Channels this bridge adds to the target head's input."""
+
+    @property
+    @abstractmethod
+    def stride(self) -> int:
+        """Backbone stride at which the extras are injected into the target head."""
+
+    @abstractmethod
+    def compute(self, inputs: BridgeInputs) -> torch.Tensor:
+        """Return ``[len(rows), extra_channels, H, W]`` at full input resolution, detached."""
+
+    @staticmethod
+    def infer_route(tasks: Mapping[str, Task]) -> tuple[str, str]:
+        """Source and target when the user gave no ``SRC->DST``; override to pick a sensible default."""
+        raise ValueError("this bridge needs an explicit route: NAME:SRC->DST")
+
+
+@dataclass
+class Sample:
+    """One decoded item of a source: an 8-bit grayscale (or any) image and its target."""
+
+    image: np.ndarray
+    target: int | np.ndarray | None
+
+
+class Source(ABC):
+    """A collection of images (with class labels or masks) for one task.
+
+    Sources are random-access: ``keys`` names each item (a file path or a
+    generated id), ``load(i)`` decodes it. ``class_labels()`` must be cheap so
+    label budgets can be stratified without decoding images.
+    """
+
+    target_kind: ClassVar[TargetKind]
+    class_names: tuple[str, ...] = ()
+
+    @property
+    @abstractmethod
+    def keys(self) -> Sequence[str]:
+        """Stable identifier per item (source path for files)."""
+
+    @abstractmethod
+    def load(self, index: int) -> Sample:
+        """Decode one item (image as uint8/uint16 ndarray, HxW or HxWxC)."""
+
+    def class_labels(self) -> Sequence[int] | None:
+        """Class of every item without decoding, for stratified splits (None when masks)."""
+        return None
+
+    def fingerprint(self, index: int) -> str:
+        """What makes a cached copy stale (path, size, mtime for files)."""
+        return self.keys[index]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def load_resized(self, index: int, size: int) -> Sample | None:
+        """Optional fast path: produce the item directly at ``size`` (synthetic data)."""
+        return None

@@ -1,0 +1,85 @@
+"""One backbone, one head per task, bridges between heads — run in a single backbone pass."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from mtssl.interfaces import Backbone, Bridge, BridgeInputs, HeadInputs, Task
+
+
+class MultiTaskModel(nn.Module):
+    """Runs the backbone once over a concatenated batch and each head only on its own rows.
+
+    ``rows`` maps a task name to the slice of the batch holding of the images
+    that task must predict. A decoder-style head therefore never touches the
+    images of other tasks. Bridges get the source head's output on the
+    target's rows and may differentiate it with respect to the input images.
+    """
+
+    def __init__(self, backbone: Backbone, tasks: Mapping[str, Task], bridges: list[Bridge] = ()):
+        super().__init__()
+        self.backbone = backbone
+        self.tasks = dict(tasks)
+        self.bridges = list(bridges)
+        self._check_bridges()
+        self.heads = nn.ModuleDict()
+        for name, task in self.tasks.items():
+            extras: dict[int, int] = {}
+            for bridge in self.bridges:
+                if bridge.target == name:
+                    extras[bridge.stride] = extras.get(bridge.stride, 0) + bridge.extra_channels
+            self.heads[name] = task.build_head(HeadInputs(tuple(backbone.channels), tuple(backbone.strides), extras))
+
+    def _check_bridges(self) -> None:
+        targets = {b.target for b in self.bridges}
+        for bridge in self.bridges:
+            for end in (bridge.source, bridge.target):
+                if end not in self.tasks:
+                    raise ValueError(
+                        f"bridge '{bridge.name}' connects '{bridge.source}' -> '{bridge.target}', "
+                        f"but task '{end}' is not in this run (tasks: {', '.join(self.tasks)})"
+                    )
+            if bridge.source == bridge.target:
+                raise ValueError(f"bridge '{bridge.name}' connects task '{bridge.source}' to itself")
+            if bridge.source in targets:
+                raise ValueError(f"bridge '{bridge.name}': task '{bridge.source}' is both a bridge source "
+                                 "and a bridge target; chained bridges are not supported")
+            if bridge.stride not in self.backbone.strides:
+                raise ValueError(f"bridge '{bridge.name}' injects at stride {bridge.stride}, but the backbone "
+                                 f"offers strides {list(self.backbone.strides)}")
+
+    def forward(self, images: torch.Tensor, rows: Mapping[str, slice] | None = None) -> dict[str, torch.Tensor]:
+        """Return ``{task: output}`` for every task named in ``rows`` (all tasks, all rows by default).
+
+        Each task's rows are a contiguous slice of the batch, so selecting its
+        features is a view, not a copy.
+        """
+        if rows is None:
+            rows = {name: slice(0, images.shape[0]) for name in self.tasks}
+        bridges = [b for b in self.bridges if b.target in rows and _nonempty(rows[b.target])]
+        needs_grad = any(b.needs_input_grad for b in bridges)
+        with torch.enable_grad() if needs_grad else nullcontext():
+            if needs_grad and not images.requires_grad:
+                images = images.detach().requires_grad_(True)
+            features = self.backbone(images)
+            outputs: dict[str, torch.Tensor] = {}
+            for name, task_rows in rows.items():
+                feats = [f[task_rows] for f in features]
+                extras: dict[int, torch.Tensor] = {}
+                for bridge in bridges:
+                    if bridge.target != name:
+                        continue
+                    source_output = self.heads[bridge.source](feats, {})
+                    extra = bridge.compute(BridgeInputs(images, task_rows, source_output)).detach()
+                    extras[bridge.stride] = extra if bridge.stride not in extras else torch.cat(
+                        [extras[bridge.stride], extra], dim=1)
+                outputs[name] = self.heads[name](feats, extras)
+        return outputs
+
+
+
+def _nonempty(rows: slice) -> bool:
+    return rows.stop > rows.start

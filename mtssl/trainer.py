@@ -1,0 +1,301 @@
+"""The training loop (MultiMix Algorithm 1, for any tasks, strategies and bridges).
+
+Each step draws one batch from every stream (labeled and unlabeled, per
+task), builds the views the tasks and strategies ask for on the device,
+concatenates all of them into one backbone pass, and sums the supervised
+losses with the weighted SSL terms.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from mtssl import checkpoint
+from mtssl.assemble import Components, build_components
+from mtssl.augment import Augmenter
+from mtssl.config import RunConfig, TaskData
+from mtssl.data.prepare import ProgressFactory, TaskArrays, prepare_task_data
+from mtssl.data.streams import BatchStream
+from mtssl.interfaces import StrategyInputs
+from mtssl.plugins import PluginHost
+from mtssl.rundir import RunDir
+from mtssl.seeding import pick_device, set_determinism
+
+
+@dataclass
+class View:
+    """One block of the concatenated batch: a task's view with its target (if any)."""
+
+    task: str
+    key: str
+    images: torch.Tensor
+    target: torch.Tensor | None = None
+    grad: bool = True
+
+
+@dataclass
+class StepResult:
+    loss: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+def to_float(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[B, S, S]`` (or ``[B, 1, S, S]``) -> float ``[B, 1, S, S]`` in [0, 1]."""
+    x = images_u8.float().div_(255.0)
+    return x if x.dim() == 4 else x.unsqueeze(1)
+
+
+class Trainer:
+    """Builds a run from a config and trains it, writing everything into a run directory."""
+
+    def __init__(self, config: RunConfig, host: PluginHost, run: RunDir,
+                 progress: ProgressFactory | None = None, rank: int = 0, world: int = 1):
+        self.config, self.host, self.run = config, host, run
+        self.rank, self.world = rank, world
+        self.device = pick_device(config.device)
+        set_determinism(config.seed, config.deterministic)
+        self.parts: Components = build_components(config, host)
+        self.model = self.parts.model.to(self.device)
+        self.augmenter = Augmenter(config.size, config.strong_ops).to(self.device)
+        self.data: dict[str, TaskArrays] = {}
+        for index, name in enumerate(self.parts.tasks):
+            settings = config.data.get(name, TaskData())
+            self.data[name] = prepare_task_data(host, name, self.parts.tasks[name], settings, config.size,
+                                                config.seed + 1000 * index, progress)
+        self._write_splits()
+        self.labeled: dict[str, BatchStream] = {}
+        self.unlabeled: dict[str, BatchStream] = {}
+        self._build_streams()
+        self.steps_per_epoch = max(math.ceil(len(s) / config.batch_size)
+                                   for s in [*self.labeled.values(), *self.unlabeled.values()])
+        self.total_steps = self._total_steps()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        step_size = max(1, round(config.lr_step_epochs * self.steps_per_epoch))
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size, gamma=config.lr_gamma)
+        self.step = 0
+        self.best_score = -math.inf
+
+    # -- setup -------------------------------------------------------------
+    def _total_steps(self) -> int:
+        if self.config.steps is not None:
+            return int(self.config.steps)
+        if self.config.epochs is not None:
+            return max(1, round(self.config.epochs * self.steps_per_epoch))
+        raise ValueError("give --steps or --epochs")
+
+    def _tensor_targets(self, arrays, index: np.ndarray) -> torch.Tensor:
+        targets = torch.from_numpy(arrays.targets[index])
+        return targets.unsqueeze(1) if arrays.target_kind == "mask" else targets
+
+    def _build_streams(self) -> None:
+        bs, seed = self.config.batch_size, self.config.seed
+        for i, (name, data) in enumerate(self.data.items()):
+            images = torch.from_numpy(data.train.images).unsqueeze(1)
+            labeled = data.split.labeled
+            self.labeled[name] = BatchStream(
+                images[labeled].to(self.device), self._tensor_targets(data.train, labeled).to(self.device),
+                bs, seed * 7919 + 2 * i, self.rank, self.world)
+            if self.parts.strategies[name]:
+                # With every image labeled ('all'), the strategies still see the training images, without labels.
+                pool = data.split.unlabeled if len(data.split.unlabeled) else labeled
+                self.unlabeled[name] = BatchStream(images[pool].to(self.device), None, bs,
+                                                   seed * 7919 + 2 * i + 1, self.rank, self.world)
+
+    def _write_splits(self) -> None:
+        if self.rank:
+            return
+        for name, data in self.data.items():
+            keys = data.train.keys
+            listing = {part: [keys[i] for i in getattr(data.split, part)] for part in ("labeled", "unlabeled")}
+            listing["val"] = data.val.keys
+            self.run.write_json(f"splits/{name}.json", listing)
+
+    # -- one step ----------------------------------------------------------
+    def gather_views(self) -> list[View]:
+        """Draw every stream once and build every requested view, grouped by task."""
+        views: list[View] = []
+        for name, task in self.parts.tasks.items():
+            images, target = self.labeled[name].next()
+            masks = target.float() if task.target_kind == "mask" else None
+            labeled_images = to_float(images)
+            x, m = self.augmenter(labeled_images, "weak", masks)
+            views.append(View(name, "labeled", x, (m > 0.5).to(torch.uint8) if m is not None else target))
+            if not self.parts.strategies[name]:
+                continue
+            unlabeled_images = to_float(self.unlabeled[name].next()[0])
+            for strategy in self.parts.strategies[name]:
+                for request in strategy.plan():
+                    if request.stream == "labeled":
+                        xv, mv = self.augmenter(labeled_images, request.aug, masks)
+                        tv = (mv > 0.5).to(torch.uint8) if mv is not None else target
+                    else:
+                        xv, tv = self.augmenter(unlabeled_images, request.aug)[0], None
+                    views.append(View(name, f"{strategy.name}/{request.key}", xv, tv, request.grad))
+        return views
+
+    def compute_loss(self, views: list[View]) -> StepResult:
+        rows, start = {}, 0
+        for view in views:
+            first = rows.get(view.task, slice(start, start))
+            rows[view.task] = slice(first.start, start + len(view.images))
+            start += len(view.images)
+        batch = torch.cat([v.images for v in views])
+        outputs = self.model(batch, rows)
+        by_view: dict[tuple[str, str], torch.Tensor] = {}
+        offsets = {name: 0 for name in rows}
+        for view in views:
+            out = outputs[view.task][offsets[view.task]: offsets[view.task] + len(view.images)]
+            offsets[view.task] += len(view.images)
+            by_view[(view.task, view.key)] = out if view.grad else out.detach()
+        targets = {(v.task, v.key): v.target for v in views}
+
+        total = torch.zeros((), device=batch.device, dtype=torch.float32)
+        logs: dict[str, float] = {}
+        for name, task in self.parts.tasks.items():
+            labeled_out, labeled_target = by_view[(name, "labeled")], targets[(name, "labeled")]
+            sup = task.supervised_loss(labeled_out, labeled_target)
+            total = total + sup
+            logs[f"{name}/sup"] = sup.item()
+            for strategy in self.parts.strategies[name]:
+                prefix = f"{strategy.name}/"
+                planned = {k[len(prefix):]: v for (t, k), v in by_view.items() if t == name and k.startswith(prefix)}
+                result = strategy.loss(StrategyInputs(task, planned, labeled_out, labeled_target, self.step))
+                total = total + result.loss
+                logs[f"{name}/{strategy.name}"] = result.loss.item()
+                logs.update({f"{name}/{strategy.name}/{k}": v for k, v in result.logs.items()})
+        logs["loss"] = total.item()
+        return StepResult(total, logs)
+
+    def train_step(self) -> dict[str, float]:
+        self.model.train()
+        result = self.compute_loss(self.gather_views())
+        self.optimizer.zero_grad(set_to_none=True)
+        result.loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return result.logs
+
+    # -- validation --------------------------------------------------------
+    @torch.no_grad()
+    def validate(self, batch_size: int = 32) -> dict[str, float]:
+        self.model.eval()
+        metrics: dict[str, float] = {}
+        scores = []
+        for name, task in self.parts.tasks.items():
+            val = self.data[name].val
+            if len(val) == 0:
+                continue
+            outputs = []
+            for start in range(0, len(val), batch_size):
+                x = to_float(torch.from_numpy(val.images[start:start + batch_size]).to(self.device))
+                out = self.model(x, {name: slice(0, len(x))})[name]
+                outputs.append(out.detach())
+            index = np.arange(len(val))
+            target = self._tensor_targets(val, index).to(self.device)
+            task_metrics = task.metrics(torch.cat(outputs), target)
+            metrics.update({f"{name}/{k}": v for k, v in task_metrics.items()})
+            score = task.selection_score(task_metrics)
+            if score is not None:
+                scores.append(score)
+        if self.config.select_by == "mean":
+            metrics["score"] = float(np.mean(scores)) if scores else float("nan")
+        else:
+            if self.config.select_by not in metrics:
+                raise ValueError(f"--select-by {self.config.select_by}: no such validation metric; "
+                                 f"available: mean, {', '.join(sorted(metrics))}")
+            metrics["score"] = metrics[self.config.select_by]
+        return metrics
+
+    # -- checkpoints -------------------------------------------------------
+    def _model_metadata(self) -> dict:
+        return {"config": self.config.to_dict(), "step": self.step,
+                "class_names": {n: list(d.train.class_names) for n, d in self.data.items()}}
+
+    def save(self, tag: str, with_state: bool) -> None:
+        if self.rank:
+            return
+        folder = self.run.checkpoints
+        checkpoint.atomic_save(self.model.state_dict(), folder / f"{tag}.safetensors", self._model_metadata())
+        if not with_state:
+            return
+        optim_tensors, optim_meta = checkpoint.flatten_optimizer(self.optimizer.state_dict())
+        tensors = dict(optim_tensors)
+        tensors["rng/torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            for i, state in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng/cuda{i}"] = state
+        for kind, streams in (("labeled", self.labeled), ("unlabeled", self.unlabeled)):
+            for name, stream in streams.items():
+                for key, value in stream.state().items():
+                    tensors[f"stream/{kind}/{name}/{key}"] = value
+        meta = {"optimizer": optim_meta, "scheduler": self.scheduler.state_dict(), "step": self.step,
+                "best_score": self.best_score if math.isfinite(self.best_score) else None}
+        checkpoint.atomic_save(tensors, folder / f"{tag}.state.safetensors", meta)
+
+    def resume(self, tag: str = "last") -> None:
+        folder = self.run.checkpoints
+        weights, _ = checkpoint.load(folder / f"{tag}.safetensors")
+        tensors, meta = checkpoint.load(folder / f"{tag}.state.safetensors")
+        self.model.load_state_dict(weights)
+        self.optimizer.load_state_dict(checkpoint.unflatten_optimizer(tensors, meta["optimizer"]))
+        self.scheduler.load_state_dict(meta["scheduler"])
+        self.step = int(meta["step"])
+        self.best_score = meta["best_score"] if meta["best_score"] is not None else -math.inf
+        torch.set_rng_state(tensors["rng/torch"])
+        if torch.cuda.is_available():
+            states = [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda")]
+            if states:
+                torch.cuda.set_rng_state_all(states)
+        for kind, streams in (("labeled", self.labeled), ("unlabeled", self.unlabeled)):
+            for name, stream in streams.items():
+                prefix = f"stream/{kind}/{name}/"
+                stream.load_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        self._truncate_log()
+
+    def _truncate_log(self) -> None:
+        """Drop log lines written after the checkpoint, so a resumed run's log reads as one run."""
+        file = self.run.path / RunDir.METRICS
+        if file.exists():
+            kept = [line for line in file.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= self.step]
+            file.write_text("".join(line + "\n" for line in kept))
+
+    # -- the loop ----------------------------------------------------------
+    def fit(self, on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
+        """Train to ``total_steps``; on interrupt, save ``last`` so ``--resume`` continues."""
+        last_val: dict[str, float] = {}
+        started, step_clock = time.perf_counter(), time.perf_counter()
+        try:
+            while self.step < self.total_steps:
+                logs = self.train_step()
+                now = time.perf_counter()
+                logs.update(step=self.step, epoch=self.step / self.steps_per_epoch,
+                            lr=self.scheduler.get_last_lr()[0], step_time=now - step_clock)
+                step_clock = now
+                if self.step % self.config.eval_every == 0 or self.step == self.total_steps:
+                    last_val = self.validate()
+                    logs.update({f"val/{k}": v for k, v in last_val.items()})
+                    if last_val["score"] > self.best_score:
+                        self.best_score = last_val["score"]
+                        self.save("best", with_state=False)
+                if self.rank == 0:
+                    self.run.log(logs)
+                if self.step % self.config.save_every == 0 or self.step == self.total_steps:
+                    self.save("last", with_state=True)
+                if on_step:
+                    on_step(self.step, logs)
+        except KeyboardInterrupt:
+            self.save("last", with_state=True)
+            raise
+        summary = {"steps": self.step, "wall_time_s": time.perf_counter() - started,
+                   "best_score": self.best_score, **{f"val/{k}": v for k, v in last_val.items()}}
+        if self.rank == 0:
+            self.run.write_json("summary.json", summary)
+        return summary

@@ -1,0 +1,1 @@
+"""First-party mtssl plugins, installed as ``mtssl_plugins`` and loaded through entry points."""

@@ -1,0 +1,54 @@
+"""The MultiMix encoder (paper Table 4): five double-conv blocks, 16-32-64-128-256."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtssl.api import Backbone, check_options, hookimpl
+from mtssl_plugins.layers import double_conv
+
+
+class UNetEncoder(Backbone):
+    """Five double-conv blocks with max-pooling between them; pyramid at strides 1, 2, 4, 8, 16."""
+
+    def __init__(self, in_channels: int = 1, widths: tuple[int, ...] = (16, 32, 64, 128, 256),
+                 dropout: float = 0.25):
+        super().__init__()
+        self.in_channels = in_channels
+        self.channels = tuple(widths)
+        self.strides = tuple(2 ** i for i in range(len(widths)))
+        self.blocks = nn.ModuleList()
+        cin = in_channels
+        for width in widths:
+            self.blocks.append(double_conv(cin, width, dropout))
+            cin = width
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for i, block in enumerate(self.blocks):
+            if i:
+                x = self.pool(x)
+            x = block(x)
+            features.append(x)
+        return features
+
+
+def _parse_widths(widths) -> tuple[int, ...]:
+    if isinstance(widths, str):
+        return tuple(int(w) for w in widths.replace("-", ",").split(",") if w)
+    if isinstance(widths, int):
+        return (widths,)
+    return tuple(int(w) for w in widths)
+
+
+def build(name: str, in_channels: int = 1, **options) -> UNetEncoder:
+    check_options(f"backbone '{name}'", options, {"widths", "dropout"})
+    widths = _parse_widths(options.get("widths", (16, 32, 64, 128, 256)))
+    return UNetEncoder(in_channels, widths, float(options.get("dropout", 0.25)))
+
+
+@hookimpl
+def register_backbones(register):
+    register("unet", build, aliases=("multimix",),
+             description="paper encoder: 5 double-conv blocks 16-256, InstanceNorm, LeakyReLU(0.2), dropout 0.25")

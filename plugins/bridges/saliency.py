@@ -1,0 +1,58 @@
+"""The MultiMix saliency bridge (paper eq. 3-4).
+
+For every image the target (segmentation) task decodes, the source
+(classification) head's largest logit is differentiated with respect to the
+input image. ``[image, |gradient|]`` is handed to the target head, which
+resizes it to the declared stride (paper: the first decoder block, stride 8).
+The map is detached: it guides the decoder as an input, it is not trained
+through.
+"""
+from __future__ import annotations
+
+import torch
+
+from mtssl.api import Bridge, BridgeInputs, Task, check_options, hookimpl
+from mtssl_plugins.functional import input_saliency
+
+
+class SaliencyBridge(Bridge):
+    """Input-gradient saliency of the source task's top class, injected with the image into the target head."""
+
+    needs_input_grad = True
+
+    def __init__(self, name: str, source: str, target: str, **options):
+        check_options(f"bridge '{name}'", options, {"stride", "normalize", "in_channels"})
+        super().__init__(name, source, target, **options)
+        self._stride = int(options.get("stride", 8))
+        self.normalize = bool(options.get("normalize", True))
+        self.in_channels = int(options.get("in_channels", 1))
+
+    @property
+    def extra_channels(self) -> int:
+        return self.in_channels + 1
+
+    @property
+    def stride(self) -> int:
+        return self._stride
+
+    def compute(self, inputs: BridgeInputs) -> torch.Tensor:
+        score = inputs.source_output.max(dim=1).values
+        saliency = input_saliency(score, inputs.images, self.normalize)[inputs.rows]
+        return torch.cat([inputs.images[inputs.rows].detach(), saliency], dim=1)
+
+    @staticmethod
+    def infer_route(tasks: dict[str, Task]) -> tuple[str, str]:
+        """Default route: the one class-target task into the one decoder task."""
+        sources = [n for n, t in tasks.items() if t.target_kind == "class"]
+        targets = [n for n, t in tasks.items() if t.needs_decoder]
+        if len(sources) != 1 or len(targets) != 1:
+            raise ValueError("bridge 'saliency' cannot infer its route: give it as saliency:SRC->DST "
+                             f"(classification tasks: {sources or 'none'}, decoder tasks: {targets or 'none'})")
+        return sources[0], targets[0]
+
+
+@hookimpl
+def register_bridges(register):
+    register("saliency", SaliencyBridge,
+             description="|d max logit / d input| of the source task, with the image, into the target decoder; "
+                         "options stride=8, normalize=true")

@@ -1,0 +1,72 @@
+"""Pure loss functions of MultiMix, each reduced in float32.
+
+Kept free of modules and state so tests can check them against
+hand-computed values.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """Binary soft Dice loss on sigmoid probabilities, averaged over images.
+
+    ``1 - (2 sum(p*g) + eps) / (sum(p) + sum(g) + eps)`` per image; ``eps``
+    (Laplace smoothing) keeps an empty mask predicted empty at zero loss.
+    """
+    p = torch.sigmoid(logits.float()).flatten(1)
+    g = target.float().flatten(1)
+    dice = (2 * (p * g).sum(1) + eps) / (p.sum(1) + g.sum(1) + eps)
+    return (1 - dice).mean()
+
+
+def pseudo_labels(weak_logits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard pseudo-labels from weak-view logits and the mask of those with confidence >= threshold.
+
+    The logits are detached: pseudo-labels are targets, never a path for gradient.
+    """
+    probs = torch.softmax(weak_logits.detach().float(), dim=1)
+    confidence, labels = probs.max(dim=1)
+    return labels, confidence >= threshold
+
+
+def fixmatch_loss(weak_logits: torch.Tensor, strong_logits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked cross-entropy of strong-view logits against weak-view pseudo-labels.
+
+    Averaged over the whole unlabeled batch (as FixMatch does), so the term
+    grows as more pseudo-labels pass the threshold. Returns (loss, mask).
+    """
+    labels, mask = pseudo_labels(weak_logits, threshold)
+    per_image = F.cross_entropy(strong_logits.float(), labels, reduction="none")
+    return (per_image * mask.float()).mean(), mask
+
+
+def bernoulli_kl(p: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """Mean per-pixel KL(Bernoulli(p) || Bernoulli(sigmoid(q_logits))).
+
+    ``p`` is the reference probability (no gradient flows into it); the
+    gradient with respect to ``q_logits`` is ``(sigmoid(q) - p) / N``, which
+    pulls q toward p. A softmax over one channel would make this identically
+    zero; sigmoid probabilities keep it a real term.
+    """
+    p = p.detach().float().clamp(0.0, 1.0)
+    q_logits = q_logits.float()
+    log_q, log_not_q = F.logsigmoid(q_logits), F.logsigmoid(-q_logits)
+    kl = (torch.special.xlogy(p, p) - p * log_q) + (torch.special.xlogy(1 - p, 1 - p) - (1 - p) * log_not_q)
+    return kl.mean()
+
+
+def input_saliency(score: torch.Tensor, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """``|d score.sum() / d images|``, reduced over channels, optionally scaled to [0, 1] per image.
+
+    Uses ``torch.autograd.grad`` with the graph retained, so the caller's
+    loss can still be backpropagated afterwards and no parameter ``.grad`` is
+    touched.
+    """
+    (grad,) = torch.autograd.grad(score.sum(), images, retain_graph=True)
+    saliency = grad.abs().amax(dim=1, keepdim=True)
+    if normalize:
+        peak = saliency.flatten(1).amax(1).clamp_min(1e-12)
+        saliency = saliency / peak.view(-1, 1, 1, 1)
+    return saliency

@@ -1,0 +1,63 @@
+"""Segmentation consistency (MultiMix eq. 2): beta * KL(labeled predictions || unlabeled predictions).
+
+The published code took a softmax over a single output channel, which is
+identically 1, so its term was always zero. Here each pixel is a Bernoulli
+variable (sigmoid of the logit) and the KL is real.
+
+Pairing: the labeled and unlabeled batches hold different patients, so
+pairing image i with image i is arbitrary. By default (``pairing=mean``)
+the reference is the mean labeled foreground probability map of the batch,
+a per-pixel shape prior, and every unlabeled prediction is pulled toward it.
+``pairing=index`` pairs image i with image i, as the paper's equation reads.
+The labeled side is detached: the term trains the unlabeled predictions,
+and the Dice term alone trains the labeled ones.
+"""
+from __future__ import annotations
+
+import torch
+
+from mtssl.api import SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, check_options, hookimpl
+from mtssl_plugins.functional import bernoulli_kl
+
+
+def consistency_reference(labeled_logits: torch.Tensor, pairing: str, unlabeled_count: int) -> torch.Tensor:
+    """Per-pixel reference probabilities for each unlabeled image."""
+    probs = torch.sigmoid(labeled_logits.detach().float())
+    if pairing == "mean":
+        return probs.mean(dim=0, keepdim=True).expand(unlabeled_count, *probs.shape[1:])
+    if probs.shape[0] < unlabeled_count:
+        repeats = -(-unlabeled_count // probs.shape[0])
+        probs = probs.repeat(repeats, *([1] * (probs.dim() - 1)))
+    return probs[:unlabeled_count]
+
+
+class KLConsistency(SSLStrategy):
+    """beta * mean Bernoulli KL between labeled and unlabeled per-pixel predictions."""
+
+    compatible_targets = ("mask",)
+
+    def __init__(self, name: str, **options):
+        check_options(f"strategy '{name}'", options, {"weight", "pairing"})
+        super().__init__(name, **options)
+        self.weight = float(options.get("weight", 0.01))
+        self.pairing = str(options.get("pairing", "mean"))
+        if self.pairing not in {"mean", "index"}:
+            raise ValueError(f"strategy '{name}': pairing must be 'mean' or 'index', got '{self.pairing}'")
+
+    def plan(self):
+        return [ViewRequest("plain", "unlabeled", "none")]
+
+    def loss(self, inputs: StrategyInputs) -> StrategyLoss:
+        unlabeled = inputs.views["plain"]
+        if inputs.labeled_output is None:
+            raise ValueError(f"strategy '{self.name}' needs labeled predictions of task '{inputs.task.name}'")
+        reference = consistency_reference(inputs.labeled_output, self.pairing, unlabeled.shape[0])
+        kl = bernoulli_kl(reference, unlabeled)
+        return StrategyLoss(self.weight * kl, {"kl": kl.item()})
+
+
+@hookimpl
+def register_strategies(register):
+    register("kl", KLConsistency, aliases=("kl-consistency",),
+             description="Bernoulli KL pulling unlabeled masks toward labeled ones; options weight=0.01, "
+                         "pairing=mean|index")
