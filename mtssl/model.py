@@ -51,16 +51,20 @@ class MultiTaskModel(nn.Module):
                 raise ValueError(f"bridge '{bridge.name}' injects at stride {bridge.stride}, but the backbone "
                                  f"offers strides {list(self.backbone.strides)}")
 
-    def forward(self, images: torch.Tensor, rows: Mapping[str, slice] | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, rows: Mapping[str, slice] | None = None,
+                maps: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Return ``{task: output}`` for every task named in ``rows`` (all tasks, all rows by default).
 
         Each task's rows are a contiguous slice of the batch, so selecting its
-        features is a view, not a copy.
+        features is a view, not a copy. Pass a dict as ``maps`` to receive the
+        bridges' displayable maps (:meth:`Bridge.maps`) for the target's rows,
+        named ``BRIDGE`` or ``BRIDGE.MAP``; training leaves it out.
         """
         if rows is None:
             rows = {name: slice(0, images.shape[0]) for name in self.tasks}
         bridges = [b for b in self.bridges if b.target in rows and _nonempty(rows[b.target])]
         needs_grad = any(b.needs_input_grad for b in bridges)
+        caller_grad = torch.is_grad_enabled()
         with torch.enable_grad() if needs_grad else nullcontext():
             if needs_grad and not images.requires_grad:
                 images = images.detach().requires_grad_(True)
@@ -74,9 +78,14 @@ class MultiTaskModel(nn.Module):
                         continue
                     source_output = self.heads[bridge.source](feats, {})
                     extra = bridge.compute(BridgeInputs(images, task_rows, source_output)).detach()
+                    if maps is not None:
+                        for key, value in bridge.maps(extra).items():
+                            maps[bridge.name if key == bridge.name else f"{bridge.name}.{key}"] = value
                     extras[bridge.stride] = extra if bridge.stride not in extras else torch.cat(
                         [extras[bridge.stride], extra], dim=1)
                 outputs[name] = self.heads[name](feats, extras)
+        if not caller_grad:  # grad was enabled only for the bridges: hand back plain tensors, free the graph
+            outputs = {name: out.detach() for name, out in outputs.items()}
         return outputs
 
 

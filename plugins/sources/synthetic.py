@@ -100,11 +100,11 @@ def render(size: int, rng: np.random.Generator, label: int, domain: Domain) -> t
             if len(lung_pixels) == 0:
                 break
             py, pxl = lung_pixels[rng.integers(len(lung_pixels))]
-            radius = rng.uniform(0.08, 0.22)
+            radius = rng.uniform(0.10, 0.25)
             blob = np.exp(-(((x - lin[pxl]) ** 2 + (y - lin[py]) ** 2) / (2 * radius ** 2)))
             patchy = np.clip(1 + 0.6 * gaussian_filter(rng.standard_normal((size, size)).astype(np.float32),
                                                        sigma=max(0.5, 3 * px * 4)), 0, None)
-            image += rng.uniform(0.07, 0.16) * blob * patchy * mask
+            image += rng.uniform(0.12, 0.25) * blob * patchy * mask
 
     image = gaussian_filter(image, sigma=domain.blur * px * 2 + 0.3)
     image = np.clip(image + domain.offset, 0, 1) ** domain.gamma

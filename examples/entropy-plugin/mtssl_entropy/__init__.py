@@ -1,0 +1,34 @@
+"""Entropy minimisation (Grandvalet & Bengio 2005) as a third-party mtssl strategy.
+
+Install with ``pip install -e examples/entropy-plugin``, then train with
+``mtssl train --task cls:entropy:weight=0.1``. It imports only ``mtssl.api``.
+"""
+from __future__ import annotations
+
+import torch
+
+from mtssl.api import SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, check_options, hookimpl
+
+
+class EntropyMinimisation(SSLStrategy):
+    """weight * mean entropy of the class distribution on weakly augmented unlabeled images."""
+
+    compatible_targets = ("class",)
+
+    def __init__(self, name: str, **options):
+        check_options(f"strategy '{name}'", options, {"weight"})
+        super().__init__(name, **options)
+        self.weight = float(options.get("weight", 0.1))
+
+    def plan(self):
+        return [ViewRequest("weak", "unlabeled", "weak")]
+
+    def loss(self, inputs: StrategyInputs) -> StrategyLoss:
+        log_p = torch.log_softmax(inputs.views["weak"].float(), dim=1)
+        entropy = -(log_p.exp() * log_p).sum(dim=1).mean()
+        return StrategyLoss(self.weight * entropy, {"entropy": entropy.item()})
+
+
+@hookimpl
+def register_strategies(register):
+    register("entropy", EntropyMinimisation, description="entropy minimisation on unlabeled images; option weight")
