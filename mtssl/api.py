@@ -8,13 +8,18 @@ import pluggy
 import torch
 import torch.nn.functional as F
 
+from mtssl.data.decode import check_mask_size, read_image, read_mask
+from mtssl.data.errors import DataError
 from mtssl.hookspecs import PROJECT
 from mtssl.interfaces import (
     AugName,
     Backbone,
     Bridge,
     BridgeInputs,
+    EvaluatedSet,
     HeadInputs,
+    PredictionWriter,
+    ReportFigure,
     Sample,
     Source,
     SSLStrategy,
@@ -22,6 +27,7 @@ from mtssl.interfaces import (
     StrategyLoss,
     TargetKind,
     Task,
+    TaskEvaluation,
     ViewRequest,
 )
 
@@ -47,5 +53,6 @@ def check_options(component: str, options: dict, allowed: set[str]) -> None:
 __all__ = [
     "AugName", "Backbone", "Bridge", "BridgeInputs", "HeadInputs", "Sample", "Source", "SSLStrategy",
     "StrategyInputs", "StrategyLoss", "TargetKind", "Task", "ViewRequest", "hookimpl", "resize_like",
-    "check_options",
+    "check_options", "DataError", "read_image", "read_mask", "check_mask_size",
+    "EvaluatedSet", "PredictionWriter", "ReportFigure", "TaskEvaluation",
 ]

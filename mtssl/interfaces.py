@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -64,6 +65,64 @@ class HeadInputs:
     extras: Mapping[int, int] = field(default_factory=dict)
 
 
+
+@dataclass
+class TaskEvaluation:
+    """A task's scores on one test set.
+
+    ``per_image`` holds one JSON-able record per image (the core adds its
+    ``key``); ``aggregate`` maps a metric to ``{"mean": ..., "std": ...}``
+    (None where undefined; std None for set-level metrics such as AUC);
+    ``extra`` carries anything else worth saving (a confusion matrix);
+    ``notes`` explain every None.
+    """
+
+    per_image: list[dict[str, Any]]
+    aggregate: dict[str, dict[str, float | None]]
+    extra: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvaluatedSet:
+    """One test set as a task's report figures see it: images, predictions, targets, scores.
+
+    ``images`` are uint8 ``[N, S, S]`` at the evaluation size; ``probabilities``
+    and ``targets`` are what :meth:`Task.evaluate` received; ``maps`` holds
+    the bridge maps (:meth:`Bridge.maps`) computed on these images, ``[N, S, S]``.
+    """
+
+    label: str
+    images: np.ndarray
+    probabilities: np.ndarray
+    targets: np.ndarray
+    keys: list[str]
+    class_names: tuple[str, ...]
+    evaluation: TaskEvaluation
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class ReportFigure:
+    """A finished matplotlib figure with the title and caption the report shows next to it."""
+
+    title: str
+    figure: Any
+    caption: str = ""
+
+
+class PredictionWriter(ABC):
+    """Writes one task's predictions for new images (a CSV row, a mask file), one image at a time."""
+
+    @abstractmethod
+    def write(self, name: str, probability: np.ndarray, original_size: tuple[int, int]) -> None:
+        """Store the prediction for the image called ``name`` (a file stem); ``original_size`` is (H, W)."""
+
+    def close(self) -> list[Path]:
+        """Finish writing; return the files written."""
+        return []
+
+
 class Task(ABC):
     """One supervised objective: builds its head, scores labeled outputs, reports metrics."""
 
@@ -97,6 +156,20 @@ class Task(ABC):
         """The one number (higher is better) this task contributes to model selection."""
         return None
 
+    def evaluate(self, probabilities: np.ndarray, targets: np.ndarray,
+                 class_names: Sequence[str] = ()) -> TaskEvaluation:
+        """Full test-set evaluation of :meth:`probabilities` outputs against targets (numpy arrays)."""
+        return TaskEvaluation([{} for _ in range(len(targets))], {},
+                              notes=[f"task '{self.name}' defines no evaluation"])
+
+    def prediction_writer(self, out_dir: Path, class_names: Sequence[str] = ()) -> PredictionWriter | None:
+        """How ``predict`` stores this task's outputs in ``out_dir``; None: the task is not exported."""
+        return None
+
+    def report_figures(self, sets: Sequence[EvaluatedSet]) -> list[ReportFigure]:
+        """Figures for the run report, one or more per evaluated test set."""
+        return []
+
     def describe(self) -> str:
         return type(self).__doc__.strip().splitlines()[0] if type(self).__doc__ else ""
 
@@ -118,13 +191,24 @@ class ViewRequest:
 
 @dataclass
 class StrategyInputs:
-    """What a strategy scores: outputs of the views it asked for and of its task's labeled batch."""
+    """What a strategy scores: outputs of the views it asked for and of its task's labeled batch.
+
+    ``view_images`` and ``view_targets`` hold the augmented input images of
+    each planned view and, for views of the labeled stream, their targets
+    (None for unlabeled views), for strategies that build new inputs from
+    them (e.g. mixup). ``forward`` runs the task's head on new images: it
+    costs an extra backbone pass over those images, so use it only when the
+    inputs cannot be planned as views (they depend on this step's outputs).
+    """
 
     task: Task
     views: Mapping[str, torch.Tensor]
     labeled_output: torch.Tensor | None
     labeled_target: torch.Tensor | None
     step: int
+    view_images: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    view_targets: Mapping[str, torch.Tensor | None] = field(default_factory=dict)
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass
@@ -192,6 +276,10 @@ class Bridge(ABC):
     def compute(self, inputs: BridgeInputs) -> torch.Tensor:
         """Return ``[len(rows), extra_channels, H, W]`` at full input resolution, detached."""
 
+    def maps(self, extra: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named ``[N, 1, H, W]`` maps of :meth:`compute`'s output worth showing a person (e.g. saliency)."""
+        return {}
+
     @staticmethod
     def infer_route(tasks: Mapping[str, Task]) -> tuple[str, str]:
         """Source and target when the user gave no ``SRC->DST``; override to pick a sensible default."""
@@ -233,6 +321,18 @@ class Source(ABC):
     def fingerprint(self, index: int) -> str:
         """What makes a cached copy stale (path, size, mtime for files)."""
         return self.keys[index]
+
+    def problems(self) -> Sequence[Exception]:
+        """Bad files found while listing and left out of ``keys`` (DataErrors naming each).
+
+        The core raises the first unless the run skips bad input, so a source
+        never has to know that setting.
+        """
+        return ()
+
+    def remarks(self) -> Sequence[str]:
+        """What listing left out on purpose (e.g. rows matching no class), for summaries."""
+        return ()
 
     def __len__(self) -> int:
         return len(self.keys)

@@ -40,6 +40,10 @@ class SaliencyBridge(Bridge):
         saliency = input_saliency(score, inputs.images, self.normalize)[inputs.rows]
         return torch.cat([inputs.images[inputs.rows].detach(), saliency], dim=1)
 
+    def maps(self, extra: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The saliency channel (the last one; the others are the image)."""
+        return {"saliency": extra[:, -1:]}
+
     @staticmethod
     def infer_route(tasks: dict[str, Task]) -> tuple[str, str]:
         """Default route: the one class-target task into the one decoder task."""

@@ -1,13 +1,19 @@
 """Image classification: max-pool, global average pool, one linear layer; cross-entropy."""
 from __future__ import annotations
 
-from typing import Mapping
+import csv
+from pathlib import Path
+from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtssl.api import HeadInputs, Task, check_options, hookimpl
+from mtssl.api import (EvaluatedSet, HeadInputs, PredictionWriter, ReportFigure, Task, TaskEvaluation,
+                       check_options, hookimpl)
+from mtssl_plugins.metrics.classification import binary_roc, classification_scores
+from mtssl_plugins.tasks import plots
 
 
 class ClassificationHead(nn.Module):
@@ -52,6 +58,118 @@ class ClassificationTask(Task):
 
     def selection_score(self, metrics: Mapping[str, float]) -> float | None:
         return metrics.get("acc")
+
+    def class_names_or_default(self, class_names: Sequence[str]) -> list[str]:
+        names = list(class_names)
+        return names if len(names) == self.num_classes else [f"class{c}" for c in range(self.num_classes)]
+
+    def evaluate(self, probabilities: np.ndarray, targets: np.ndarray,
+                 class_names: Sequence[str] = ()) -> TaskEvaluation:
+        """Accuracy, F1 per class, ROC AUC, sensitivity/specificity (set-level: std is None)."""
+        names = self.class_names_or_default(class_names)
+        targets = np.asarray(targets, int)
+        scores = classification_scores(targets, probabilities, names)
+        predicted = probabilities.argmax(1)
+        records = [{"target": names[t], "predicted": names[p], "correct": bool(t == p),
+                    **{f"p_{n}": float(v) for n, v in zip(names, row)}}
+                   for t, p, row in zip(targets, predicted, probabilities)]
+        aggregate = {k: {"mean": v, "std": None} for k, v in scores.values.items()}
+        return TaskEvaluation(records, aggregate, {"confusion": scores.confusion, "class_names": names},
+                              scores.notes)
+
+    def prediction_writer(self, out_dir: Path, class_names: Sequence[str] = ()) -> PredictionWriter:
+        return ProbabilityCsv(Path(out_dir) / f"{self.name}.csv", self.class_names_or_default(class_names))
+
+    def report_figures(self, sets: Sequence[EvaluatedSet]) -> list[ReportFigure]:
+        figures = []
+        for data in sets:
+            names = self.class_names_or_default(data.class_names)
+            figures.append(roc_figure(self.name, data, names))
+            figures.append(confusion_figure(self.name, data, names))
+            for map_name, maps in data.maps.items():
+                figures.append(maps_by_class_figure(self.name, data, names, map_name, maps))
+        return [f for f in figures if f is not None]
+
+
+class ProbabilityCsv(PredictionWriter):
+    """One row per image: its name, the predicted class, and one probability column per class."""
+
+    def __init__(self, path: Path, class_names: list[str]):
+        self.path, self.class_names = path, class_names
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(path, "w", newline="")
+        self.writer = csv.writer(self.handle)
+        self.writer.writerow(["image", "predicted", *class_names])
+
+    def write(self, name: str, probability: np.ndarray, original_size: tuple[int, int]) -> None:
+        probability = np.asarray(probability, float).reshape(-1)
+        self.writer.writerow([name, self.class_names[int(probability.argmax())],
+                              *(f"{p:.6f}" for p in probability)])
+
+    def close(self) -> list[Path]:
+        self.handle.close()
+        return [self.path]
+
+
+def roc_figure(task: str, data: EvaluatedSet, names: list[str]) -> ReportFigure | None:
+    """ROC curve of the positive (second) class; skipped for other than two classes."""
+    if data.probabilities.shape[1] != 2:
+        return None
+    auc = data.evaluation.aggregate.get("auc", {}).get("mean")
+    fig, axes = plots.figure(panel=4)
+    ax = axes[0, 0]
+    if auc is None:
+        plots.blank(ax, "ROC curve undefined: the set holds one class only")
+    else:
+        fpr, tpr, _ = binary_roc(np.asarray(data.targets) == 1, data.probabilities[:, 1])
+        ax.plot(fpr, tpr, color="tab:red", lw=2, label=f"AUC = {auc:.3f}")
+        ax.plot([0, 1], [0, 1], color="gray", ls="--", lw=1, label="chance")
+        ax.set_xlabel(f"false positive rate (1 - specificity)")
+        ax.set_ylabel(f"true positive rate (sensitivity, {names[1]})")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.01)
+        ax.set_aspect("equal")
+        ax.legend(loc="lower right")
+    return ReportFigure(f"{task} ROC curve · {data.label}", fig,
+                        f"Positive class: {names[1]}; n = {len(data.targets)}.")
+
+
+def confusion_figure(task: str, data: EvaluatedSet, names: list[str]) -> ReportFigure:
+    matrix = np.asarray(data.evaluation.extra["confusion"])
+    fig, axes = plots.figure(panel=3.6)
+    ax = axes[0, 0]
+    ax.imshow(matrix, cmap="Blues")
+    peak = matrix.max() if matrix.size else 0
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    acc = data.evaluation.aggregate.get("acc", {}).get("mean")
+    caption = f"Accuracy {acc:.3f}." if acc is not None else ""
+    return ReportFigure(f"{task} confusion matrix · {data.label}", fig, caption)
+
+
+def maps_by_class_figure(task: str, data: EvaluatedSet, names: list[str], map_name: str,
+                         maps: np.ndarray) -> ReportFigure:
+    """A row per predicted class: images with the bridge map over them (MultiMix Fig. 9)."""
+    predicted = data.probabilities.argmax(1)
+    columns = plots.MAX_PANELS
+    fig, axes = plots.figure(columns, len(names), panel=1.8)
+    for c, name in enumerate(names):
+        picks = np.flatnonzero(predicted == c)[:columns]
+        for j in range(columns):
+            ax = axes[c, j]
+            if j < len(picks):
+                i = picks[j]
+                truth = names[int(data.targets[i])]
+                plots.show_map(ax, data.images[i], maps[i], f"true {truth}")
+            else:
+                plots.blank(ax, f"no image predicted {name}" if j == 0 else "")
+        axes[c, 0].set_ylabel(f"predicted {name}", fontsize=9)
+    return ReportFigure(f"{task} {map_name} maps by predicted class · {data.label}", fig,
+                        f"{map_name} map over the input image, one row per predicted class.")
 
 
 @hookimpl

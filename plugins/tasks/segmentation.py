@@ -1,13 +1,20 @@
 """Binary segmentation: a U-Net decoder over the backbone pyramid, trained with alpha * Dice."""
 from __future__ import annotations
 
-from typing import Mapping
+from pathlib import Path
+from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
-from mtssl.api import HeadInputs, Task, check_options, hookimpl, resize_like
+from mtssl.api import (EvaluatedSet, HeadInputs, PredictionWriter, ReportFigure, Task, TaskEvaluation,
+                       check_options, hookimpl, resize_like)
+from mtssl_plugins.metrics.aggregate import summarize
+from mtssl_plugins.metrics.segmentation import image_diagonal, mask_metrics
+from mtssl_plugins.tasks import plots
 from mtssl_plugins.functional import soft_dice_loss
 from mtssl_plugins.layers import double_conv
 
@@ -85,6 +92,127 @@ class SegmentationTask(Task):
 
     def selection_score(self, metrics: Mapping[str, float]) -> float | None:
         return metrics.get("dice")
+
+    def evaluate(self, probabilities: np.ndarray, targets: np.ndarray,
+                 class_names: Sequence[str] = ()) -> TaskEvaluation:
+        """Per-image Dice, Jaccard, SSIM, average Hausdorff (pixels), precision, recall; mean ± std.
+
+        The prediction is the probability map thresholded at 0.5. An image
+        where exactly one of prediction and truth is empty scores Dice 0 and
+        a Hausdorff distance equal to the image diagonal; such images are
+        counted in ``extra["one_empty"]`` (see :mod:`mtssl_plugins.metrics.segmentation`).
+        """
+        predictions = np.asarray(probabilities)[:, 0] >= 0.5
+        records = [mask_metrics(p, t) for p, t in zip(predictions, np.asarray(targets))]
+        aggregate = summarize(records, SEGMENTATION_METRICS)
+        one_empty = sum(r["one_empty"] for r in records)
+        height, width = predictions.shape[-2:]
+        extra = {"hd_unit": f"pixels at the evaluation size {height}x{width}",
+                 "hd_when_one_empty": image_diagonal((height, width)), "one_empty": one_empty}
+        notes = [f"{one_empty} image(s) with exactly one of prediction and truth empty: Dice 0, "
+                 f"Hausdorff = image diagonal ({extra['hd_when_one_empty']:.1f} px)"] if one_empty else []
+        return TaskEvaluation(records, aggregate, extra, notes)
+
+    def prediction_writer(self, out_dir: Path, class_names: Sequence[str] = ()) -> PredictionWriter:
+        return MaskPngs(Path(out_dir) / self.name)
+
+    def report_figures(self, sets: Sequence[EvaluatedSet]) -> list[ReportFigure]:
+        figures = []
+        for data in sets:
+            figures.append(bland_altman_figure(self.name, data))
+            figures.append(boundaries_figure(self.name, data))
+            figures.append(best_worst_figure(self.name, data))
+        return figures
+
+
+SEGMENTATION_METRICS = ("dice", "jaccard", "ssim", "hd_avg", "precision", "recall")
+
+
+class MaskPngs(PredictionWriter):
+    """One 8-bit PNG (0 background, 255 foreground) per image at the image's original size.
+
+    The probability map is resized bilinearly to the original size before
+    thresholding at 0.5, so the mask edge follows the smooth map, not the
+    evaluation-size pixel grid.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.written: list[Path] = []
+
+    def write(self, name: str, probability: np.ndarray, original_size: tuple[int, int]) -> None:
+        height, width = original_size
+        prob = Image.fromarray(np.asarray(probability, np.float32).reshape(probability.shape[-2:]), mode="F")
+        prob = np.asarray(prob.resize((width, height), Image.Resampling.BILINEAR))
+        path = self.folder / f"{name}.png"
+        Image.fromarray(np.where(prob >= 0.5, 255, 0).astype(np.uint8)).save(path)
+        self.written.append(path)
+
+    def close(self) -> list[Path]:
+        return list(self.written)
+
+
+def _predicted(data: EvaluatedSet) -> np.ndarray:
+    return np.asarray(data.probabilities)[:, 0] >= 0.5
+
+
+def bland_altman_figure(task: str, data: EvaluatedSet) -> ReportFigure:
+    """Agreement of predicted and true foreground pixel counts (MultiMix Fig. 5)."""
+    pred = np.array([r["pred_pixels"] for r in data.evaluation.per_image], float)
+    true = np.array([r["true_pixels"] for r in data.evaluation.per_image], float)
+    mean, diff = (pred + true) / 2, pred - true
+    bias, spread = float(diff.mean()), float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
+    fig, axes = plots.figure(panel=4)
+    ax = axes[0, 0]
+    ax.scatter(mean, diff, s=14, alpha=0.7, color="tab:blue")
+    ax.axhline(bias, color="tab:red", label=f"bias {bias:+.0f}")
+    for sign in (-1, 1):
+        ax.axhline(bias + sign * 1.96 * spread, color="tab:red", ls="--", lw=1)
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set_xlabel("mean of predicted and true pixels")
+    ax.set_ylabel("predicted - true pixels")
+    ax.legend(loc="best", fontsize=8)
+    size = "x".join(str(s) for s in data.images.shape[-2:])
+    return ReportFigure(f"{task} Bland-Altman of foreground pixels · {data.label}", fig,
+                        f"Pixel counts at {size}; dashed lines: bias ± 1.96 SD ({spread:.0f} px).")
+
+
+def _overlay(ax, image: np.ndarray, truth: np.ndarray, pred: np.ndarray, title: str) -> None:
+    """Ground-truth boundary in green, predicted boundary in red (MultiMix Fig. 4)."""
+    plots.show_image(ax, image, title)
+    for mask, colour in ((truth, "lime"), (pred, "red")):
+        if mask.any() and not mask.all():
+            ax.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=1)
+
+
+def boundaries_figure(task: str, data: EvaluatedSet) -> ReportFigure:
+    pred, truth = _predicted(data), np.asarray(data.targets) > 0
+    count = min(plots.MAX_PANELS, len(pred))
+    fig, axes = plots.figure(count, 1, panel=2.4)
+    for j in range(count):
+        dice = data.evaluation.per_image[j]["dice"]
+        _overlay(axes[0, j], data.images[j], truth[j], pred[j], f"Dice {dice:.3f}")
+    return ReportFigure(f"{task} predicted vs true boundaries · {data.label}", fig,
+                        "Green: ground truth; red: prediction (first images of the set).")
+
+
+def best_worst_figure(task: str, data: EvaluatedSet) -> ReportFigure:
+    """The best and the worst images by Dice, with any bridge maps next to them."""
+    pred, truth = _predicted(data), np.asarray(data.targets) > 0
+    dice = np.array([r["dice"] for r in data.evaluation.per_image])
+    order = np.argsort(-dice, kind="stable")
+    count = min(3, max(1, len(order) // 2))  # never show an image as both best and worst
+    picks = [("best", i) for i in order[:count]] + [("worst", i) for i in order[count:][::-1][:count]]
+    map_names = list(data.maps)
+    fig, axes = plots.figure(1 + len(map_names), len(picks), panel=2.2)
+    for row, (kind, i) in enumerate(picks):
+        _overlay(axes[row, 0], data.images[i], truth[i], pred[i], f"{kind}: Dice {dice[i]:.3f}")
+        for col, name in enumerate(map_names, start=1):
+            plots.show_map(axes[row, col], data.images[i], data.maps[name][i], name)
+    return ReportFigure(f"{task} best and worst cases by Dice · {data.label}", fig,
+                        "Green: ground truth; red: prediction" + (f"; right: {', '.join(map_names)} map"
+                                                                 if map_names else "") + ".")
 
 
 @hookimpl

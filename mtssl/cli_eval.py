@@ -1,0 +1,135 @@
+"""``mtssl eval``, ``mtssl predict`` and ``mtssl report``: use a trained run's checkpoint."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from mtssl.cli import err_console, friendly_errors, load_host, parse_task_data_args
+from mtssl.progress import decode_progress
+
+EVAL_FILE = "eval.json"
+
+
+def parse_test_args(args: list[str]) -> dict[str, list[str]]:
+    """Only ``--TASK-test SPEC`` (repeatable) is meaningful here."""
+    parsed = parse_task_data_args(args)
+    wrong = sorted(f"--{task}-{key}" for task, fields in parsed.items() for key in fields if key != "test")
+    if wrong:
+        raise click.UsageError(f"{', '.join(wrong)}: eval takes only --TASK-test SPEC options")
+    return {task: fields["test"] for task, fields in parsed.items()}
+
+
+def _cell(value: dict) -> str:
+    mean, std = value.get("mean"), value.get("std")
+    return "n/a" if mean is None else f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+
+
+def results_tables(results: dict) -> list[Table]:
+    """One table per task: a row per metric, a column per evaluated set (with its size)."""
+    tables = []
+    for task, sets in results.items():
+        metrics = list(dict.fromkeys(m for s in sets.values() for m in s["aggregate"]))
+        units = {s["extra"]["hd_unit"] for s in sets.values() if "hd_unit" in s.get("extra", {})}
+        table = Table(title=task, caption="; ".join(f"hd_avg in {u}" for u in sorted(units)) or None)
+        table.add_column("metric")
+        for label, entry in sets.items():
+            table.add_column(f"{label} (n={entry['n']})", justify="right", overflow="fold")
+        for metric in metrics:
+            table.add_row(metric, *(_cell(entry["aggregate"].get(metric, {})) for entry in sets.values()))
+        tables.append(table)
+    return tables
+
+
+checkpoint_option = click.option("--checkpoint", default="best", show_default=True,
+                                 help="best, last, or a path to a .safetensors checkpoint.")
+
+
+@click.command("eval", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@checkpoint_option
+@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the full result (with per-image records) as JSON.")
+@click.pass_context
+@friendly_errors
+def eval_command(ctx, run_dir, checkpoint, batch_size, as_json):
+    """Score a run on its validation split, or on test sources: --TASK-test SPEC (repeatable).
+
+    \b
+    Examples:
+      mtssl eval runs/r1
+      mtssl eval runs/r1 --seg-test pairs:imgs,masks --seg-test synthetic:n=50,domain=2
+    Segmentation distances are in pixels at the run's training size. The
+    result (with per-image records) is saved as RUN/eval.json.
+    """
+    from mtssl.evaluation import evaluate_run
+
+    tests = parse_test_args(ctx.args) or None
+    console = Console(stderr=True)
+    with decode_progress(console) as progress:
+        results = evaluate_run(run_dir, tests, checkpoint, load_host(err_console()), batch_size, progress=progress)
+    saved = {"checkpoint": checkpoint, "results": results}
+    target = Path(run_dir) / EVAL_FILE
+    target.write_text(json.dumps(saved, indent=2))
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    out = Console()
+    for table in results_tables(results):
+        out.print(table)
+    for task, sets in results.items():
+        for label, entry in sets.items():
+            for note in entry.get("notes", []):
+                out.print(f"[yellow]note[/] {task} · {label}: {note}", highlight=False)
+    out.print(f"Saved {target}", highlight=False)
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the outputs.")
+@checkpoint_option
+@click.option("--batch-size", default=16, show_default=True, type=int)
+@click.option("--skip-bad", is_flag=True, help="Skip unreadable images (and list them) instead of stopping.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@friendly_errors
+def predict(run_dir, inputs, out_dir, checkpoint, batch_size, skip_bad, quiet):
+    """Predict image files or folders: class probabilities (CSV), masks and maps (PNG, original size)."""
+    from mtssl.inference import load_model
+    from mtssl.prediction import list_inputs, predict_files
+
+    console = Console(stderr=True, quiet=quiet)
+    loaded = load_model(run_dir, checkpoint, load_host(err_console()))
+    total = len(list_inputs(inputs))
+    with Progress(TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task_id = bar.add_task("predict", total=total)
+        summary = predict_files(loaded, inputs, out_dir, batch_size, skip_bad,
+                                lambda n: bar.advance(task_id, n))
+    for item in summary.skipped:
+        console.print(f"[yellow]skipped[/] {item.path}: {item.reason}", highlight=False)
+    console.print(f"Predicted {summary.images} image(s) with {loaded.path} (step {loaded.step}) into {out_dir}"
+                  + (f"; {len(summary.skipped)} skipped" if summary.skipped else ""), highlight=False)
+    click.echo(str(out_dir))
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@checkpoint_option
+@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.pass_context
+@friendly_errors
+def report(ctx, run_dir, checkpoint, batch_size):
+    """Figures and a self-contained HTML page in RUN/report/ (test sets as in eval: --TASK-test SPEC)."""
+    from mtssl.report import build_report
+
+    tests = parse_test_args(ctx.args) or None
+    console = Console(stderr=True)
+    with decode_progress(console) as progress:
+        index = build_report(run_dir, checkpoint, tests, load_host(err_console()), batch_size, progress)
+    console.print(f"Report: {index}", highlight=False)
+    click.echo(str(index))

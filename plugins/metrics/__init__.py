@@ -1,0 +1,1 @@
+"""Pure evaluation metrics on numpy arrays, shared by the task plugins."""
