@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def friendly_errors(command):
         try:
             return command(*args, **kwargs)
         except USER_ERRORS as exc:
-            err_console().print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True)
+            err_console().print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
             sys.exit(2)
 
     return wrapper
@@ -161,6 +162,7 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, **overr
       mtssl train --task cls:fixmatch --task seg:kl --bridge saliency
       mtssl train --task seg --seg-data pairs:imgs,masks --seg-labels 10
     """
+    from mtssl.data.prepare import data_summary
     from mtssl.trainer import Trainer
 
     console = Console(stderr=True, quiet=quiet)
@@ -173,7 +175,14 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, **overr
         run = None
     with decode_progress(console) as progress:
         trainer_run = run or RunDir.create(config)
-        trainer = Trainer(config, host, trainer_run, progress)
+        try:
+            trainer = Trainer(config, host, trainer_run, progress)
+        except BaseException:
+            if run is None:  # a run that never started leaves no folder behind
+                shutil.rmtree(trainer_run.path, ignore_errors=True)
+            raise
+    for line in data_summary(trainer.data):
+        err_console().print(f"[yellow]Data:[/] {line}", highlight=False, soft_wrap=True)  # even when --quiet
     if resume_dir:
         trainer.resume("last")
         console.print(f"Resuming [bold]{run.path}[/] at step {trainer.step}/{trainer.total_steps}")
@@ -217,6 +226,18 @@ def plugins(as_json):
     for f in failures:
         console.print(f"[red]failed:[/] {f['plugin']} ({f['distribution']}): {f['error']}", highlight=False)
 
+
+from mtssl.cli_data import data  # noqa: E402 - attached after main is defined
+
+main.add_command(data)
+
+from mtssl.cli_eval import eval_command, predict, report  # noqa: E402
+
+main.add_command(eval_command)
+main.add_command(predict)
+main.add_command(report)
+from mtssl.cli_bench import bench  # noqa: E402
+main.add_command(bench)
 
 if __name__ == "__main__":
     main()

@@ -67,7 +67,8 @@ class Trainer:
         for index, name in enumerate(self.parts.tasks):
             settings = config.data.get(name, TaskData())
             self.data[name] = prepare_task_data(host, name, self.parts.tasks[name], settings, config.size,
-                                                config.seed + 1000 * index, progress)
+                                                config.seed + 1000 * index, progress, config.cache_dir,
+                                                config.skip_bad)
         self._write_splits()
         self.labeled: dict[str, BatchStream] = {}
         self.unlabeled: dict[str, BatchStream] = {}
@@ -114,6 +115,7 @@ class Trainer:
             keys = data.train.keys
             listing = {part: [keys[i] for i in getattr(data.split, part)] for part in ("labeled", "unlabeled")}
             listing["val"] = data.val.keys
+            listing["skipped"] = [s.as_dict() for s in data.skipped]
             self.run.write_json(f"splits/{name}.json", listing)
 
     # -- one step ----------------------------------------------------------
@@ -154,6 +156,7 @@ class Trainer:
             offsets[view.task] += len(view.images)
             by_view[(view.task, view.key)] = out if view.grad else out.detach()
         targets = {(v.task, v.key): v.target for v in views}
+        images = {(v.task, v.key): v.images for v in views}
 
         total = torch.zeros((), device=batch.device, dtype=torch.float32)
         logs: dict[str, float] = {}
@@ -164,13 +167,21 @@ class Trainer:
             logs[f"{name}/sup"] = sup.item()
             for strategy in self.parts.strategies[name]:
                 prefix = f"{strategy.name}/"
-                planned = {k[len(prefix):]: v for (t, k), v in by_view.items() if t == name and k.startswith(prefix)}
-                result = strategy.loss(StrategyInputs(task, planned, labeled_out, labeled_target, self.step))
+                mine = [(t, k) for (t, k) in by_view if t == name and k.startswith(prefix)]
+                result = strategy.loss(StrategyInputs(
+                    task, {k[len(prefix):]: by_view[(t, k)] for t, k in mine}, labeled_out, labeled_target,
+                    self.step, view_images={k[len(prefix):]: images[(t, k)] for t, k in mine},
+                    view_targets={k[len(prefix):]: targets[(t, k)] for t, k in mine},
+                    forward=self._head_forward(name)))
                 total = total + result.loss
                 logs[f"{name}/{strategy.name}"] = result.loss.item()
                 logs.update({f"{name}/{strategy.name}/{k}": v for k, v in result.logs.items()})
         logs["loss"] = total.item()
         return StepResult(total, logs)
+
+    def _head_forward(self, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Task ``name``'s output for new images: one more backbone pass, for strategies that need it."""
+        return lambda x: self.model(x, {name: slice(0, len(x))})[name]
 
     def train_step(self) -> dict[str, float]:
         self.model.train()
@@ -267,6 +278,17 @@ class Trainer:
                     if line.strip() and json.loads(line).get("step", 0) <= self.step]
             file.write_text("".join(line + "\n" for line in kept))
 
+    def improves(self, score: float) -> bool:
+        """Whether a validation score beats the best so far (higher is better).
+
+        A score that is not a number (no task reports one) never counts as
+        better, but the first validation still writes ``best``, so the file
+        always exists once a run has validated.
+        """
+        if math.isnan(score):
+            return not (self.run.checkpoints / "best.safetensors").exists()
+        return score > self.best_score
+
     # -- the loop ----------------------------------------------------------
     def fit(self, on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
         """Train to ``total_steps``; on interrupt, save ``last`` so ``--resume`` continues."""
@@ -282,8 +304,8 @@ class Trainer:
                 if self.step % self.config.eval_every == 0 or self.step == self.total_steps:
                     last_val = self.validate()
                     logs.update({f"val/{k}": v for k, v in last_val.items()})
-                    if last_val["score"] > self.best_score:
-                        self.best_score = last_val["score"]
+                    if self.improves(last_val["score"]):
+                        self.best_score = max(self.best_score, last_val["score"])  # max() keeps -inf over NaN
                         self.save("best", with_state=False)
                 if self.rank == 0:
                     self.run.log(logs)
@@ -295,7 +317,7 @@ class Trainer:
             self.save("last", with_state=True)
             raise
         summary = {"steps": self.step, "wall_time_s": time.perf_counter() - started,
-                   "best_score": self.best_score, **{f"val/{k}": v for k, v in last_val.items()}}
+                   "best_score": self.best_score if math.isfinite(self.best_score) else None, **{f"val/{k}": v for k, v in last_val.items()}}
         if self.rank == 0:
             self.run.write_json("summary.json", summary)
         return summary

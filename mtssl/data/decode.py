@@ -1,8 +1,12 @@
-"""Image normalisation: any decoded array -> 8-bit grayscale at the training size."""
+"""Reading image and mask files, and normalising any decoded array to 8-bit grayscale at the training size."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+from mtssl.data.errors import DataError
 
 
 def to_gray_uint8(image: np.ndarray) -> np.ndarray:
@@ -11,6 +15,9 @@ def to_gray_uint8(image: np.ndarray) -> np.ndarray:
     if array.ndim == 3:
         if array.shape[2] in (2, 4):  # drop alpha
             array = array[..., :-1]
+        if array.dtype == np.uint8 and array.shape[2] == 3:  # fast exact path: rint(sum / 3) == (sum + 1) // 3
+            total = array[..., 0].astype(np.uint16) + array[..., 1] + array[..., 2]
+            return ((total + 1) // 3).astype(np.uint8)
         array = array.mean(axis=2) if array.shape[2] > 1 else array[..., 0]
     if array.ndim != 2:
         raise ValueError(f"expected a 2-D image or HxWxC, got shape {array.shape}")
@@ -40,3 +47,123 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     if binary.shape == (size, size):
         return binary
     return np.asarray(Image.fromarray(binary * 255).resize((size, size), Image.Resampling.NEAREST)) // 255
+
+
+# -- reading files -------------------------------------------------------------
+
+DICOM_SUFFIXES = {".dcm", ".dicom"}
+MASK_CLEAN_SHARE = 0.95
+"""At least this share of a mask's pixels must sit near its darkest or brightest value."""
+MASK_NEAR = 0.10
+"""'Near' means within this fraction of the mask's value range."""
+
+
+def _is_dicom(path: Path) -> bool:
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    with open(path, "rb") as handle:
+        head = handle.read(132)
+    return head[128:132] == b"DICM"
+
+
+def _read_dicom(path: Path) -> np.ndarray:
+    try:
+        import pydicom
+    except ImportError:
+        raise DataError(path, "is a DICOM file, but pydicom is not installed "
+                              "(pip install 'mtssl[dicom]' or pip install pydicom)") from None
+    try:
+        dataset = pydicom.dcmread(str(path))
+        pixels = np.asarray(dataset.pixel_array)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds
+        raise DataError(path, f"cannot decode DICOM ({type(exc).__name__}: {exc})") from exc
+    if pixels.ndim == 3 and pixels.shape[-1] not in (3, 4):
+        pixels = pixels[0]  # multi-frame: first frame
+    if getattr(dataset, "PhotometricInterpretation", "") == "MONOCHROME1":
+        pixels = pixels.max() - pixels  # stored inverted: make bone bright
+    return pixels
+
+
+def _pil_to_array(image: Image.Image) -> np.ndarray:
+    """Keep bit depth and channels; expand palettes and exotic modes to L/RGB(A)."""
+    mode = image.mode
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode == "PA":
+        image = image.convert("RGBA")
+    elif mode == "1":
+        image = image.convert("L")
+    elif mode in {"CMYK", "YCbCr", "LAB", "HSV"}:
+        image = image.convert("RGB")
+    array = np.asarray(image)
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("="))
+    return array
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode PNG/JPEG/TIFF/BMP/GIF (Pillow) or DICOM (pydicom) keeping depth and channels.
+
+    Any failure (missing, truncated, not an image) becomes a :class:`DataError` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        if _is_dicom(path):
+            return _read_dicom(path)
+        with Image.open(path) as image:
+            image.load()
+            return _pil_to_array(image)
+    except DataError:
+        raise
+    except UnidentifiedImageError:
+        raise DataError(path, "cannot decode image (not a recognised image format)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(path, f"cannot decode image ({type(exc).__name__}: {exc})") from exc
+
+
+def binarize_mask(mask: np.ndarray, path: str | Path) -> np.ndarray:
+    """Any-depth mask -> HxW uint8 {0, 1}; refuse masks that are not two-valued.
+
+    Rule: colour masks are reduced to their brightest channel (alpha ignored).
+    A mask with one value is all background when 0, else all foreground. A
+    mask with several values is accepted when at least 95% of its pixels lie
+    within 10% of the value range from its minimum or maximum (clean 0/1,
+    0/255 or 0/k masks, anti-aliased or JPEG-softened edges), and is then
+    thresholded halfway between minimum and maximum. Anything else (a label
+    map with several classes, a grayscale image given as a mask) is a
+    :class:`DataError`.
+    """
+    array = np.asarray(mask)
+    if array.ndim == 3:
+        colour = array[..., :-1] if array.shape[2] in (2, 4) else array
+        array = colour.max(axis=2)
+    if array.ndim != 2:
+        raise DataError(path, f"mask has shape {np.asarray(mask).shape}; expected HxW or HxWxC")
+    if array.dtype == bool:
+        return array.astype(np.uint8)
+    values = array.astype(np.float64) if array.dtype != np.uint8 else array
+    lo, hi = values.min(), values.max()
+    if lo == hi:
+        return np.full(array.shape, 1 if hi > 0 else 0, np.uint8)
+    near = MASK_NEAR * (float(hi) - float(lo))
+    clean = np.mean((values <= lo + near) | (values >= hi - near))
+    if clean < MASK_CLEAN_SHARE:
+        distinct = len(np.unique(array))
+        raise DataError(path, f"mask is not binary: {distinct} distinct values, {1 - clean:.0%} of pixels between "
+                              f"{lo:g} and {hi:g} (at most {1 - MASK_CLEAN_SHARE:.0%} may be, e.g. soft edges)")
+    return (values > (float(lo) + float(hi)) / 2).astype(np.uint8)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Decode and binarise a mask file (see :func:`binarize_mask` for the rule)."""
+    return binarize_mask(read_image(path), path)
+
+
+def check_mask_size(image: np.ndarray, mask: np.ndarray, image_path: str | Path, mask_path: str | Path = "") -> None:
+    """Masks must match their image pixel for pixel; a different size means a wrong pairing."""
+    if image.shape[:2] != mask.shape[:2]:
+        (ih, iw), (mh, mw) = image.shape[:2], mask.shape[:2]
+        which = f"{mask_path} is" if mask_path else "the mask is"
+        raise DataError(image_path, f"mask size differs: {which} {mw}x{mh} but the image is {iw}x{ih}")

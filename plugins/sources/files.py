@@ -1,0 +1,162 @@
+"""What every on-disk source shares: listing images, pairing masks, fingerprints, loading.
+
+A file source is a list of :class:`Item` (an image path, its class or its
+mask files) built once when the source opens. Bad entries found while
+listing are kept as :class:`~mtssl.api.DataError` in ``problems()`` instead
+of being raised, so the core decides (stop, or skip and count).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from mtssl.api import DataError, Sample, Source, check_mask_size, read_image, read_mask
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom")
+MASK_STEM_SUFFIXES = ("_mask", "-mask", "_seg", "_label")
+"""A mask file belongs to the image whose stem it repeats, optionally followed by one of these."""
+
+
+@dataclass(frozen=True)
+class Item:
+    image: Path
+    label: int | None = None
+    masks: tuple[Path, ...] = ()
+
+
+def require_dir(path: str | Path, what: str = "folder") -> Path:
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise DataError(folder, f"{what} not found")
+    if not folder.is_dir():
+        raise DataError(folder, f"expected a {what}, found a file")
+    return folder
+
+
+def list_images(folder: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name; hidden files ignored."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes)
+
+
+def subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def file_fingerprint(path: Path) -> str:
+    try:
+        stat = path.stat()
+    except OSError:
+        return f"{path}:missing"
+    return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def mask_stem(path: Path) -> str:
+    """The image stem a mask file names (``a_mask.png`` -> ``a``)."""
+    stem = path.stem
+    for suffix in MASK_STEM_SUFFIXES:
+        if stem.lower().endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def scan_class_folders(root: Path, names: Sequence[str]) -> tuple[list[Item], list[DataError]]:
+    """One class per sub-folder of ``root`` (label = position in ``names``); empty folders are problems."""
+    items: list[Item] = []
+    problems: list[DataError] = []
+    for label, name in enumerate(names):
+        files = list_images(root / name)
+        if not files:
+            problems.append(DataError(root / name, f"class folder is empty (no {'/'.join(IMAGE_SUFFIXES)} files)"))
+        items.extend(Item(f, label) for f in files)
+    return items, problems
+
+
+def pair_by_stem(images: Iterable[Path], masks: Iterable[Path], masks_dir: Path) -> tuple[list[Item], list[DataError]]:
+    """Match masks to images by stem (see :data:`MASK_STEM_SUFFIXES`); every leftover is a problem."""
+    by_stem: dict[str, list[Path]] = {}
+    for mask in masks:
+        by_stem.setdefault(mask_stem(mask), []).append(mask)
+    items: list[Item] = []
+    problems: list[DataError] = []
+    for image in images:
+        found = by_stem.pop(image.stem, [])
+        if not found:
+            problems.append(DataError(image, f"mask missing: no '{image.stem}.*' or "
+                                             f"'{image.stem}_mask.*' in {masks_dir}"))
+        elif len(found) > 1:
+            problems.append(DataError(image, f"several masks match: {', '.join(p.name for p in found)}"))
+        else:
+            items.append(Item(image, masks=(found[0],)))
+    for stem, orphans in sorted(by_stem.items()):
+        for orphan in orphans:
+            problems.append(DataError(orphan, f"mask matches no image (no image with stem '{stem}')"))
+    return items, problems
+
+
+def stem_class(path: Path, names: Sequence[str]) -> int | None:
+    """Class from a trailing ``_<digit>`` in the stem (Montgomery/Shenzhen: ``_0`` normal, ``_1`` TB)."""
+    tail = path.stem.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() and int(tail) < len(names) else None
+
+
+def require_target(source: str, target: str, supported: Sequence[str]) -> None:
+    if target not in supported:
+        kinds = " or ".join("class labels" if t == "class" else "masks" for t in supported)
+        raise ValueError(f"source '{source}' provides {kinds}, not target '{target}'")
+
+
+class FileSource(Source):
+    """Images on disk with a class label or one or more mask files per image (masks are OR-merged)."""
+
+    def __init__(self, target_kind: str, items: Sequence[Item], class_names: Sequence[str] = (),
+                 problems: Sequence[DataError] = (), remarks: Sequence[str] = ()):
+        self.target_kind = target_kind
+        self.items = list(items)
+        self.class_names = tuple(class_names)
+        self._keys = [str(item.image) for item in self.items]
+        self._problems = list(problems)
+        self._remarks = list(remarks)
+
+    @property
+    def keys(self) -> list[str]:
+        return self._keys
+
+    def class_labels(self) -> list[int] | None:
+        return [item.label for item in self.items] if self.target_kind == "class" else None
+
+    def fingerprint(self, index: int) -> str:
+        item = self.items[index]
+        return "|".join(file_fingerprint(p) for p in (item.image, *item.masks))
+
+    def problems(self) -> list[DataError]:
+        return self._problems
+
+    def remarks(self) -> list[str]:
+        return self._remarks
+
+    def read(self, path: Path) -> np.ndarray:
+        """Decode one image file (override for raw formats)."""
+        return read_image(path)
+
+    def fit_mask(self, mask: np.ndarray, image: np.ndarray, image_path: Path, mask_path: Path) -> np.ndarray:
+        """Check a mask against its image (override to accept a known scale difference)."""
+        check_mask_size(image, mask, image_path, mask_path)
+        return mask
+
+    def load(self, index: int) -> Sample:
+        item = self.items[index]
+        image = self.read(item.image)
+        if self.target_kind == "class":
+            return Sample(image, item.label)
+        merged = np.zeros(image.shape[:2], np.uint8)
+        for mask_path in item.masks:
+            merged |= self.fit_mask(read_mask(mask_path), image, item.image, mask_path)
+        return Sample(image, merged)
+
+
+def file_count_remark(kind: str, count: int, why: str) -> list[str]:
+    return [f"{count} {kind} {why}"] if count else []

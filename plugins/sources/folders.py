@@ -1,0 +1,33 @@
+"""``folders:PATH`` — any class-per-sub-folder tree; sorted sub-folder names are the classes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from mtssl.api import DataError, check_options, hookimpl
+from mtssl_plugins.sources.files import FileSource, list_images, require_dir, require_target, scan_class_folders, subfolders
+
+
+def open_folders(path: str, target: str = "class") -> FileSource:
+    root = require_dir(path)
+    names = [p.name for p in subfolders(root)]
+    if len(names) < 2:
+        loose = len(list_images(root))
+        raise DataError(root, f"matches no known layout: 'folders' needs one sub-folder per class "
+                              f"(at least 2), found {len(names)} sub-folder(s) and {loose} loose image(s)")
+    items, problems = scan_class_folders(root, names)
+    loose = len(list_images(root))
+    remarks = [f"{loose} image(s) directly in {root} ignored (not in a class folder)"] if loose else []
+    return FileSource(target, items, names, problems, remarks)
+
+
+def build(name: str, path: str | None = None, target: str = "class", seed: int = 0, **options) -> FileSource:
+    check_options(f"source '{name}'", options, set())
+    require_target(name, target, ("class",))
+    if not path:
+        raise ValueError(f"source '{name}' needs a path: {name}:ROOT with one sub-folder per class")
+    return open_folders(str(Path(path)), target)
+
+
+@hookimpl
+def register_sources(register):
+    register("folders", build, description="folders:ROOT, one sub-folder per class (sorted names = classes)")

@@ -1,0 +1,46 @@
+"""``kermany:PATH`` — the Kermany pediatric pneumonia set, ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}``.
+
+PATH is the dataset root (the ``split`` option picks the sub-folder, train by
+default) or one split folder holding NORMAL/ and PNEUMONIA/. NORMAL is class
+0 and PNEUMONIA class 1, whatever else the folder holds.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from mtssl.api import DataError, check_options, hookimpl
+from mtssl_plugins.sources.files import FileSource, require_dir, require_target, scan_class_folders, subfolders
+
+CLASS_NAMES = ("NORMAL", "PNEUMONIA")
+
+
+def _holds_classes(folder: Path) -> bool:
+    return all((folder / name).is_dir() for name in CLASS_NAMES)
+
+
+def find_split(path: str | Path, split: str) -> Path:
+    """The folder with NORMAL/ and PNEUMONIA/: PATH itself, or PATH/<split>."""
+    root = require_dir(path)
+    if _holds_classes(root):
+        return root
+    if _holds_classes(root / split):
+        return root / split
+    found = ", ".join(p.name for p in subfolders(root)) or "nothing"
+    raise DataError(root, f"matches no known layout for 'kermany': expected {'/ and '.join(CLASS_NAMES)}/ "
+                          f"in it or in its {split}/ folder (found: {found})")
+
+
+def build(name: str, path: str | None = None, target: str = "class", seed: int = 0, **options) -> FileSource:
+    check_options(f"source '{name}'", options, {"split"})
+    require_target(name, target, ("class",))
+    if not path:
+        raise ValueError(f"source '{name}' needs a path: {name}:chest_xray or {name}:chest_xray/train")
+    folder = find_split(path, str(options.get("split", "train")))
+    items, problems = scan_class_folders(folder, CLASS_NAMES)
+    return FileSource(target, items, CLASS_NAMES, problems)
+
+
+@hookimpl
+def register_sources(register):
+    register("kermany", build,
+             description="kermany:chest_xray[:split=train|val|test], NORMAL=0 / PNEUMONIA=1 folders")
