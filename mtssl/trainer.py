@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -141,24 +142,46 @@ class Trainer:
                     views.append(View(name, f"{strategy.name}/{request.key}", xv, tv, request.grad))
         return views
 
-    def compute_loss(self, views: list[View]) -> StepResult:
-        rows, start = {}, 0
+    def plan_passes(self, views: list[View]) -> list[list[View]]:
+        """Group views into as few backbone passes as the gradients they need allow.
+
+        Views that only make targets (``grad=False``) go through one pass
+        without autograd. Rows that a bridge differentiates with respect to
+        the input get a pass of their own, so that input-gradient backward
+        covers only them. Everything else shares one pass. Instance norm
+        keeps images independent, so grouping does not change any output.
+        """
+        differentiated = {b.target for b in self.parts.bridges if b.needs_input_grad}
+        groups: dict[tuple[bool, bool], list[View]] = {}
         for view in views:
+            groups.setdefault((view.grad, view.grad and view.task in differentiated), []).append(view)
+        return list(groups.values())
+
+    def run_pass(self, views: list[View]) -> dict[tuple[str, str], torch.Tensor]:
+        """One backbone pass over the concatenated views; each head runs on its own task's rows."""
+        rows, start = {}, 0
+        for view in views:  # a task's views are adjacent, so its rows form one slice
             first = rows.get(view.task, slice(start, start))
             rows[view.task] = slice(first.start, start + len(view.images))
             start += len(view.images)
         batch = torch.cat([v.images for v in views])
-        outputs = self.model(batch, rows)
-        by_view: dict[tuple[str, str], torch.Tensor] = {}
-        offsets = {name: 0 for name in rows}
+        with nullcontext() if views[0].grad else torch.no_grad():
+            outputs = self.model(batch, rows)
+        by_view, offsets = {}, {name: 0 for name in rows}
         for view in views:
             out = outputs[view.task][offsets[view.task]: offsets[view.task] + len(view.images)]
             offsets[view.task] += len(view.images)
             by_view[(view.task, view.key)] = out if view.grad else out.detach()
+        return by_view
+
+    def compute_loss(self, views: list[View]) -> StepResult:
+        by_view: dict[tuple[str, str], torch.Tensor] = {}
+        for group in self.plan_passes(views):
+            by_view.update(self.run_pass(group))
         targets = {(v.task, v.key): v.target for v in views}
         images = {(v.task, v.key): v.images for v in views}
 
-        total = torch.zeros((), device=batch.device, dtype=torch.float32)
+        total = torch.zeros((), device=self.device, dtype=torch.float32)
         logs: dict[str, float] = {}
         for name, task in self.parts.tasks.items():
             labeled_out, labeled_target = by_view[(name, "labeled")], targets[(name, "labeled")]

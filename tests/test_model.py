@@ -81,18 +81,33 @@ def test_each_head_runs_only_on_its_own_rows(host):
     assert out["cls"].shape[0] == 3 and out["seg"].shape[0] == 2
 
 
-def test_one_backbone_pass_per_training_step(host, tmp_path):
+def test_training_step_groups_views_into_three_backbone_passes(host, tmp_path):
     trainer = tiny_trainer(host, tmp_path, ["cls:fixmatch", "seg:kl"], ["saliency"])
     batches, decoder_batches = [], []
-    trainer.model.backbone.register_forward_hook(lambda m, args, out: batches.append(args[0].shape[0]))
+    grad_modes = []
+
+    def record(module, args, out):
+        batches.append(args[0].shape[0])
+        grad_modes.append(torch.is_grad_enabled())
+
+    trainer.model.backbone.register_forward_hook(record)
     trainer.model.heads["seg"].register_forward_pre_hook(
         lambda m, args: decoder_batches.append(args[0][0].shape[0]))
     logs = trainer.train_step()
-    # cls: labeled + weak + strong; seg: labeled + plain unlabeled; 2 images each
-    assert batches == [10]
-    assert decoder_batches == [4]
+    # 2 images per view. Pass 1: cls labeled + strong (with grad). Pass 2: the weak pseudo-label view,
+    # without autograd. Pass 3: seg labeled + plain unlabeled, the rows the saliency bridge differentiates.
+    assert sorted(zip(batches, grad_modes)) == [(2, False), (4, True), (4, True)]
+    assert decoder_batches == [4]  # the decoder runs once, on the segmentation rows only
     assert {"cls/sup", "cls/fixmatch", "cls/fixmatch/mask_rate", "seg/sup", "seg/kl", "loss"} <= set(logs)
     assert trainer.step == 1
+
+
+def test_single_pass_when_every_view_needs_the_same_gradients(host, tmp_path):
+    trainer = tiny_trainer(host, tmp_path, ["cls", "seg"])
+    batches = []
+    trainer.model.backbone.register_forward_hook(lambda m, args, out: batches.append(args[0].shape[0]))
+    trainer.train_step()
+    assert batches == [4]
 
 
 COMBOS = [(backbone, tasks, bridges)
