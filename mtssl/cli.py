@@ -93,10 +93,6 @@ def parse_task_data_args(args: list[str]) -> dict[str, dict]:
     return result
 
 
-OVERRIDES = ("backbone", "size", "batch_size", "steps", "epochs", "lr", "seed", "device", "strong_ops",
-             "eval_every", "save_every", "select_by", "out", "name", "cache_dir", "lr_step_epochs")
-
-
 def resolve_config(config_file, tasks, bridges, data_args, overrides: dict, skip_bad: bool) -> RunConfig:
     raw = load_config_file(config_file) if config_file else {}
     config = RunConfig.from_dict(raw, origin=str(config_file or "defaults"))
@@ -151,6 +147,7 @@ DEFAULT_STEPS = 300
 @click.option("--cache-dir", help="Where decoded images are cached (default: .mtssl-cache).")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable or inconsistent files (and count them) instead of stopping.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue an interrupted run directory.")
+@click.option("--amp", is_flag=True, default=None, help="bfloat16 autocast for forward passes (for GPUs).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 @friendly_errors

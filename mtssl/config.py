@@ -61,6 +61,7 @@ class RunConfig:
     cache_dir: str | None = None
     skip_bad: bool = False
     deterministic: bool = False
+    amp: bool = False  # bfloat16 autocast for the forward passes (pays off on GPUs, not on CPUs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -157,6 +157,10 @@ class Trainer:
             groups.setdefault((view.grad, view.grad and view.task in differentiated), []).append(view)
         return list(groups.values())
 
+    def autocast(self):
+        """bfloat16 autocast when ``amp`` is on (losses still reduce in float32), else a no-op."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp)
+
     def run_pass(self, views: list[View]) -> dict[tuple[str, str], torch.Tensor]:
         """One backbone pass over the concatenated views; each head runs on its own task's rows."""
         rows, start = {}, 0
@@ -165,7 +169,7 @@ class Trainer:
             rows[view.task] = slice(first.start, start + len(view.images))
             start += len(view.images)
         batch = torch.cat([v.images for v in views])
-        with nullcontext() if views[0].grad else torch.no_grad():
+        with nullcontext() if views[0].grad else torch.no_grad(), self.autocast():
             outputs = self.model(batch, rows)
         by_view, offsets = {}, {name: 0 for name in rows}
         for view in views:
