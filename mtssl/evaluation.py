@@ -20,7 +20,7 @@ import numpy as np
 
 from mtssl.config import TaskData
 from mtssl.data.arrays import SourceArrays, prepare_sample
-from mtssl.data.prepare import ProgressFactory, load_arrays, open_source
+from mtssl.data.prepare import ProgressFactory, load_arrays, open_source, task_seed
 from mtssl.inference import LoadedModel, load_model, predict
 from mtssl.interfaces import EvaluatedSet
 from mtssl.plugins import PluginHost
@@ -29,11 +29,6 @@ VAL = "val"
 """Label of the run's own validation split in results."""
 TEST_SEED_OFFSET = 500_000
 """Seed offset for test sources, so a generated test set never repeats the training images."""
-
-
-def task_seed(config_seed: int, index: int) -> int:
-    """The seed the trainer gives task number ``index``'s training source."""
-    return config_seed + 1000 * index
 
 
 @dataclass

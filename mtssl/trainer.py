@@ -21,7 +21,7 @@ from mtssl import checkpoint
 from mtssl.assemble import Components, build_components
 from mtssl.augment import Augmenter
 from mtssl.config import RunConfig, TaskData
-from mtssl.data.prepare import ProgressFactory, TaskArrays, prepare_task_data
+from mtssl.data.prepare import ProgressFactory, TaskArrays, prepare_task_data, task_seed
 from mtssl.data.streams import BatchStream
 from mtssl.interfaces import StrategyInputs
 from mtssl.plugins import PluginHost
@@ -68,7 +68,7 @@ class Trainer:
         for index, name in enumerate(self.parts.tasks):
             settings = config.data.get(name, TaskData())
             self.data[name] = prepare_task_data(host, name, self.parts.tasks[name], settings, config.size,
-                                                config.seed + 1000 * index, progress, config.cache_dir,
+                                                task_seed(config.seed, index), progress, config.cache_dir,
                                                 config.skip_bad)
         self._write_splits()
         self.labeled: dict[str, BatchStream] = {}
@@ -208,7 +208,11 @@ class Trainer:
 
     def _head_forward(self, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         """Task ``name``'s output for new images: one more backbone pass, for strategies that need it."""
-        return lambda x: self.model(x, {name: slice(0, len(x))})[name]
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            with self.autocast():
+                return self.model(x, {name: slice(0, len(x))})[name]
+
+        return forward
 
     def train_step(self) -> dict[str, float]:
         self.model.train()

@@ -19,6 +19,11 @@ NO_CACHE = "off"
 """``cache_dir`` value that turns caching off (decode into memory every run)."""
 
 
+def task_seed(config_seed: int, index: int) -> int:
+    """The seed of task number ``index``'s sources and split: distinct per task, fixed by the run's seed."""
+    return config_seed + 1000 * index
+
+
 @dataclass
 class TaskArrays:
     """A task's training arrays, how they split, and its validation arrays."""
