@@ -160,25 +160,28 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, **overr
       mtssl train --task seg --seg-data pairs:imgs,masks --seg-labels 10
     """
     from mtssl.data.prepare import data_summary
+    from mtssl.distributed import from_environment
     from mtssl.trainer import Trainer
 
-    console = Console(stderr=True, quiet=quiet)
-    host = load_host(err_console())
+    cluster = from_environment()  # torchrun: one process per device; only rank 0 prints and writes
+    console = Console(stderr=True, quiet=quiet or not cluster.is_main)
+    host = load_host(err_console() if cluster.is_main else None)
     if resume_dir:
         run = RunDir(resume_dir)
         config = run.config()
     else:
         config = resolve_config(config_file, tasks, bridges, ctx.args, overrides, skip_bad)
         run = None
+    config.device = cluster.device_name(config.device)
     with decode_progress(console) as progress:
-        trainer_run = run or RunDir.create(config)
+        trainer_run = run or RunDir(cluster.share(str(RunDir.create(config).path) if cluster.is_main else None))
         try:
-            trainer = Trainer(config, host, trainer_run, progress)
+            trainer = Trainer(config, host, trainer_run, progress, cluster.rank, cluster.world)
         except BaseException:
-            if run is None:  # a run that never started leaves no folder behind
+            if run is None and cluster.is_main:  # a run that never started leaves no folder behind
                 shutil.rmtree(trainer_run.path, ignore_errors=True)
             raise
-    for line in data_summary(trainer.data):
+    for line in data_summary(trainer.data) if cluster.is_main else ():
         err_console().print(f"[yellow]Data:[/] {line}", highlight=False, soft_wrap=True)  # even when --quiet
     if resume_dir:
         trainer.resume("last")
@@ -191,7 +194,8 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, **overr
     vals = {k: v for k, v in summary.items() if k.startswith("val/")}
     console.print(f"Done: {summary['steps']} steps in {summary['wall_time_s']:.1f}s · "
                   + " · ".join(f"{k[4:]} {v:.3f}" for k, v in vals.items()), highlight=False)
-    click.echo(str(trainer.run.path))
+    if cluster.is_main:
+        click.echo(str(trainer.run.path))
 
 
 @main.command()

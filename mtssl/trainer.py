@@ -63,6 +63,13 @@ class Trainer:
         set_determinism(config.seed, config.deterministic)
         self.parts: Components = build_components(config, host)
         self.model = self.parts.model.to(self.device)
+        self.forward_model = self.model
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            torch.manual_seed(config.seed + rank)  # same weights everywhere, different augmentations
         self.augmenter = Augmenter(config.size, config.strong_ops).to(self.device)
         self.data: dict[str, TaskArrays] = {}
         for index, name in enumerate(self.parts.tasks):
@@ -170,7 +177,7 @@ class Trainer:
             start += len(view.images)
         batch = torch.cat([v.images for v in views])
         with nullcontext() if views[0].grad else torch.no_grad(), self.autocast():
-            outputs = self.model(batch, rows)
+            outputs = self.forward_model(batch, rows)
         by_view, offsets = {}, {name: 0 for name in rows}
         for view in views:
             out = outputs[view.task][offsets[view.task]: offsets[view.task] + len(view.images)]
@@ -210,7 +217,7 @@ class Trainer:
         """Task ``name``'s output for new images: one more backbone pass, for strategies that need it."""
         def forward(x: torch.Tensor) -> torch.Tensor:
             with self.autocast():
-                return self.model(x, {name: slice(0, len(x))})[name]
+                return self.forward_model(x, {name: slice(0, len(x))})[name]
 
         return forward
 
