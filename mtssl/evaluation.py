@@ -46,8 +46,7 @@ def validation_arrays(loaded: LoadedModel, run_dir: Path, task: str, host: Plugi
                                 f"(give test sources with --{task}-test SPEC)")
     keys = json.loads(listing_file.read_text()).get("val", [])
     settings = loaded.config.data.get(task, TaskData())
-    index = list(loaded.parts.tasks).index(task)
-    seed = task_seed(loaded.config.seed, index)
+    seed = task_seed(loaded.config.seed, task)
     spec, seed = (settings.val, seed + 1) if settings.val else (settings.train, seed)
     source = open_source(host, spec, loaded.parts.tasks[task].target_kind, seed, skip_bad=True)
     position = {key: i for i, key in enumerate(source.keys)}
@@ -69,8 +68,7 @@ def validation_arrays(loaded: LoadedModel, run_dir: Path, task: str, host: Plugi
 
 def test_arrays(loaded: LoadedModel, task: str, spec: str, host: PluginHost,
                 progress: ProgressFactory | None = None) -> SourceArrays:
-    index = list(loaded.parts.tasks).index(task)
-    seed = task_seed(loaded.config.seed, index) + TEST_SEED_OFFSET
+    seed = task_seed(loaded.config.seed, task) + TEST_SEED_OFFSET
     source = open_source(host, spec, loaded.parts.tasks[task].target_kind, seed)
     arrays = load_arrays(source, loaded.size, progress, f"{task} test: {spec}", loaded.config.cache_dir)
     check_class_names(loaded, task, spec, arrays)

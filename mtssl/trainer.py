@@ -72,10 +72,10 @@ class Trainer:
             torch.manual_seed(config.seed + rank)  # same weights everywhere, different augmentations
         self.augmenter = Augmenter(config.size, config.strong_ops).to(self.device)
         self.data: dict[str, TaskArrays] = {}
-        for index, name in enumerate(self.parts.tasks):
+        for name in self.parts.tasks:
             settings = config.data.get(name, TaskData())
             self.data[name] = prepare_task_data(host, name, self.parts.tasks[name], settings, config.size,
-                                                task_seed(config.seed, index), progress, config.cache_dir,
+                                                task_seed(config.seed, name), progress, config.cache_dir,
                                                 config.skip_bad)
         self._write_splits()
         self.labeled: dict[str, BatchStream] = {}
@@ -103,18 +103,19 @@ class Trainer:
         return targets.unsqueeze(1) if arrays.target_kind == "mask" else targets
 
     def _build_streams(self) -> None:
-        bs, seed = self.config.batch_size, self.config.seed
-        for i, (name, data) in enumerate(self.data.items()):
+        bs = self.config.batch_size
+        for name, data in self.data.items():
+            seed = task_seed(self.config.seed, name)
             images = torch.from_numpy(data.train.images).unsqueeze(1)
             labeled = data.split.labeled
             self.labeled[name] = BatchStream(
                 images[labeled].to(self.device), self._tensor_targets(data.train, labeled).to(self.device),
-                bs, seed * 7919 + 2 * i, self.rank, self.world)
+                bs, seed, self.rank, self.world)
             if self.parts.strategies[name]:
                 # With every image labeled ('all'), the strategies still see the training images, without labels.
                 pool = data.split.unlabeled if len(data.split.unlabeled) else labeled
                 self.unlabeled[name] = BatchStream(images[pool].to(self.device), None, bs,
-                                                   seed * 7919 + 2 * i + 1, self.rank, self.world)
+                                                   seed + 1, self.rank, self.world)
 
     def _write_splits(self) -> None:
         if self.rank:

@@ -70,3 +70,47 @@ def input_saliency(score: torch.Tensor, images: torch.Tensor, normalize: bool = 
         peak = saliency.flatten(1).amax(1).clamp_min(1e-12)
         saliency = saliency / peak.view(-1, 1, 1, 1)
     return saliency
+
+
+def sharpen(probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """MixMatch sharpening: ``p_i^(1/T) / sum_j p_j^(1/T)`` along the class dimension (dim 1).
+
+    T -> 0 tends to one-hot, T = 1 leaves ``probs`` unchanged.
+    """
+    if temperature <= 0:
+        raise ValueError(f"sharpen: temperature must be > 0, got {temperature}")
+    # In log space, so a small T does not underflow every power to zero.
+    return torch.softmax(torch.log(probs.float()) / temperature, dim=1)
+
+
+def guess_labels(augmented_logits: list[torch.Tensor], temperature: float) -> torch.Tensor:
+    """Sharpened mean softmax over K augmentations of the same unlabeled batch; a target, so detached."""
+    mean = torch.stack([torch.softmax(l.detach().float(), dim=1) for l in augmented_logits]).mean(dim=0)
+    return sharpen(mean, temperature)
+
+
+def mixup_lambda(alpha: float) -> float:
+    """``lambda' = max(lambda, 1 - lambda)`` with ``lambda ~ Beta(alpha, alpha)``, so the first input dominates.
+
+    Drawn from torch's global generator, which the trainer seeds.
+    """
+    if alpha <= 0:
+        raise ValueError(f"mixup: alpha must be > 0, got {alpha}")
+    lam = float(torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha))).sample())
+    return max(lam, 1.0 - lam)
+
+
+def mixup(x1: torch.Tensor, y1: torch.Tensor, x2: torch.Tensor, y2: torch.Tensor,
+          lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Convex combination ``lam * (x1, y1) + (1 - lam) * (x2, y2)`` of inputs and soft targets."""
+    return lam * x1 + (1 - lam) * x2, lam * y1 + (1 - lam) * y2
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    """Mean over images of ``-sum_c q_c log softmax(logits)_c`` (targets are soft, e.g. mixed one-hots)."""
+    return -(target_probs.float() * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+
+
+def probability_l2(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    """MixMatch's unlabeled loss: squared distance of softmax to the guessed labels, averaged over images and classes."""
+    return (torch.softmax(logits.float(), dim=1) - target_probs.float()).pow(2).mean()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -119,3 +120,11 @@ def test_pseudo_label_view_gets_no_gradient_in_a_training_step(host, tmp_path):
     assert not captured["weak"].requires_grad and captured["strong"].requires_grad
     assert result.logs["cls/fixmatch/mask_rate"] == 1.0  # threshold 0 keeps every pseudo-label
     assert result.logs["cls/fixmatch"] > 0
+
+
+def test_a_task_gets_the_same_split_alone_and_in_a_multi_task_run(host, tmp_path):
+    alone = tiny_trainer(host, tmp_path / "a", ["seg"])
+    together = tiny_trainer(host, tmp_path / "b", ["cls:fixmatch", "seg:kl"], ["saliency"])
+    for part in ("labeled", "unlabeled", "val"):
+        assert np.array_equal(getattr(alone.data["seg"].split, part), getattr(together.data["seg"].split, part))
+    assert torch.equal(alone.labeled["seg"].next()[0], together.labeled["seg"].next()[0])

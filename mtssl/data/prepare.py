@@ -1,6 +1,7 @@
 """From a task's data settings to decoded arrays and a label-budget split."""
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,9 +20,14 @@ NO_CACHE = "off"
 """``cache_dir`` value that turns caching off (decode into memory every run)."""
 
 
-def task_seed(config_seed: int, index: int) -> int:
-    """The seed of task number ``index``'s sources and split: distinct per task, fixed by the run's seed."""
-    return config_seed + 1000 * index
+def task_seed(config_seed: int, task: str) -> int:
+    """The seed of a task's sources and split: fixed by the run's seed and the task's name.
+
+    Keyed by name, not position, so a task sees the same split alone as in
+    any multi-task run with the same seed: single- and multi-task results
+    are paired.
+    """
+    return (config_seed * 1_000_003 + zlib.crc32(task.encode())) % 2**31
 
 
 @dataclass

@@ -1,0 +1,253 @@
+"""Training-step speed: mtssl's MultiMix step against a paper-faithful reference step.
+
+Both run in one process on the same decoded synthetic images (the arrays of
+the mtssl trainer feed the reference's streams), alternating step by step so
+that other load on the machine hits both alike. Reported per image size:
+seconds per step, images per step / second (5 streams x m images), the
+split of a step into drawing batches, augmenting and the rest (forward,
+saliency, backward, Adam), and peak memory.
+
+Memory: on CUDA, ``torch.cuda.max_memory_allocated`` around the timed steps.
+On CPU, tracemalloc cannot see torch's allocations, so each implementation
+runs alone in a fresh subprocess and we report how far the peak resident set
+(``VmHWM``, reset after setup through ``/proc/self/clear_refs``; ``ru_maxrss``
+where that is not possible) grew over three steps beyond the resident set after setup. That
+includes optimizer state and autograd buffers, and it is coarse (page
+granularity, allocator caching), but it is what the process really took.
+
+    python benchmarks/speed.py --sizes 64,128,256 --m 10
+    python benchmarks/speed.py --device cuda --amp --sizes 256
+    python benchmarks/speed.py --sizes 128 --profile   # where mtssl's step spends its time
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_step import ReferenceStep, Streams  # noqa: E402
+
+from mtssl.config import RunConfig, TaskData  # noqa: E402
+from mtssl.plugins import PluginHost  # noqa: E402
+from mtssl.rundir import RunDir  # noqa: E402
+from mtssl.trainer import Trainer, to_float  # noqa: E402
+
+MULTIMIX = {"tasks": ["cls:fixmatch", "seg:kl"], "bridges": ["saliency"]}
+
+
+def build_trainer(size: int, m: int, device: str, workdir: str, amp: bool = False) -> Trainer:
+    config = RunConfig(**MULTIMIX, size=size, batch_size=m, steps=10**6, eval_every=10**6, save_every=10**6,
+                       device=device, out=workdir, name=f"speed-{size}", amp=amp,
+                       data={"cls": TaskData(train="synthetic:n=160", labels=50),
+                             "seg": TaskData(train="synthetic:n=60,domain=1", labels=10)})
+    return Trainer(config, PluginHost(), RunDir.create(config))
+
+
+def shared_streams(trainer: Trainer) -> Streams:
+    """The reference draws from exactly the images and splits the mtssl trainer uses."""
+    cls, seg = trainer.data["cls"], trainer.data["seg"]
+    cls_unlabeled = cls.split.unlabeled if len(cls.split.unlabeled) else cls.split.labeled
+    seg_unlabeled = seg.split.unlabeled if len(seg.split.unlabeled) else seg.split.labeled
+    return Streams(cls.train.images[cls.split.labeled], cls.train.targets[cls.split.labeled],
+                   seg.train.images[seg.split.labeled], seg.train.targets[seg.split.labeled],
+                   cls.train.images[cls_unlabeled], seg.train.images[seg_unlabeled])
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def mtssl_step(trainer: Trainer) -> float:
+    trainer.train_step()  # the trainer's own --amp setting decides autocast
+    sync(trainer.device)
+    return 0.0
+
+
+def mtssl_phases(trainer: Trainer, repeats: int = 5) -> dict[str, float]:
+    """Seconds per step spent drawing the five batches and augmenting them, measured on their own."""
+    streams = [*trainer.labeled.values(), *trainer.unlabeled.values()]
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        batches = [s.next() for s in streams]
+    sync(trainer.device)
+    draw = (time.perf_counter() - t0) / repeats
+    images = {name: to_float(trainer.labeled[name].next()[0]) for name in trainer.labeled}
+    masks = trainer.labeled["seg"].next()[1].float()
+    unlabeled = to_float(trainer.unlabeled["cls"].next()[0])
+    aug = trainer.augmenter
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        aug(images["cls"], "weak")
+        aug(images["seg"], "weak", masks)
+        aug(unlabeled, "weak")
+        aug(unlabeled, "strong")
+    sync(trainer.device)
+    del batches
+    return {"draw": draw, "augment": (time.perf_counter() - t0) / repeats}
+
+
+def time_pair(size: int, m: int, steps: int, warmup: int, device: str, amp: bool) -> dict:
+    with tempfile.TemporaryDirectory() as workdir:
+        trainer = build_trainer(size, m, device, workdir, amp)
+        reference = ReferenceStep(shared_streams(trainer), m=m, device=str(trainer.device))
+        for _ in range(warmup):
+            reference()
+            mtssl_step(trainer)
+        reference.times.__init__()
+        ours, theirs = [], []
+        if trainer.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            reference()
+            theirs.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            mtssl_step(trainer)
+            ours.append(time.perf_counter() - t0)
+        phases = mtssl_phases(trainer)
+    rt = reference.times
+    per_step = len(theirs)
+    return {
+        "size": size, "m": m, "images_per_step": 5 * m, "device": str(trainer.device), "amp": amp,
+        "reference": {"s_per_step": statistics.median(theirs), "draw": rt.draw / per_step,
+                      "augment": rt.augment / per_step, "compute": rt.compute / per_step},
+        "mtssl": {"s_per_step": statistics.median(ours), "draw": phases["draw"], "augment": phases["augment"],
+                  "compute": statistics.median(ours) - phases["draw"] - phases["augment"]},
+    }
+
+
+def peak_memory_mb(which: str, size: int, m: int, device: str, amp: bool) -> float:
+    """Run one implementation alone (fresh process on CPU) and report its peak memory growth in MB."""
+    if torch.device(device if device != "auto" else "cpu").type == "cuda":
+        with tempfile.TemporaryDirectory() as workdir:
+            trainer = build_trainer(size, m, device, workdir, amp)
+            step = ReferenceStep(shared_streams(trainer), m=m, device=str(trainer.device)) \
+                if which == "reference" else (lambda: mtssl_step(trainer))
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            for _ in range(3):
+                step()
+            return (torch.cuda.max_memory_allocated() - base) / 2**20
+    out = subprocess.run([sys.executable, __file__, "--memory-of", which, "--sizes", str(size), "--m", str(m),
+                          "--device", device, "--threads", str(torch.get_num_threads())],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+def _status_kib(key: str) -> int:
+    match = re.search(rf"{key}:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    return int(match.group(1)) if match else 0
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0), so setup's own peak does not hide the steps'."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_child(which: str, size: int, m: int, device: str) -> None:
+    with tempfile.TemporaryDirectory() as workdir:
+        trainer = build_trainer(size, m, device, workdir)
+        step = ReferenceStep(shared_streams(trainer), m=m, device=str(trainer.device)) \
+            if which == "reference" else (lambda: mtssl_step(trainer))
+        if reset_peak_rss():
+            base = _status_kib("VmRSS")
+            for _ in range(3):
+                step()
+            peak = _status_kib("VmHWM")
+        else:  # ru_maxrss cannot be reset: the growth shows only where the steps exceed setup's peak
+            base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            for _ in range(3):
+                step()
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_mb": (peak - base) / 1024}))  # both are in KiB on Linux
+
+
+def profile_mtssl(size: int, m: int, device: str, amp: bool, rows: int = 20) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
+    with tempfile.TemporaryDirectory() as workdir:
+        trainer = build_trainer(size, m, device, workdir, amp)
+        mtssl_step(trainer)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            for _ in range(2):
+                mtssl_step(trainer)
+    key = "self_cuda_time_total" if trainer.device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["| size | step | s/step | images/s | draw ms | augment ms | model+optimizer ms | peak MB | "
+             "mtssl speed-up |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        ratio = r["reference"]["s_per_step"] / r["mtssl"]["s_per_step"]
+        for name in ("reference", "mtssl"):
+            x = r[name]
+            mem = r.get("memory", {}).get(name)
+            lines.append(f"| {r['size']} | {name} | {x['s_per_step']:.3f} | {r['images_per_step'] / x['s_per_step']:.1f} "
+                         f"| {1000 * x['draw']:.1f} | {1000 * x['augment']:.1f} | {1000 * x['compute']:.1f} | "
+                         f"{'—' if mem is None else f'{mem:.0f}'} | {f'{ratio:.2f}x' if name == 'mtssl' else ''} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="64,128,256")
+    parser.add_argument("--m", type=int, default=10, help="images per stream (paper: 10)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per implementation")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", action="store_true", help="mtssl's --amp (bfloat16 autocast) for its step; "
+                        "the reference stays in float32 as in the paper")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of mtssl's step")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice). On a "
+                        "shared CPU, 1 avoids thread barriers stalling behind other processes")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--memory-of", choices=["reference", "mtssl"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_of:
+        memory_child(args.memory_of, sizes[0], args.m, args.device)
+        return
+    results = []
+    for size in sizes:
+        result = time_pair(size, args.m, args.steps, args.warmup, args.device, args.amp)
+        if not args.no_memory:
+            result["memory"] = {w: peak_memory_mb(w, size, args.m, args.device, args.amp)
+                                for w in ("reference", "mtssl")}
+        results.append(result)
+        print(f"{size}px: reference {result['reference']['s_per_step']:.3f}s, "
+              f"mtssl {result['mtssl']['s_per_step']:.3f}s, "
+              f"ratio {result['reference']['s_per_step'] / result['mtssl']['s_per_step']:.2f}x", flush=True)
+    print()
+    print(f"device {results[0]['device']}, m = {args.m}, {args.steps} timed steps (median), "
+          f"torch threads {torch.get_num_threads()}, amp {args.amp}")
+    print(markdown(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    if args.profile:
+        print()
+        print(profile_mtssl(sizes[-1], args.m, args.device, args.amp))
+
+
+if __name__ == "__main__":
+    main()

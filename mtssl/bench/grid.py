@@ -1,0 +1,378 @@
+"""An ablation grid: named models (task/bridge specs) x per-task label budgets x seeds.
+
+Each cell is one training run (the same :class:`~mtssl.trainer.Trainer` as
+``mtssl train``) followed by :func:`mtssl.evaluation.evaluate_run` on the
+run's checkpoint. A cell's result is a JSON file in ``OUT/cells/``; a re-run
+skips every cell whose file says it finished with the same settings, and
+retries failed ones. A failing cell is recorded and the grid goes on.
+
+A model varies only the budgets of the tasks it has, so a single-task model
+is not trained again for every budget of a task it does not have.
+
+The grid itself is data (a TOML/YAML/JSON file or ``--model`` options)::
+
+    reference = "B"                 # the model the t-tests compare against
+    seeds = 5
+    [models]
+    A = "--task TASK1"
+    B = "--task TASK1:STRATEGY --task TASK2 --bridge BRIDGE"
+    [budgets]
+    TASK1 = [100, 1000, "all"]
+    [main_metrics]
+    TASK1 = ["acc", "f1_*"]         # fnmatch patterns over the evaluation's metric names
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import shlex
+import shutil
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from mtssl.config import ConfigError, RunConfig, TaskData, load_config_file
+from mtssl.spec import parse_task
+
+Budget = int | str
+CHECKPOINTS = ("best", "last")
+
+
+class GridError(ValueError):
+    """A grid definition that cannot be run; the message names the file or option."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named model: the task and bridge specs ``mtssl train`` would get."""
+
+    name: str
+    tasks: tuple[str, ...]
+    bridges: tuple[str, ...] = ()
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(parse_task(t).name for t in self.tasks)
+
+    @classmethod
+    def parse(cls, name: str, spec: str | dict, origin: str = "grid") -> "ModelSpec":
+        """From ``"--task a:s --task b --bridge x"`` or ``{tasks = [...], bridges = [...]}``."""
+        if isinstance(spec, dict):
+            unknown = sorted(set(spec) - {"tasks", "bridges"})
+            if unknown:
+                raise GridError(f"{origin}: model '{name}': unknown key(s) {', '.join(unknown)} (tasks, bridges)")
+            tasks, bridges = list(spec.get("tasks", [])), list(spec.get("bridges", []))
+        else:
+            tasks, bridges = [], []
+            words = shlex.split(str(spec))
+            for flag, value in zip(words[::2], words[1::2]):
+                if flag == "--task":
+                    tasks.append(value)
+                elif flag == "--bridge":
+                    bridges.append(value)
+                else:
+                    raise GridError(f"{origin}: model '{name}': expected '--task SPEC' and '--bridge SPEC' pairs, "
+                                    f"got '{flag}'")
+            if len(words) % 2:
+                raise GridError(f"{origin}: model '{name}': '{words[-1]}' has no value")
+        if not tasks:
+            raise GridError(f"{origin}: model '{name}' has no --task")
+        return cls(name, tuple(tasks), tuple(bridges))
+
+    def describe(self) -> str:
+        return " ".join([*(f"--task {t}" for t in self.tasks), *(f"--bridge {b}" for b in self.bridges)])
+
+
+@dataclass
+class GridSpec:
+    """Everything a grid run needs: models, budgets, seeds, data, run settings, statistics."""
+
+    models: list[ModelSpec]
+    budgets: dict[str, list[Budget]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: list(range(5)))
+    reference: str | None = None
+    main_metrics: dict[str, list[str]] = field(default_factory=dict)
+    data: dict[str, TaskData] = field(default_factory=dict)
+    run: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str = "best"
+
+    def model(self, name: str) -> ModelSpec:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise GridError(f"no model named '{name}' in this grid (models: {', '.join(m.name for m in self.models)})")
+
+    def check(self) -> None:
+        if not self.models:
+            raise GridError("the grid has no models: give --grid FILE or --model NAME='--task ...'")
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise GridError(f"model names must be unique, got {names}")
+        if self.reference is not None:
+            self.model(self.reference)
+        if not self.seeds:
+            raise GridError("no seeds to run")
+        if self.checkpoint not in CHECKPOINTS:
+            raise GridError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got '{self.checkpoint}'")
+        known = {t for m in self.models for t in m.task_names}
+        for kind, mapping in (("budgets", self.budgets), ("data", self.data), ("main_metrics", self.main_metrics)):
+            stray = sorted(set(mapping) - known)
+            if stray:
+                raise GridError(f"{kind} given for task(s) {', '.join(stray)} that no model has "
+                                f"(tasks: {', '.join(sorted(known))})")
+        for task, values in self.budgets.items():
+            if not values:
+                raise GridError(f"budgets for task '{task}' are empty")
+
+
+RUN_KEYS = {"size", "steps", "batch_size", "eval_every", "lr", "lr_step_epochs", "device", "cache_dir",
+            "backbone", "strong_ops", "epochs", "skip_bad", "select_by", "amp"}
+GRID_KEYS = {"models", "budgets", "seeds", "reference", "main_metrics", "data", "run", "checkpoint"}
+
+
+def parse_seeds(value: int | str | Iterable[int]) -> list[int]:
+    """``5`` -> 0..4; ``"0,3,7"`` or ``[0, 3, 7]`` -> those seeds."""
+    if isinstance(value, int):
+        if value < 1:
+            raise GridError(f"seeds: a count must be at least 1, got {value} (for seed 0 alone write '0,')")
+        return list(range(value))
+    if isinstance(value, str):
+        text = value.strip()
+        if "," not in text:
+            if not text.isdigit():
+                raise GridError(f"seeds: expected a count or a comma-separated list, got '{value}'")
+            return parse_seeds(int(text))
+        value = [v for v in text.split(",") if v.strip()]
+    try:
+        return [int(v) for v in value]
+    except (TypeError, ValueError):
+        raise GridError(f"seeds: expected integers, got {value!r}") from None
+
+
+def parse_budgets(value: Budget | str | Iterable[Budget]) -> list[Budget]:
+    """``"10,50,all"`` or ``[10, 50, "all"]`` -> ``[10, 50, "all"]``."""
+    items = str(value).split(",") if isinstance(value, (str, int)) else list(value)
+    result: list[Budget] = []
+    for item in items:
+        text = str(item).strip()
+        if text.lower() == "all":
+            result.append("all")
+        elif text.isdigit() and int(text) > 0:
+            result.append(int(text))
+        else:
+            raise GridError(f"label budget '{text}': expected a positive number or 'all'")
+    return result
+
+
+def grid_from_dict(raw: dict[str, Any], origin: str = "grid") -> GridSpec:
+    unknown = sorted(set(raw) - GRID_KEYS)
+    if unknown:
+        raise GridError(f"{origin}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(GRID_KEYS))}")
+    models = [ModelSpec.parse(n, s, origin) for n, s in (raw.get("models") or {}).items()]
+    run = dict(raw.get("run") or {})
+    bad = sorted(set(run) - RUN_KEYS)
+    if bad:
+        raise GridError(f"{origin}: run: unknown key(s) {', '.join(bad)}; known: {', '.join(sorted(RUN_KEYS))}")
+    try:
+        data = RunConfig.from_dict({"data": raw.get("data") or {}}, origin).data
+    except ConfigError as exc:
+        raise GridError(str(exc)) from exc
+    return GridSpec(
+        models=models,
+        budgets={t: parse_budgets(v) for t, v in (raw.get("budgets") or {}).items()},
+        seeds=parse_seeds(raw.get("seeds", 5)),
+        reference=raw.get("reference"),
+        main_metrics={t: [str(p) for p in ([v] if isinstance(v, str) else v)]
+                      for t, v in (raw.get("main_metrics") or {}).items()},
+        data=data,
+        run=run,
+        checkpoint=str(raw.get("checkpoint", "best")),
+    )
+
+
+def load_grid(path: str | Path) -> GridSpec:
+    return grid_from_dict(load_config_file(path), origin=str(path))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of the grid: a model, a budget per task it has, a seed."""
+
+    model: ModelSpec
+    budgets: tuple[tuple[str, Budget], ...]
+    seed: int
+
+    @property
+    def cell_id(self) -> str:
+        parts = [_slug(self.model.name), *(f"{_slug(t)}-{b}" for t, b in self.budgets), f"s{self.seed}"]
+        return "__".join(parts)
+
+    @property
+    def row(self) -> tuple[str, tuple[tuple[str, Budget], ...]]:
+        """What the seeds of one table row share."""
+        return self.model.name, self.budgets
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
+def task_budgets(grid: GridSpec, task: str) -> list[Budget]:
+    """The grid's budgets for ``task``; else its data's ``labels``; else the task's own default."""
+    if grid.budgets.get(task):
+        return grid.budgets[task]
+    labels = grid.data[task].labels if task in grid.data else None
+    return [labels if labels is not None else "default"]
+
+
+def expand_cells(grid: GridSpec, models: Iterable[str] | None = None) -> list[Cell]:
+    """Every cell, seed by seed (so a grid stopped early has every model at fewer seeds).
+
+    Each model crosses only the budgets of its own tasks.
+    """
+    chosen = [grid.model(n) for n in models] if models else grid.models
+    cells = []
+    for seed in grid.seeds:
+        for model in chosen:
+            tasks = model.task_names
+            for combo in itertools.product(*(task_budgets(grid, t) for t in tasks)):
+                cells.append(Cell(model, tuple(zip(tasks, combo)), seed))
+    return cells
+
+
+def cell_config(grid: GridSpec, cell: Cell, runs_dir: Path) -> RunConfig:
+    """The RunConfig ``mtssl train`` would build for this cell."""
+    data = {}
+    for task, budget in cell.budgets:
+        base = grid.data.get(task, TaskData())
+        data[task] = replace(base, labels=None if budget == "default" else budget, test=list(base.test))
+    run = dict(grid.run)
+    if run.get("steps") is None and run.get("epochs") is None:
+        run["steps"] = 300
+    run.setdefault("eval_every", min(100, int(run["steps"])) if run.get("steps") else 100)
+    config = RunConfig(tasks=list(cell.model.tasks), bridges=list(cell.model.bridges), data=data,
+                       seed=cell.seed, out=str(runs_dir), name=cell.cell_id, **run)
+    config.save_every = config.steps or config.save_every  # one resumable checkpoint at the end is enough
+    return config
+
+
+def settings_fingerprint(config: RunConfig, checkpoint: str) -> str:
+    """What makes a stored cell result stale: the run's settings (not where it lives) and the checkpoint."""
+    settings = config.to_dict()
+    settings.pop("out"), settings.pop("name")
+    settings["_checkpoint"] = checkpoint
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+Evaluator = Callable[..., dict]
+
+
+def default_evaluator() -> Evaluator:
+    try:
+        from mtssl.evaluation import evaluate_run
+    except ImportError as exc:  # pragma: no cover - only while the evaluation module is missing
+        raise GridError(f"the grid needs mtssl.evaluation.evaluate_run, which cannot be imported ({exc})") from exc
+    return evaluate_run
+
+
+def strip_per_image(result: dict) -> dict:
+    """Keep counts and aggregates; per-image records stay in the run directory's evaluation, not in the grid."""
+    return {task: {test: {"n": entry.get("n"), "aggregate": entry.get("aggregate", {})}
+                   for test, entry in tests.items()}
+            for task, tests in result.items()}
+
+
+def run_cell(grid: GridSpec, cell: Cell, out: Path, host, evaluate: Evaluator) -> dict:
+    """Train and evaluate one cell; return its record (never raises for a cell's own failure)."""
+    from mtssl.rundir import RunDir
+    from mtssl.trainer import Trainer
+
+    runs_dir = out / "runs"
+    record: dict[str, Any] = {"cell": cell.cell_id, "model": cell.model.name, "spec": cell.model.describe(),
+                              "budgets": {t: b for t, b in cell.budgets}, "seed": cell.seed}
+    try:
+        config = cell_config(grid, cell, runs_dir)
+        record["fingerprint"] = settings_fingerprint(config, grid.checkpoint)
+        run_path = runs_dir / cell.cell_id
+        if run_path.exists():
+            shutil.rmtree(run_path)  # a half-finished earlier attempt
+        run = RunDir.create(config)
+        trainer = Trainer(config, host, run)
+        summary = trainer.fit()
+        # Without test sources a task is scored on its validation split ("val").
+        tests = {task: list(config.data[task].test) or ["val"] for task, _ in cell.budgets}
+        metrics = evaluate(run.path, tests=tests, checkpoint=grid.checkpoint, host=host)
+        record.update(status="ok", run_dir=str(run.path), wall_time_s=summary.get("wall_time_s"),
+                      metrics=strip_per_image(metrics))
+    except Exception as exc:  # noqa: BLE001 - one broken cell must not stop the grid
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                      traceback=traceback.format_exc(limit=8))
+    return record
+
+
+def cell_file(out: Path, cell: Cell) -> Path:
+    return out / "cells" / f"{cell.cell_id}.json"
+
+
+def stored_record(out: Path, cell: Cell, fingerprint: str) -> dict | None:
+    """A finished result for this cell with the same settings, or None."""
+    file = cell_file(out, cell)
+    if not file.is_file():
+        return None
+    try:
+        record = json.loads(file.read_text())
+    except json.JSONDecodeError:
+        return None
+    return record if record.get("status") == "ok" and record.get("fingerprint") == fingerprint else None
+
+
+def write_record(out: Path, cell: Cell, record: dict) -> None:
+    file = cell_file(out, cell)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(file.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+    tmp.replace(file)
+
+
+def run_grid(grid: GridSpec, out: str | Path, models: Iterable[str] | None = None, host=None,
+             evaluate: Evaluator | None = None, log: Callable[[str], None] = print) -> list[dict]:
+    """Run every cell not already finished; return all records (stored and new) in grid order."""
+    from mtssl.plugins import PluginHost
+
+    grid.check()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    host = host or PluginHost()
+    evaluate = evaluate or default_evaluator()
+    cells = expand_cells(grid, models)
+    records = []
+    for i, cell in enumerate(cells, 1):
+        try:
+            fingerprint = settings_fingerprint(cell_config(grid, cell, out / "runs"), grid.checkpoint)
+        except (TypeError, ValueError):
+            fingerprint = ""  # run_cell reports the problem
+        stored = stored_record(out, cell, fingerprint)
+        if stored is not None:
+            log(f"[{i}/{len(cells)}] {cell.cell_id}: done earlier, skipped")
+            records.append(stored)
+            continue
+        log(f"[{i}/{len(cells)}] {cell.cell_id}: training ({cell.model.describe()})")
+        record = run_cell(grid, cell, out, host, evaluate)
+        write_record(out, cell, record)
+        if record["status"] == "ok":
+            log(f"[{i}/{len(cells)}] {cell.cell_id}: ok in {record.get('wall_time_s') or 0:.1f}s")
+        else:
+            log(f"[{i}/{len(cells)}] {cell.cell_id}: FAILED: {record['error']}")
+        records.append(record)
+    return records
+
+
+def load_records(out: str | Path) -> list[dict]:
+    """Every stored cell record of a grid folder (for re-reporting without training)."""
+    folder = Path(out) / "cells"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{out}: no grid results here (no cells/ folder)")
+    return [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]

@@ -1,0 +1,86 @@
+"""MixMatch (Berthelot et al. 2019) for class targets: the paper's Enc-MM baseline.
+
+Each step: K weak augmentations of the unlabeled batch give a guessed label
+(mean softmax, sharpened with temperature T, no gradient). The weakly
+augmented labeled batch (one-hot targets) and the K unlabeled views (guessed
+targets) are pooled, shuffled and mixed with their shuffled copy using
+``lambda' = max(lambda, 1 - lambda)``, ``lambda ~ Beta(alpha, alpha)``. The
+mixed images go through the model once more (``StrategyInputs.forward``):
+cross-entropy on the mixed labeled part plus ``weight`` times the squared
+error of the probabilities on the mixed unlabeled part.
+
+The trainer still adds the task's own supervised loss on its plain labeled
+batch, so the labeled data are seen both unmixed and mixed. ``weight`` ramps
+up linearly over the first ``rampup`` steps, as in MixMatch.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mtssl.api import SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, check_options, hookimpl
+from mtssl_plugins.functional import guess_labels, mixup, mixup_lambda, probability_l2, soft_cross_entropy
+
+
+class MixMatch(SSLStrategy):
+    """CE(mixed labeled) + weight * L2(mixed unlabeled, sharpened guesses over K weak views)."""
+
+    compatible_targets = ("class",)
+
+    def __init__(self, name: str, **options):
+        check_options(f"strategy '{name}'", options, {"K", "T", "alpha", "weight", "rampup"})
+        super().__init__(name, **options)
+        self.k = int(options.get("K", 2))
+        self.temperature = float(options.get("T", 0.5))
+        self.alpha = float(options.get("alpha", 0.75))
+        self.weight = float(options.get("weight", 75.0))
+        self.rampup = int(options.get("rampup", 500))
+        if self.k < 1:
+            raise ValueError(f"strategy '{name}': K (augmentations per unlabeled image) must be >= 1, got {self.k}")
+        if self.temperature <= 0:
+            raise ValueError(f"strategy '{name}': T must be > 0, got {self.temperature}")
+        if self.alpha <= 0:
+            raise ValueError(f"strategy '{name}': alpha must be > 0, got {self.alpha}")
+        if self.rampup < 0:
+            raise ValueError(f"strategy '{name}': rampup must be >= 0 steps, got {self.rampup}")
+
+    def plan(self):
+        unlabeled = [ViewRequest(f"weak{i}", "unlabeled", "weak", grad=False) for i in range(self.k)]
+        return [ViewRequest("labeled", "labeled", "weak", grad=False), *unlabeled]
+
+    def current_weight(self, step: int) -> float:
+        return self.weight * (min(1.0, step / self.rampup) if self.rampup else 1.0)
+
+    def loss(self, inputs: StrategyInputs) -> StrategyLoss:
+        if inputs.forward is None:
+            raise ValueError(f"strategy '{self.name}' needs a trainer that can run the model on mixed images")
+        target = inputs.view_targets.get("labeled")
+        if target is None:
+            raise ValueError(f"strategy '{self.name}' needs the targets of its labeled view")
+        weak = [inputs.views[f"weak{i}"] for i in range(self.k)]
+        num_classes = weak[0].shape[1]
+        guessed = guess_labels(weak, self.temperature)
+
+        labeled_x = inputs.view_images["labeled"]
+        labeled_p = F.one_hot(target.long(), num_classes).float()
+        unlabeled_x = torch.cat([inputs.view_images[f"weak{i}"] for i in range(self.k)])
+        pooled_x = torch.cat([labeled_x, unlabeled_x])
+        pooled_p = torch.cat([labeled_p, guessed.repeat(self.k, 1)])
+        order = torch.randperm(len(pooled_x), device=pooled_x.device)
+        lam = mixup_lambda(self.alpha)
+        mixed_x, mixed_p = mixup(pooled_x, pooled_p, pooled_x[order], pooled_p[order], lam)
+
+        logits = inputs.forward(mixed_x)
+        n = len(labeled_x)
+        supervised = soft_cross_entropy(logits[:n], mixed_p[:n])
+        unsupervised = probability_l2(logits[n:], mixed_p[n:])
+        weight = self.current_weight(inputs.step)
+        return StrategyLoss(supervised + weight * unsupervised,
+                            {"mixed_ce": supervised.item(), "l2": unsupervised.item(), "lambda": lam,
+                             "weight": weight})
+
+
+@hookimpl
+def register_strategies(register):
+    register("mixmatch", MixMatch, description="MixMatch: K weak views, sharpened guesses, mixup, extra forward; "
+                                               "options K=2, T=0.5, alpha=0.75, weight=75, rampup=500")
