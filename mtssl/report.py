@@ -86,15 +86,19 @@ def training_curves(records: Sequence[Mapping[str, Any]]) -> ReportFigure | None
                 ax.plot(steps, _ema(values), style, color=colour, lw=1.6, label=key)
             else:
                 ax.plot(steps, values, style, marker=".", color=colour, label=key)
-        if title == "loss terms" and positive:
-            ax.set_yscale("log")
+        if title == "loss terms":
+            # symlog keeps terms that start at exactly zero (no pseudo-label passed yet) on the chart
+            if positive:
+                ax.set_yscale("log")
+            else:
+                ax.set_yscale("symlog", linthresh=1e-3)
         if title == "pseudo-label mask rate":
             ax.set_ylim(-0.02, 1.02)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    return ReportFigure("Training curves", fig, "Per-term losses (log scale when all positive; smoothed lines "
+    return ReportFigure("Training curves", fig, "Per-term losses (log scale; symmetric-log where a term is zero; smoothed lines "
                         "over raw values for long runs), strategy logs such as the pseudo-label mask rate, "
                         "and validation metrics.")
 
