@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -174,3 +175,16 @@ def test_plugins_command_lists_the_first_party_components():
     table = invoke(["plugins"], terminal_width=200).stdout
     for name in ("unet", "cls", "seg", "fixmatch", "kl", "saliency", "synthetic"):
         assert name in table
+
+
+def test_every_hook_is_documented_for_plugin_authors():
+    import inspect
+
+    from mtssl import hookspecs
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("register_")]
+    assert len(hooks) == 5
+    for name in hooks:
+        assert (getattr(hookspecs, name).__doc__ or "").strip(), f"hook {name} has no docstring"
+        assert name in readme, f"hook {name} is not in the README"
