@@ -188,3 +188,17 @@ def test_every_hook_is_documented_for_plugin_authors():
     for name in hooks:
         assert (getattr(hookspecs, name).__doc__ or "").strip(), f"hook {name} has no docstring"
         assert name in readme, f"hook {name} is not in the README"
+
+
+def test_the_example_plugin_package_trains(tmp_path, monkeypatch):
+    """examples/entropy-plugin, loaded as an in-process plugin, runs a real training step."""
+    from conftest import tiny_trainer
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples" / "entropy-plugin"))
+    import mtssl_entropy
+
+    host = PluginHost(extra_plugins=[("entropy", mtssl_entropy)])
+    trainer = tiny_trainer(host, tmp_path, ["cls:entropy:weight=0.5"])
+    logs = trainer.train_step()
+    assert logs["cls/entropy"] == pytest.approx(0.5 * logs["cls/entropy/entropy"])
+    assert 0 < logs["cls/entropy/entropy"] <= 0.6932  # entropy of two classes is at most ln 2
