@@ -81,7 +81,8 @@ class Trainer:
         self.labeled: dict[str, BatchStream] = {}
         self.unlabeled: dict[str, BatchStream] = {}
         self._build_streams()
-        self.steps_per_epoch = max(math.ceil(len(s) / config.batch_size)
+        # an epoch is one pass over the longest stream (each rank walks its own shard of it)
+        self.steps_per_epoch = max(math.ceil(len(s) / (config.batch_size * world))
                                    for s in [*self.labeled.values(), *self.unlabeled.values()])
         self.total_steps = self._total_steps()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
