@@ -153,12 +153,13 @@ def confusion_figure(task: str, data: EvaluatedSet, names: list[str]) -> ReportF
 
 def maps_by_class_figure(task: str, data: EvaluatedSet, names: list[str], map_name: str,
                          maps: np.ndarray) -> ReportFigure:
-    """A row per predicted class: images with the bridge map over them (MultiMix Fig. 9)."""
+    """A row per predicted class, most confident first: images with the bridge map over them (MultiMix Fig. 9)."""
     predicted = data.probabilities.argmax(1)
     columns = plots.MAX_PANELS
     fig, axes = plots.figure(columns, len(names), panel=1.8)
     for c, name in enumerate(names):
-        picks = np.flatnonzero(predicted == c)[:columns]
+        confident_first = np.argsort(-data.probabilities[:, c], kind="stable")
+        picks = confident_first[predicted[confident_first] == c][:columns]
         for j in range(columns):
             ax = axes[c, j]
             if j < len(picks):
@@ -169,7 +170,8 @@ def maps_by_class_figure(task: str, data: EvaluatedSet, names: list[str], map_na
                 plots.blank(ax, f"no image predicted {name}" if j == 0 else "")
         axes[c, 0].set_ylabel(f"predicted {name}", fontsize=9)
     return ReportFigure(f"{task} {map_name} maps by predicted class · {data.label}", fig,
-                        f"{map_name} map over the input image, one row per predicted class.")
+                        f"{map_name} map over the input image, one row per predicted class, "
+                        "its most confident predictions first.")
 
 
 @hookimpl
