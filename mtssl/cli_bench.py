@@ -11,7 +11,6 @@ from mtssl.cli import friendly_errors, load_host, err_console, parse_task_data_a
 from mtssl.config import TaskData
 
 
-
 @click.group()
 def bench() -> None:
     """Benchmarks: ablation grids with statistics."""

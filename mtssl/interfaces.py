@@ -38,7 +38,7 @@ class Backbone(nn.Module, ABC):
 
     def check_input_size(self, height: int, width: int) -> None:
         """Raise ``ValueError`` naming a usable size when the encoder cannot take this one."""
-        step = max(self.strides) * self.size_multiple
+        step = max(self.strides)
         for dim in (height, width):
             if dim % step:
                 lower, upper = (dim // step) * step, (dim // step + 1) * step
@@ -47,9 +47,6 @@ class Backbone(nn.Module, ABC):
                     f"{type(self).__name__} needs image sides divisible by {step}; "
                     f"got {height}x{width}. Use --size {suggestion}."
                 )
-
-    size_multiple: int = 1
-    """Extra factor on top of the deepest stride (e.g. 2 when the head pools once more)."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +60,6 @@ class HeadInputs:
     channels: tuple[int, ...]
     strides: tuple[int, ...]
     extras: Mapping[int, int] = field(default_factory=dict)
-
 
 
 @dataclass
@@ -169,9 +165,6 @@ class Task(ABC):
     def report_figures(self, sets: Sequence[EvaluatedSet]) -> list[ReportFigure]:
         """Figures for the run report, one or more per evaluated test set."""
         return []
-
-    def describe(self) -> str:
-        return type(self).__doc__.strip().splitlines()[0] if type(self).__doc__ else ""
 
 
 @dataclass(frozen=True)

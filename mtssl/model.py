@@ -89,6 +89,5 @@ class MultiTaskModel(nn.Module):
         return outputs
 
 
-
 def _nonempty(rows: slice) -> bool:
     return rows.stop > rows.start

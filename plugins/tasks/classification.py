@@ -124,7 +124,7 @@ def roc_figure(task: str, data: EvaluatedSet, names: list[str]) -> ReportFigure 
         fpr, tpr, _ = binary_roc(np.asarray(data.targets) == 1, data.probabilities[:, 1])
         ax.plot(fpr, tpr, color="tab:red", lw=2, label=f"AUC = {auc:.3f}")
         ax.plot([0, 1], [0, 1], color="gray", ls="--", lw=1, label="chance")
-        ax.set_xlabel(f"false positive rate (1 - specificity)")
+        ax.set_xlabel("false positive rate (1 - specificity)")
         ax.set_ylabel(f"true positive rate (sensitivity, {names[1]})")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.01)
