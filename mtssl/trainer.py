@@ -2,7 +2,8 @@
 
 Each step draws one batch from every stream (labeled and unlabeled, per
 task), builds the views the tasks and strategies ask for on the device,
-concatenates all of them into one backbone pass, and sums the supervised
+runs them through the backbone in as few concatenated passes as their
+gradients allow (:meth:`Trainer.plan_passes`), and sums the supervised
 losses with the weighted SSL terms.
 """
 from __future__ import annotations
