@@ -1,4 +1,4 @@
-"""One backbone, one head per task, bridges between heads — run in a single backbone pass."""
+"""One backbone, one head per task, bridges between heads: one forward runs the backbone once over its batch."""
 from __future__ import annotations
 
 from contextlib import nullcontext
