@@ -40,7 +40,8 @@ from reference_step import ReferenceStep, Streams  # noqa: E402
 from mtssl.config import RunConfig, TaskData  # noqa: E402
 from mtssl.plugins import PluginHost  # noqa: E402
 from mtssl.rundir import RunDir  # noqa: E402
-from mtssl.trainer import Trainer, to_float  # noqa: E402
+from mtssl.model import to_float  # noqa: E402
+from mtssl.trainer import Trainer  # noqa: E402
 
 MULTIMIX = {"tasks": ["cls:fixmatch", "seg:kl"], "bridges": ["saliency"]}
 

@@ -2,7 +2,8 @@
 
 Trains a supervised U-Net on 10 masks, a supervised classifier (Enc) on 100
 labels and the same classifier with FixMatch (Enc-SSL), then scores each on
-300 fresh synthetic images in the training domain and in a shifted domain.
+300 fresh synthetic images in the training domain and in a shifted domain,
+through the same evaluation as ``mtssl eval``.
 Run:
 
     python benchmarks/synthetic_baselines.py --size 64 --steps 300 --seeds 3
@@ -15,31 +16,18 @@ import tempfile
 import time
 
 import numpy as np
-import torch
 
 from mtssl.config import RunConfig, TaskData
-from mtssl.data.arrays import decode_all
-from mtssl.data.prepare import open_source
+from mtssl.evaluation import evaluate_run
 from mtssl.plugins import PluginHost
 from mtssl.rundir import RunDir
-from mtssl.trainer import Trainer, to_float
+from mtssl.trainer import Trainer
 
 
-@torch.no_grad()
-def score(trainer: Trainer, task_name: str, spec: str, size: int) -> float:
-    task = trainer.parts.tasks[task_name]
-    source = open_source(trainer.host, spec, task.target_kind, seed=12345)
-    arrays = decode_all(source, size)
-    trainer.model.eval()
-    outs = []
-    for start in range(0, len(arrays), 50):
-        x = to_float(torch.from_numpy(arrays.images[start:start + 50]))
-        outs.append(trainer.model(x, {task_name: slice(0, len(x))})[task_name])
-    targets = torch.from_numpy(arrays.targets)
-    if task.target_kind == "mask":
-        targets = targets.unsqueeze(1)
-    metrics = task.metrics(torch.cat(outs), targets)
-    return float(next(iter(metrics.values())))
+def score(run: RunDir, host: PluginHost, task: str, metric: str, spec: str) -> float:
+    """Mean ``metric`` of the run's last checkpoint on test source ``spec`` (the ``mtssl eval`` path)."""
+    result = evaluate_run(run.path, tests={task: [spec]}, checkpoint="last", host=host)
+    return float(result[task][spec]["aggregate"][metric]["mean"])
 
 
 def main() -> None:
@@ -61,10 +49,10 @@ def main() -> None:
                 started = time.perf_counter()
                 trainer.fit()
                 elapsed = time.perf_counter() - started
-                in_domain = score(trainer, task_name, "synthetic:n=300,domain=0", args.size)
-                cross = score(trainer, task_name, "synthetic:n=300,domain=1", args.size)
-                rows.append({"model": model, "labels": labels, "seed": seed,
-                             "metric": "dice" if task_name == "seg" else "acc", "in_domain": in_domain,
+                metric = "dice" if task_name == "seg" else "acc"
+                in_domain = score(trainer.run, host, task_name, metric, "synthetic:n=300,domain=0")
+                cross = score(trainer.run, host, task_name, metric, "synthetic:n=300,domain=1")
+                rows.append({"model": model, "labels": labels, "seed": seed, "metric": metric, "in_domain": in_domain,
                              "cross_domain": cross, "train_s": elapsed})
                 print(json.dumps(rows[-1]))
     for model, *_ in models:

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 
 from mtssl.config import TaskData
-from mtssl.data.arrays import SourceArrays, prepare_sample
-from mtssl.data.prepare import ProgressFactory, load_arrays, open_source, task_seed
+from mtssl.data.arrays import SourceArrays
+from mtssl.data.prepare import ProgressFactory, load_arrays, open_source, subset, task_seed
 from mtssl.inference import LoadedModel, load_model, predict
 from mtssl.interfaces import EvaluatedSet
 from mtssl.plugins import PluginHost
@@ -49,21 +48,14 @@ def validation_arrays(loaded: LoadedModel, run_dir: Path, task: str, host: Plugi
     seed = task_seed(loaded.config.seed, task)
     spec, seed = (settings.val, seed + 1) if settings.val else (settings.train, seed)
     source = open_source(host, spec, loaded.parts.tasks[task].target_kind, seed, skip_bad=True)
-    position = {key: i for i, key in enumerate(source.keys)}
+    arrays = load_arrays(source, loaded.size, progress, f"{task} {VAL}: {spec}", loaded.config.cache_dir,
+                         skip_bad=True)
+    position = {key: i for i, key in enumerate(arrays.keys)}
     missing = [k for k in keys if k not in position]
     if missing:
         raise ValueError(f"{listing_file}: {len(missing)} validation item(s) are no longer in source "
                          f"'{spec}' (e.g. {missing[0]})")
-    size = loaded.size
-    images = np.empty((len(keys), size, size), np.uint8)
-    kind = source.target_kind
-    targets = np.empty((len(keys), size, size), np.uint8) if kind == "mask" else np.empty(len(keys), np.int64)
-    tick = progress(f"{task} {VAL}: {spec}", len(keys)) if progress else None
-    for row, key in enumerate(keys):
-        images[row], targets[row] = prepare_sample(source, position[key], size)
-        if tick:
-            tick(1)
-    return SourceArrays(images, targets, list(keys), kind, tuple(source.class_names))
+    return subset(arrays, [position[k] for k in keys])
 
 
 def test_arrays(loaded: LoadedModel, task: str, spec: str, host: PluginHost,

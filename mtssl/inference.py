@@ -17,6 +17,7 @@ import torch
 from mtssl import checkpoint as checkpoints
 from mtssl.assemble import Components, build_components
 from mtssl.config import RunConfig
+from mtssl.model import to_float
 from mtssl.plugins import PluginHost
 from mtssl.seeding import pick_device
 
@@ -103,7 +104,7 @@ def predict(loaded: LoadedModel, images: np.ndarray, tasks: Iterable[str] | None
     loaded.model.eval()
     for start in range(0, len(images), batch_size):
         chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))
-        x = chunk.to(loaded.device).float().div_(255.0).unsqueeze(1)
+        x = to_float(chunk.to(loaded.device))
         found: dict[str, torch.Tensor] | None = {} if with_maps else None
         with torch.no_grad():
             outputs = loaded.model(x, {name: slice(0, len(x)) for name in names}, maps=found)

@@ -91,3 +91,9 @@ class MultiTaskModel(nn.Module):
 
 def _nonempty(rows: slice) -> bool:
     return rows.stop > rows.start
+
+
+def to_float(images_u8: torch.Tensor) -> torch.Tensor:
+    """The model's input convention: uint8 ``[B, S, S]`` (or ``[B, 1, S, S]``) -> float ``[B, 1, S, S]`` in [0, 1]."""
+    x = images_u8.float().div_(255.0)
+    return x if x.dim() == 4 else x.unsqueeze(1)

@@ -25,6 +25,7 @@ from mtssl.config import RunConfig, TaskData
 from mtssl.data.prepare import ProgressFactory, TaskArrays, prepare_task_data, task_seed
 from mtssl.data.streams import BatchStream
 from mtssl.interfaces import StrategyInputs
+from mtssl.model import to_float
 from mtssl.plugins import PluginHost
 from mtssl.rundir import RunDir
 from mtssl.seeding import pick_device, set_determinism
@@ -45,12 +46,6 @@ class View:
 class StepResult:
     loss: torch.Tensor
     logs: dict[str, float] = field(default_factory=dict)
-
-
-def to_float(images_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[B, S, S]`` (or ``[B, 1, S, S]``) -> float ``[B, 1, S, S]`` in [0, 1]."""
-    x = images_u8.float().div_(255.0)
-    return x if x.dim() == 4 else x.unsqueeze(1)
 
 
 class Trainer:
