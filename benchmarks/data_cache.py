@@ -21,6 +21,7 @@ from mtssl.data.prepare import load_arrays, open_source
 from mtssl.plugins import PluginHost
 from mtssl.rundir import RunDir
 from mtssl.trainer import Trainer
+from mtssl_plugins.targets import CLASS_LABEL, binary_masks
 
 
 def timed(fn):
@@ -38,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     host = PluginHost()
     cache = tempfile.mkdtemp(prefix="mtssl-cache-bench-")
-    for spec, target in ((args.cls_data, "class"), (args.seg_data, "mask")):
+    for spec, target in ((args.cls_data, CLASS_LABEL), (args.seg_data, binary_masks())):
         source, t_open = timed(lambda: open_source(host, spec, target, 0))
         arrays, t_build = timed(lambda: load_arrays(source, args.size, cache_dir=cache))
         _, t_again = timed(lambda: load_arrays(open_source(host, spec, target, 0), args.size, cache_dir=cache))

@@ -25,11 +25,11 @@ from mtssl.interfaces import (
     SSLStrategy,
     StrategyInputs,
     StrategyLoss,
-    TargetKind,
     Task,
     TaskEvaluation,
     ViewRequest,
 )
+from mtssl.targets import TargetSpec
 
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
@@ -52,7 +52,7 @@ def check_options(component: str, options: dict, allowed: set[str]) -> None:
 
 __all__ = [
     "AugName", "Backbone", "Bridge", "BridgeInputs", "HeadInputs", "Sample", "Source", "SSLStrategy",
-    "StrategyInputs", "StrategyLoss", "TargetKind", "Task", "ViewRequest", "hookimpl", "resize_like",
+    "StrategyInputs", "StrategyLoss", "TargetSpec", "Task", "ViewRequest", "hookimpl", "resize_like",
     "check_options", "DataError", "read_image", "read_mask", "check_mask_size",
     "EvaluatedSet", "PredictionWriter", "ReportFigure", "TaskEvaluation",
 ]

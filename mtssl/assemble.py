@@ -7,6 +7,7 @@ from mtssl.config import RunConfig
 from mtssl.interfaces import Backbone, Bridge, SSLStrategy, Task
 from mtssl.model import MultiTaskModel
 from mtssl.plugins import PluginHost
+from mtssl.targets import TargetSpec
 from mtssl.spec import parse_bridge, parse_source, parse_task
 
 
@@ -19,7 +20,11 @@ class Components:
     model: MultiTaskModel
 
 
-def build_components(config: RunConfig, host: PluginHost) -> Components:
+TaskSet = tuple[dict[str, Task], dict[str, list[SSLStrategy]]]
+
+
+def build_tasks(config: RunConfig, host: PluginHost) -> TaskSet:
+    """The run's tasks and each task's strategies, checked to fit each other."""
     if not config.tasks:
         raise ValueError("no task given: add at least one --task (see `mtssl plugins` for the available tasks)")
     tasks: dict[str, Task] = {}
@@ -29,14 +34,22 @@ def build_components(config: RunConfig, host: PluginHost) -> Components:
         if spec.name in tasks:
             raise ValueError(f"task '{spec.name}' is given twice")
         task = host.create("task", spec.name, **spec.task.options)
+        if not isinstance(getattr(task, "target", None), TargetSpec):
+            raise ValueError(f"task '{spec.name}' declares no target (its class must set `target` to a TargetSpec)")
         tasks[spec.name] = task
         strategies[spec.name] = []
         for s in spec.strategies:
             strategy = host.create("strategy", s.name, **s.options)
-            if task.target_kind not in strategy.compatible_targets:
-                raise ValueError(f"strategy '{s.name}' works on {'/'.join(strategy.compatible_targets)} targets, "
-                                 f"but task '{spec.name}' has {task.target_kind} targets")
+            if not strategy.serves(task.target):
+                raise ValueError(f"strategy '{s.name}' cannot train task '{spec.name}': it does not serve "
+                                 f"{task.target.describe()}")
             strategies[spec.name].append(strategy)
+    return tasks, strategies
+
+
+def build_components(config: RunConfig, host: PluginHost, task_set: TaskSet | None = None) -> Components:
+    """Tasks, strategies, bridges, backbone and model; the backbone reads ``config.channels`` (1 when unset)."""
+    tasks, strategies = task_set or build_tasks(config, host)
     bridges = []
     for text in config.bridges:
         spec = parse_bridge(text)
@@ -48,7 +61,7 @@ def build_components(config: RunConfig, host: PluginHost) -> Components:
     backbone_spec = parse_source(config.backbone)  # same NAME[:key=value] shape
     if backbone_spec.path:
         raise ValueError(f"backbone spec '{config.backbone}': expected NAME[:key=value,...]")
-    backbone = host.create("backbone", backbone_spec.name, in_channels=1, **backbone_spec.options)
+    backbone = host.create("backbone", backbone_spec.name, in_channels=config.channels or 1, **backbone_spec.options)
     backbone.check_input_size(config.size, config.size)
     model = MultiTaskModel(backbone, tasks, bridges)
     return Components(tasks, strategies, bridges, backbone, model)

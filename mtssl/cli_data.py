@@ -26,19 +26,35 @@ def describe_array(image: np.ndarray) -> str:
     return f"{name}{bits}"
 
 
-def open_for_inspection(host, spec: str, target: str | None):
-    """Open the source for the given target, or the first target kind it serves."""
+def task_targets(host, task: str | None) -> list:
+    """The target declarations to try: the given task's, or every registered task's (default options)."""
+    from mtssl.spec import parse_task
+
+    if task:
+        parsed = parse_task(task)
+        return [host.create("task", parsed.name, **parsed.task.options).target]
+    targets = []
+    for entry in host.registries["task"]:
+        try:
+            declared = host.create("task", entry.name).target
+        except Exception:  # noqa: BLE001 - a task that needs options cannot be tried blind
+            continue
+        if declared not in targets:
+            targets.append(declared)
+    return targets
+
+
+def open_for_inspection(host, spec: str, task: str | None):
+    """Open the source for the given task's targets, or for the first registered task's it serves."""
     from mtssl.data.prepare import open_source
 
-    if target:
-        return open_source(host, spec, target, seed=0, skip_bad=True)
-    try:
-        return open_source(host, spec, "class", seed=0, skip_bad=True)
-    except ValueError as first:
+    first_error = None
+    for target in task_targets(host, task):
         try:
-            return open_source(host, spec, "mask", seed=0, skip_bad=True)
-        except ValueError:
-            raise first from None
+            return open_source(host, spec, target, seed=0, skip_bad=True)
+        except ValueError as exc:
+            first_error = first_error or exc
+    raise first_error or ValueError("no task is registered to inspect the source for")
 
 
 def inspect_source(source, progress=None) -> dict:
@@ -67,14 +83,20 @@ def inspect_source(source, progress=None) -> dict:
                 labels[names[label] if 0 <= label < len(names) else str(label)] += 1
         if progress:
             progress()
+    target = source.target
     report = {"items": len(source), "good": len(source) - (len(bad) - listed_bad),
-              "target": source.target_kind, "sizes": dict(sizes.most_common()), "modes": dict(modes.most_common()),
+              "target": target.kind, "target_spec": target.as_dict(), "channels": source.channels,
+              "sizes": dict(sizes.most_common()), "modes": dict(modes.most_common()),
               "bad": [b.as_dict() for b in bad], "remarks": list(source.remarks())}
-    if source.target_kind == "class":
+    if class_labels is not None:
         report["classes"] = {name: labels.get(name, 0) for name in source.class_names} or dict(labels)
-    else:
-        missing = sum(1 for b in bad if b.reason.startswith("mask missing"))
-        report["masks"] = {"found": len(source), "missing": missing}
+    if target.spatial:
+        missing = sum(1 for b in bad if b.reason.startswith(f"{target.kind} missing"))
+        report["maps"] = {"found": len(source), "missing": missing,
+                          "channels": list(source.class_names) or target.channels}
+    groups = source.groups()
+    if groups is not None:
+        report["groups"] = len(set(groups))
     return report
 
 
@@ -84,11 +106,17 @@ def print_report(console: Console, spec: str, report: dict) -> None:
     table.add_column("value", overflow="fold")
     table.add_row("items listed", str(report["items"]))
     table.add_row("good", str(report["good"]))
+    table.add_row("image channels", str(report["channels"]))
     for name, count in report.get("classes", {}).items():
         table.add_row(f"class {name}", str(count))
-    if "masks" in report:
-        table.add_row("masks found", str(report["masks"]["found"]))
-        table.add_row("masks missing", str(report["masks"]["missing"]))
+    if "maps" in report:
+        kind, maps = report["target"], report["maps"]
+        channels = maps["channels"]
+        table.add_row(f"{kind} channels", ", ".join(channels) if isinstance(channels, list) else str(channels))
+        table.add_row(f"{kind}s found", str(maps["found"]))
+        table.add_row(f"{kind}s missing", str(maps["missing"]))
+    if "groups" in report:
+        table.add_row("patients", str(report["groups"]))
     table.add_row("sizes (WxH)", ", ".join(f"{k} ×{v}" for k, v in report["sizes"].items()) or "-")
     table.add_row("pixel formats", ", ".join(f"{k} ×{v}" for k, v in report["modes"].items()) or "-")
     table.add_row("bad files", str(len(report["bad"])))
@@ -106,12 +134,14 @@ def data() -> None:
 
 @data.command()
 @click.argument("spec")
-@click.option("--target", type=click.Choice(["class", "mask"]), help="Target kind (default: what the source serves).")
+@click.option("--task", "task", metavar="TASK[:k=v]",
+              help="Inspect for this task's targets, e.g. seg:channels=3 (default: the first registered task "
+                   "whose targets the source serves).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @friendly_errors
-def inspect(spec, target, as_json):
-    """Count classes, sizes, pixel formats, masks and bad files of SPEC (e.g. kermany:chest_xray)."""
-    source = open_for_inspection(load_host(err_console()), spec, target)
+def inspect(spec, task, as_json):
+    """Count classes, sizes, pixel formats, masks, patients and bad files of SPEC (e.g. kermany:chest_xray)."""
+    source = open_for_inspection(load_host(err_console()), spec, task)
     with Progress(TextColumn("inspecting"), BarColumn(), MofNCompleteColumn(), console=err_console(),
                   transient=True, disable=as_json) as bar:
         task = bar.add_task("inspect", total=len(source))

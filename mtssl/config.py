@@ -61,6 +61,7 @@ class RunConfig:
     cache_dir: str | None = None
     skip_bad: bool = False
     deterministic: bool = False
+    channels: int | None = None  # image channels; None: what the sources declare (resolved at training)
     amp: bool = False  # bfloat16 autocast for the forward passes (pays off on GPUs, not on CPUs)
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,11 +12,12 @@ are in pixels at that size.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 
+from mtssl.class_map import map_class_names, split_class_map
 from mtssl.config import TaskData
 from mtssl.data.arrays import SourceArrays
 from mtssl.data.prepare import ProgressFactory, load_arrays, open_source, subset, task_seed
@@ -34,6 +35,7 @@ TEST_SEED_OFFSET = 500_000
 class TestSet:
     label: str
     arrays: SourceArrays
+    notes: list[str] = field(default_factory=list)
 
 
 def validation_arrays(loaded: LoadedModel, run_dir: Path, task: str, host: PluginHost,
@@ -47,7 +49,7 @@ def validation_arrays(loaded: LoadedModel, run_dir: Path, task: str, host: Plugi
     settings = loaded.config.data.get(task, TaskData())
     seed = task_seed(loaded.config.seed, task)
     spec, seed = (settings.val, seed + 1) if settings.val else (settings.train, seed)
-    source = open_source(host, spec, loaded.parts.tasks[task].target_kind, seed, skip_bad=True)
+    source = open_source(host, spec, loaded.parts.tasks[task].target, seed, skip_bad=True)
     arrays = load_arrays(source, loaded.size, progress, f"{task} {VAL}: {spec}", loaded.config.cache_dir,
                          skip_bad=True)
     position = {key: i for i, key in enumerate(arrays.keys)}
@@ -60,25 +62,37 @@ def validation_arrays(loaded: LoadedModel, run_dir: Path, task: str, host: Plugi
 
 def test_arrays(loaded: LoadedModel, task: str, spec: str, host: PluginHost,
                 progress: ProgressFactory | None = None) -> SourceArrays:
+    """A test source decoded at the run's size, its class names mapped onto the trained ones."""
     seed = task_seed(loaded.config.seed, task) + TEST_SEED_OFFSET
-    source = open_source(host, spec, loaded.parts.tasks[task].target_kind, seed)
-    arrays = load_arrays(source, loaded.size, progress, f"{task} test: {spec}", loaded.config.cache_dir)
-    check_class_names(loaded, task, spec, arrays)
+    text, names_map = split_class_map(spec)
+    source = open_source(host, text, loaded.parts.tasks[task].target, seed)
+    arrays = load_arrays(source, loaded.size, progress, f"{task} test: {text}", loaded.config.cache_dir)
+    arrays = map_class_names(arrays, loaded.class_names.get(task, ()), names_map, spec)
+    if arrays.target.categorical and arrays.target.missing is not None and len(arrays.targets) \
+            and (arrays.targets == arrays.target.missing).any():
+        raise ValueError(f"test source '{spec}' has unlabeled images; a test set needs a target for every image")
     return arrays
 
 
-def check_class_names(loaded: LoadedModel, task: str, spec: str, arrays: SourceArrays) -> None:
-    """A test source must name its classes as the training source did (same order), ignoring case."""
-    trained, found = loaded.class_names.get(task, ()), arrays.class_names
-    if arrays.target_kind != "class" or not trained or not found:
-        return
-    if [n.lower() for n in trained] != [n.lower() for n in found]:
-        raise ValueError(f"test source '{spec}' has classes {', '.join(found)}, but task '{task}' was trained "
-                         f"on {', '.join(trained)}")
-    if len(arrays.targets) and arrays.targets.min() < 0:
-        raise ValueError(f"test source '{spec}' has unlabeled images; a test set needs a class for every image")
-
-
+def overlap_notes(run_dir: Path, task: str, arrays: SourceArrays) -> list[str]:
+    """Warnings when a test set shares images or patients with the run's training data."""
+    listing_file = run_dir / "splits" / f"{task}.json"
+    if not listing_file.is_file():
+        return []
+    listing = json.loads(listing_file.read_text())
+    trained = set(listing.get("labeled", [])) | set(listing.get("unlabeled", []))
+    notes = []
+    shared = sum(1 for key in arrays.keys if key in trained)
+    if shared:
+        notes.append(f"{shared} test image(s) were training images of this run: the scores are optimistic")
+    groups = listing.get("groups", {})
+    trained_groups = set(groups.get("labeled", [])) | set(groups.get("unlabeled", []))
+    if arrays.groups is not None and trained_groups:
+        patients = {g for g in arrays.groups if g in trained_groups}
+        if patients:
+            notes.append(f"{len(patients)} test patient(s) also appear in this run's training data: "
+                         "the scores are optimistic")
+    return notes
 def collect_sets(loaded: LoadedModel, run_dir: Path, tests: Mapping[str, list[str]] | None,
                  host: PluginHost, progress: ProgressFactory | None = None) -> dict[str, list[TestSet]]:
     """Which sets each task is scored on: the given test specs, or (none given) val plus the config's tests."""
@@ -97,7 +111,8 @@ def collect_sets(loaded: LoadedModel, run_dir: Path, tests: Mapping[str, list[st
             arrays = (validation_arrays(loaded, run_dir, task, host, progress) if spec == VAL
                       else test_arrays(loaded, task, spec, host, progress))
             if len(arrays):
-                sets.setdefault(task, []).append(TestSet(spec, arrays))
+                notes = overlap_notes(run_dir, task, arrays) if spec != VAL else []
+                sets.setdefault(task, []).append(TestSet(spec, arrays, notes))
     return sets
 
 
@@ -113,6 +128,7 @@ def score_sets(loaded: LoadedModel, sets: Mapping[str, list[TestSet]], batch_siz
             probabilities = out.probabilities[task_name]
             names = loaded.class_names.get(task_name, ()) or arrays.class_names
             evaluation = task.evaluate(probabilities, arrays.targets, names)
+            evaluation.notes[:0] = test.notes
             for key, record in zip(arrays.keys, evaluation.per_image):
                 record["key"] = key
             results.setdefault(task_name, []).append(EvaluatedSet(

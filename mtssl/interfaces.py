@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, Mapping, Sequence
 
+from mtssl.targets import TargetSpec
+
 import numpy as np
 import torch
 from torch import nn
-
-TargetKind = Literal["class", "mask"]
-"""What a labeled sample carries: an integer class, or a binary mask the size of the image."""
 
 AugName = Literal["none", "weak", "strong"]
 
@@ -83,7 +82,7 @@ class TaskEvaluation:
 class EvaluatedSet:
     """One test set as a task's report figures see it: images, predictions, targets, scores.
 
-    ``images`` are uint8 ``[N, S, S]`` at the evaluation size; ``probabilities``
+    ``images`` are uint8 ``[N, C, S, S]`` at the evaluation size; ``probabilities``
     and ``targets`` are what :meth:`Task.evaluate` received; ``maps`` holds
     the bridge maps (:meth:`Bridge.maps`) computed on these images, ``[N, S, S]``.
     """
@@ -120,9 +119,15 @@ class PredictionWriter(ABC):
 
 
 class Task(ABC):
-    """One supervised objective: builds its head, scores labeled outputs, reports metrics."""
+    """One supervised objective: builds its head, scores labeled outputs, reports metrics.
 
-    target_kind: ClassVar[TargetKind]
+    ``target`` declares what its labeled samples carry (set it as a class
+    attribute, or in ``__init__`` when options change it, e.g. the number of
+    channels); the core checks every source against it and handles targets
+    only through it.
+    """
+
+    target: TargetSpec
     needs_decoder: ClassVar[bool] = False
     """True when the head is expensive (a decoder): the model runs it only on rows that need it."""
     default_labels: ClassVar[int | None] = None
@@ -154,7 +159,10 @@ class Task(ABC):
 
     def evaluate(self, probabilities: np.ndarray, targets: np.ndarray,
                  class_names: Sequence[str] = ()) -> TaskEvaluation:
-        """Full test-set evaluation of :meth:`probabilities` outputs against targets (numpy arrays)."""
+        """Full test-set evaluation of :meth:`probabilities` outputs against targets (numpy arrays).
+
+        ``class_names`` are the names of the target's classes or channels, as the training source gave them.
+        """
         return TaskEvaluation([{} for _ in range(len(targets))], {},
                               notes=[f"task '{self.name}' defines no evaluation"])
 
@@ -180,6 +188,9 @@ class ViewRequest:
     aug: AugName = "none"
     grad: bool = True
     """False for views that only make targets (pseudo-labels): their outputs are detached."""
+    of: str | None = None
+    """Key of an earlier view of the same strategy to augment instead of the stream's batch (``stream`` is
+    then ignored): a strong view of the weak view shares its geometry, and spatial targets follow both."""
 
 
 @dataclass
@@ -215,11 +226,13 @@ class StrategyLoss:
 class SSLStrategy(ABC):
     """Turns unlabeled data into a loss for one task without running the model itself."""
 
-    compatible_targets: ClassVar[tuple[TargetKind, ...]] = ("class", "mask")
-
     def __init__(self, name: str, **options: Any) -> None:
         self.name = name
         self.options = options
+
+    def serves(self, target: TargetSpec) -> bool:
+        """Whether this strategy can train a task with these targets (checked before training starts)."""
+        return True
 
     @abstractmethod
     def plan(self) -> Sequence[ViewRequest]:
@@ -248,6 +261,8 @@ class Bridge(ABC):
     """Carries something from one task's output into another task's head."""
 
     needs_input_grad: ClassVar[bool] = False
+    image_channels: int = 1
+    """Channels of the model's input images; the core sets it before it reads :attr:`extra_channels`."""
 
     def __init__(self, name: str, source: str, target: str, **options: Any) -> None:
         self.name = name
@@ -281,21 +296,31 @@ class Bridge(ABC):
 
 @dataclass
 class Sample:
-    """One decoded item of a source: an 8-bit grayscale (or any) image and its target."""
+    """One decoded item of a source: an image (HxW or HxWxC, any depth) and its target.
+
+    A per-image target is a number or an array of the declared shape; a
+    spatial target is an array at the image's resolution, HxW for one
+    channel or HxWxC. None marks an unlabeled item.
+    """
 
     image: np.ndarray
-    target: int | np.ndarray | None
+    target: Any
 
 
 class Source(ABC):
-    """A collection of images (with class labels or masks) for one task.
+    """A collection of images and their targets for one task.
 
     Sources are random-access: ``keys`` names each item (a file path or a
-    generated id), ``load(i)`` decodes it. ``class_labels()`` must be cheap so
-    label budgets can be stratified without decoding images.
+    generated id), ``load(i)`` decodes it. ``target`` declares what the
+    items carry (the core checks it agrees with the task's), ``channels``
+    how many channels the model gets per image (1 for radiographs, 3 for
+    colour), ``class_names`` the names of the target's classes or channels.
+    ``class_labels()`` and ``groups()`` must be cheap, so label budgets can
+    be stratified and split by patient without decoding images.
     """
 
-    target_kind: ClassVar[TargetKind]
+    target: TargetSpec
+    channels: int = 1
     class_names: tuple[str, ...] = ()
 
     @property
@@ -308,7 +333,14 @@ class Source(ABC):
         """Decode one item (image as uint8/uint16 ndarray, HxW or HxWxC)."""
 
     def class_labels(self) -> Sequence[int] | None:
-        """Class of every item without decoding, for stratified splits (None when masks)."""
+        """Class of every item without decoding, for stratified splits (None: not categorical)."""
+        return None
+
+    def groups(self) -> Sequence[str] | None:
+        """The patient (or other group) of every item, so splits never put one patient on two sides.
+
+        None: every item is its own group.
+        """
         return None
 
     def fingerprint(self, index: int) -> str:

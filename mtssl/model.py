@@ -25,6 +25,8 @@ class MultiTaskModel(nn.Module):
         self.tasks = dict(tasks)
         self.bridges = list(bridges)
         self._check_bridges()
+        for bridge in self.bridges:
+            bridge.image_channels = backbone.in_channels
         self.heads = nn.ModuleDict()
         for name, task in self.tasks.items():
             extras: dict[int, int] = {}
@@ -94,6 +96,6 @@ def _nonempty(rows: slice) -> bool:
 
 
 def to_float(images_u8: torch.Tensor) -> torch.Tensor:
-    """The model's input convention: uint8 ``[B, S, S]`` (or ``[B, 1, S, S]``) -> float ``[B, 1, S, S]`` in [0, 1]."""
+    """The model's input convention: uint8 ``[B, C, S, S]`` (or grey ``[B, S, S]``) -> float in [0, 1]."""
     x = images_u8.float().div_(255.0)
     return x if x.dim() == 4 else x.unsqueeze(1)

@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from mtssl.data.decode import read_image, resize_image, to_gray_uint8
+from mtssl.data.decode import read_image, resize_channels, to_channels_uint8
 from mtssl.data.errors import DataError, Skipped
 from mtssl.inference import LoadedModel, predict
 
@@ -82,15 +82,15 @@ def predict_files(loaded: LoadedModel, inputs: Iterable[str | Path], out_dir: st
             batch, sizes, kept = [], [], []
             for path, name in zip(paths[start:start + batch_size], names[start:start + batch_size]):
                 try:
-                    gray = to_gray_uint8(read_image(path))
+                    image = to_channels_uint8(read_image(path), loaded.config.channels or 1)
                 except (DataError, ValueError) as exc:
                     error = exc if isinstance(exc, DataError) else DataError(path, str(exc))
                     if not skip_bad:
                         raise error from exc
                     summary.skipped.append(Skipped.of(error))
                     continue
-                batch.append(resize_image(gray, loaded.size))
-                sizes.append(gray.shape[:2])
+                batch.append(resize_channels(image, loaded.size))
+                sizes.append(image.shape[-2:])
                 kept.append(name)
             if batch:
                 out = predict(loaded, np.stack(batch), list(writers), len(batch), with_maps=True)

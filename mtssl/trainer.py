@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from mtssl import checkpoint
-from mtssl.assemble import Components, build_components
+from mtssl.assemble import Components, build_components, build_tasks
 from mtssl.augment import Augmenter
 from mtssl.config import RunConfig, TaskData
 from mtssl.data.prepare import ProgressFactory, TaskArrays, prepare_task_data, task_seed
@@ -29,6 +29,7 @@ from mtssl.model import to_float
 from mtssl.plugins import PluginHost
 from mtssl.rundir import RunDir
 from mtssl.seeding import pick_device, set_determinism
+from mtssl.targets import TargetSpec
 
 
 @dataclass
@@ -48,6 +49,20 @@ class StepResult:
     logs: dict[str, float] = field(default_factory=dict)
 
 
+def image_channels(data: dict[str, TaskArrays], configured: int | None) -> int:
+    """The channels every task's images share (a run has one backbone, so one input width)."""
+    found = {f"{name} ({part})": arrays.channels for name, task in data.items()
+             for part, arrays in (("train", task.train), ("val", task.val)) if len(arrays)}
+    widths = set(found.values())
+    if len(widths) > 1:
+        raise ValueError("the run's sources declare different image channels: "
+                         + ", ".join(f"{k} {v}" for k, v in found.items()) + "; one backbone needs one")
+    width = widths.pop() if widths else (configured or 1)
+    if configured is not None and configured != width:
+        raise ValueError(f"the config says channels = {configured}, but the sources yield {width}-channel images")
+    return width
+
+
 class Trainer:
     """Builds a run from a config and trains it, writing everything into a run directory."""
 
@@ -57,7 +72,16 @@ class Trainer:
         self.rank, self.world = rank, world
         self.device = pick_device(config.device)
         set_determinism(config.seed, config.deterministic)
-        self.parts: Components = build_components(config, host)
+        task_set = build_tasks(config, host)
+        tasks = task_set[0]
+        self.data: dict[str, TaskArrays] = {}
+        for name in tasks:
+            settings = config.data.get(name, TaskData())
+            self.data[name] = prepare_task_data(host, name, tasks[name], settings, config.size,
+                                                task_seed(config.seed, name), progress, config.cache_dir,
+                                                config.skip_bad)
+        config.channels = image_channels(self.data, config.channels)
+        self.parts: Components = build_components(config, host, task_set)
         self.model = self.parts.model.to(self.device)
         self.forward_model = self.model
         if world > 1:
@@ -67,12 +91,8 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             torch.manual_seed(config.seed + rank)  # same weights everywhere, different augmentations
         self.augmenter = Augmenter(config.size, config.strong_ops).to(self.device)
-        self.data: dict[str, TaskArrays] = {}
-        for name in self.parts.tasks:
-            settings = config.data.get(name, TaskData())
-            self.data[name] = prepare_task_data(host, name, self.parts.tasks[name], settings, config.size,
-                                                task_seed(config.seed, name), progress, config.cache_dir,
-                                                config.skip_bad)
+        if rank == 0:
+            run.write_json(RunDir.CONFIG, config.to_dict())  # now with what the data resolved (channels)
         self._write_splits()
         self.labeled: dict[str, BatchStream] = {}
         self.unlabeled: dict[str, BatchStream] = {}
@@ -95,15 +115,15 @@ class Trainer:
             return max(1, round(self.config.epochs * self.steps_per_epoch))
         raise ValueError("give --steps or --epochs")
 
-    def _tensor_targets(self, arrays, index: np.ndarray) -> torch.Tensor:
-        targets = torch.from_numpy(arrays.targets[index])
-        return targets.unsqueeze(1) if arrays.target_kind == "mask" else targets
+    @staticmethod
+    def _tensor_targets(arrays, index: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(arrays.targets[index]))
 
     def _build_streams(self) -> None:
         bs = self.config.batch_size
         for name, data in self.data.items():
             seed = task_seed(self.config.seed, name)
-            images = torch.from_numpy(data.train.images).unsqueeze(1)
+            images = torch.from_numpy(data.train.images)
             labeled = data.split.labeled
             self.labeled[name] = BatchStream(
                 images[labeled].to(self.device), self._tensor_targets(data.train, labeled).to(self.device),
@@ -121,30 +141,58 @@ class Trainer:
             keys = data.train.keys
             listing = {part: [keys[i] for i in getattr(data.split, part)] for part in ("labeled", "unlabeled")}
             listing["val"] = data.val.keys
+            if len(data.split.excluded):
+                listing["excluded"] = [keys[i] for i in data.split.excluded]
+            if data.train.groups is not None:
+                groups = data.train.groups
+                listing["groups"] = {part: sorted({groups[i] for i in getattr(data.split, part)})
+                                     for part in ("labeled", "unlabeled", "val")}
             listing["skipped"] = [s.as_dict() for s in data.skipped]
             self.run.write_json(f"splits/{name}.json", listing)
 
     # -- one step ----------------------------------------------------------
+    def augment(self, images: torch.Tensor, kind: str, target: torch.Tensor | None,
+                spec: TargetSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One view of ``images``; a spatial target moves with it and keeps its declared dtype."""
+        if not spec.spatial or target is None:
+            return self.augmenter(images, kind)[0], target
+        moved_images, moved = self.augmenter(images, kind, target.float())
+        if torch.empty((), dtype=target.dtype).is_floating_point():
+            return moved_images, moved.to(target.dtype)
+        return moved_images, moved.round().to(target.dtype)
+
     def gather_views(self) -> list[View]:
-        """Draw every stream once and build every requested view, grouped by task."""
+        """Draw every stream once and build every requested view, grouped by task.
+
+        A request with ``of=KEY`` augments the images of the strategy's view
+        ``KEY`` instead of the stream's batch, so e.g. a strong photometric
+        view keeps the geometry of the weak view its pseudo-labels come from.
+        """
         views: list[View] = []
         for name, task in self.parts.tasks.items():
+            spec = task.target
             images, target = self.labeled[name].next()
-            masks = target.float() if task.target_kind == "mask" else None
             labeled_images = to_float(images)
-            x, m = self.augmenter(labeled_images, "weak", masks)
-            views.append(View(name, "labeled", x, (m > 0.5).to(torch.uint8) if m is not None else target))
+            x, t = self.augment(labeled_images, "weak", target, spec)
+            views.append(View(name, "labeled", x, t))
             if not self.parts.strategies[name]:
                 continue
             unlabeled_images = to_float(self.unlabeled[name].next()[0])
             for strategy in self.parts.strategies[name]:
+                built: dict[str, View] = {}
                 for request in strategy.plan():
-                    if request.stream == "labeled":
-                        xv, mv = self.augmenter(labeled_images, request.aug, masks)
-                        tv = (mv > 0.5).to(torch.uint8) if mv is not None else target
+                    if request.of is not None:
+                        if request.of not in built:
+                            raise ValueError(f"strategy '{strategy.name}': view '{request.key}' is made of view "
+                                             f"'{request.of}', which it does not plan before it")
+                        base = built[request.of]
+                        xv, tv = self.augment(base.images, request.aug, base.target, spec)
+                    elif request.stream == "labeled":
+                        xv, tv = self.augment(labeled_images, request.aug, target, spec)
                     else:
-                        xv, tv = self.augmenter(unlabeled_images, request.aug)[0], None
-                    views.append(View(name, f"{strategy.name}/{request.key}", xv, tv, request.grad))
+                        xv, tv = self.augment(unlabeled_images, request.aug, None, spec)
+                    built[request.key] = View(name, f"{strategy.name}/{request.key}", xv, tv, request.grad)
+                views.extend(built.values())
         return views
 
     def plan_passes(self, views: list[View]) -> list[list[View]]:

@@ -10,14 +10,20 @@ import torch.nn.functional as F
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """Binary soft Dice loss on sigmoid probabilities, averaged over images.
+    """Soft Dice loss on per-channel sigmoid probabilities (see :func:`soft_dice`)."""
+    return soft_dice(torch.sigmoid(logits.float()), target, eps)
 
-    ``1 - (2 sum(p*g) + eps) / (sum(p) + sum(g) + eps)`` per image; ``eps``
-    (Laplace smoothing) keeps an empty mask predicted empty at zero loss.
+
+def soft_dice(probs: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """Soft Dice loss of ``[B, C, H, W]`` probabilities, averaged over images and channels.
+
+    ``1 - (2 sum(p*g) + eps) / (sum(p) + sum(g) + eps)`` per image and
+    channel; ``eps`` (Laplace smoothing) keeps an empty mask predicted empty
+    at zero loss. With one channel this is the binary Dice loss per image.
     """
-    p = torch.sigmoid(logits.float()).flatten(1)
-    g = target.float().flatten(1)
-    dice = (2 * (p * g).sum(1) + eps) / (p.sum(1) + g.sum(1) + eps)
+    p = probs.float().flatten(2)
+    g = target.float().flatten(2)
+    dice = (2 * (p * g).sum(-1) + eps) / (p.sum(-1) + g.sum(-1) + eps)
     return (1 - dice).mean()
 
 

@@ -11,15 +11,16 @@ from data_trees import class_tree, gradient, lung_mask, pairs_tree, write
 
 from mtssl.config import TaskData
 from mtssl.data.errors import DataError
+from mtssl_plugins.targets import CLASS_LABEL, binary_masks
 from mtssl.data.prepare import data_summary, load_arrays, open_source, prepare_task_data
 
 
 def folders(host, root: Path, skip_bad: bool = False):
-    return open_source(host, f"folders:{root}", "class", 0, skip_bad)
+    return open_source(host, f"folders:{root}", CLASS_LABEL, 0, skip_bad)
 
 
 def pairs(host, root: Path, skip_bad: bool = False):
-    return open_source(host, f"pairs:{root / 'images'},{root / 'masks'}", "mask", 0, skip_bad)
+    return open_source(host, f"pairs:{root / 'images'},{root / 'masks'}", binary_masks(), 0, skip_bad)
 
 
 def load(source, tmp_path, skip_bad=False):
@@ -98,8 +99,8 @@ def test_empty_class_folder(host, tmp_path):
 def test_folder_matching_no_layout(host, tmp_path, spec):
     write(tmp_path / "loose.png", gradient(0))
     with pytest.raises(DataError, match=rf"{tmp_path}.*(no known layout|no Data_Entry|no SCR|holds no)"):
-        open_source(host, f"{spec}:{tmp_path}", "mask" if spec in {"jsrt"} else
-                    ("class" if spec in {"folders", "kermany", "nih"} else "mask"), 0)
+        open_source(host, f"{spec}:{tmp_path}",
+                    CLASS_LABEL if spec in {"folders", "kermany", "nih"} else binary_masks(), 0)
 
 
 def test_missing_folder(host, tmp_path):

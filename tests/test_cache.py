@@ -8,6 +8,7 @@ import pytest
 from data_trees import class_tree, gradient, write
 
 from mtssl.data.cache import cache_key
+from mtssl_plugins.targets import CLASS_LABEL, binary_masks
 from mtssl.data.prepare import load_arrays, open_source
 
 
@@ -40,12 +41,12 @@ def entries(cache):
 
 def test_second_load_reuses_the_cache_without_decoding(host, tree, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    source = open_source(host, f"folders:{tree}", "class", 0)
+    source = open_source(host, f"folders:{tree}", CLASS_LABEL, 0)
     bars = Bars()
     first = load_arrays(source, 16, bars, "cls", cache)
     assert bars.labels == ["cls (caching)"] and len(entries(cache)) == 1
 
-    again = open_source(host, f"folders:{tree}", "class", 0)
+    again = open_source(host, f"folders:{tree}", CLASS_LABEL, 0)
     monkeypatch.setattr(type(again), "load", lambda self, i: pytest.fail("decoded despite a valid cache"))
     second = load_arrays(again, 16, bars, "cls", cache)
     assert bars.labels == ["cls (caching)"]
@@ -55,33 +56,33 @@ def test_second_load_reuses_the_cache_without_decoding(host, tree, tmp_path, mon
 
 
 def test_size_is_part_of_the_key(host, tree, tmp_path):
-    source = open_source(host, f"folders:{tree}", "class", 0)
+    source = open_source(host, f"folders:{tree}", CLASS_LABEL, 0)
     assert cache_key(source, 16) != cache_key(source, 32)
 
 
 def test_touching_or_replacing_a_file_rebuilds(host, tree, tmp_path):
     cache = tmp_path / "cache"
     spec = f"folders:{tree}"
-    before = load_arrays(open_source(host, spec, "class", 0), 16, cache_dir=cache)
+    before = load_arrays(open_source(host, spec, CLASS_LABEL, 0), 16, cache_dir=cache)
     target = sorted((tree / "a").iterdir())[0]
     stat = target.stat()
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
     bars = Bars()
-    touched = load_arrays(open_source(host, spec, "class", 0), 16, bars, cache_dir=cache)
+    touched = load_arrays(open_source(host, spec, CLASS_LABEL, 0), 16, bars, cache_dir=cache)
     assert bars.labels and len(entries(cache)) == 2
     assert np.array_equal(before.images, touched.images)
 
     replacement = target.with_suffix(".png")
     target.unlink()
     write(replacement, np.full((40, 40), 200, np.uint8))
-    replaced = load_arrays(open_source(host, spec, "class", 0), 16, cache_dir=cache)
+    replaced = load_arrays(open_source(host, spec, CLASS_LABEL, 0), 16, cache_dir=cache)
     row = replaced.keys.index(str(replacement))
     assert (replaced.images[row] == 200).all()
 
 
 def test_interrupted_build_leaves_nothing_reusable(host, tree, tmp_path):
     cache = tmp_path / "cache"
-    source = open_source(host, f"folders:{tree}", "class", 0)
+    source = open_source(host, f"folders:{tree}", CLASS_LABEL, 0)
     with pytest.raises(KeyboardInterrupt):
         load_arrays(source, 16, Bars(stop_after=3), cache_dir=cache)
     assert entries(cache) == []
@@ -92,22 +93,22 @@ def test_interrupted_build_leaves_nothing_reusable(host, tree, tmp_path):
 
 def test_unreadable_entry_is_rebuilt(host, tree, tmp_path):
     cache = tmp_path / "cache"
-    source = open_source(host, f"folders:{tree}", "class", 0)
+    source = open_source(host, f"folders:{tree}", CLASS_LABEL, 0)
     load_arrays(source, 16, cache_dir=cache)
     (cache / entries(cache)[0] / "images.npy").write_bytes(b"broken")
     arrays = load_arrays(source, 16, cache_dir=cache)
-    assert arrays.images.shape == (8, 16, 16)
+    assert arrays.images.shape == (8, 1, 16, 16)
 
 
 def test_generated_sources_and_cache_off_bypass_the_cache(host, tree, tmp_path):
     cache = tmp_path / "cache"
-    load_arrays(open_source(host, "synthetic:n=4", "class", 0), 16, cache_dir=cache)
-    load_arrays(open_source(host, f"folders:{tree}", "class", 0), 16, cache_dir="off")
+    load_arrays(open_source(host, "synthetic:n=4", CLASS_LABEL, 0), 16, cache_dir=cache)
+    load_arrays(open_source(host, f"folders:{tree}", CLASS_LABEL, 0), 16, cache_dir="off")
     assert not cache.exists() and not (tmp_path / "off").exists()
 
 
 def test_default_cache_dir_is_in_the_working_directory(host, tree, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write(tree / "b" / "extra.png", gradient(1))
-    load_arrays(open_source(host, f"folders:{tree}", "class", 0), 16)
+    load_arrays(open_source(host, f"folders:{tree}", CLASS_LABEL, 0), 16)
     assert len(entries(tmp_path / ".mtssl-cache")) == 1

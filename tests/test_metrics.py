@@ -104,7 +104,7 @@ def test_segmentation_task_evaluation_aggregates_every_image():
     pairs = [blob_pair(s, 32) for s in range(4)]
     pairs.append((np.zeros((32, 32), bool), pairs[0][1]))  # a missed prediction
     probs = np.stack([p.astype(np.float32) for p, _ in pairs])[:, None] * 0.9
-    targets = np.stack([t.astype(np.uint8) for _, t in pairs])
+    targets = np.stack([t.astype(np.uint8) for _, t in pairs])[:, None]
     result = SegmentationTask("seg").evaluate(probs, targets)
     assert len(result.per_image) == 5
     dices = [dice(p, t) for p, t in pairs]

@@ -19,7 +19,8 @@ from mtssl.api import SSLStrategy, StrategyLoss, ViewRequest, check_options, hoo
 
 
 class EntropyMin(SSLStrategy):
-    compatible_targets = ("class",)
+    def serves(self, target):
+        return target.categorical
 
     def __init__(self, name, **options):
         check_options(f"strategy '{name}'", options, {"weight"})

@@ -58,7 +58,7 @@ def test_unlabeled_stream_carries_no_labels(host, tmp_path):
         assert stream.targets is None
         assert len(stream) == len(data.split.unlabeled) and len(trainer.labeled[name]) == len(data.split.labeled)
         expected = torch.from_numpy(data.train.images[data.split.unlabeled])
-        assert torch.equal(stream.images.squeeze(1).cpu(), expected)
+        assert torch.equal(stream.images.cpu(), expected)
         assert stream.next()[1] is None
     planned = {(name, f"{s.name}/{r.key}"): r.stream for name, ss in trainer.parts.strategies.items()
                for s in ss for r in s.plan()}

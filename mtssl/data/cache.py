@@ -1,9 +1,10 @@
 """Decode a file source once; later runs memory-map the result.
 
-An entry is a folder ``<cache_dir>/<key>/`` holding ``images.npy``,
-``targets.npy`` (uint8/int64, read with ``mmap_mode='c'``) and ``meta.json``.
-The key hashes the training size, the source's type, keys, class labels and
-every item's fingerprint (path, size, mtime), so touching, replacing, adding
+An entry is a folder ``<cache_dir>/<key>/`` holding ``images.npy``
+(``[N, C, S, S]`` uint8), ``targets.npy`` (dtype and shape from the source's
+target declaration; both read with ``mmap_mode='c'``) and ``meta.json``.
+The key hashes the training size, the source's type, target declaration,
+channels, keys, class labels and every item's fingerprint (path, size, mtime), so touching, replacing, adding
 or removing a file selects a new entry. An entry is built in a temporary
 folder and renamed into place only when complete, so an interrupted build is
 never reused. Old entries are not pruned: delete the folder to reclaim space.
@@ -24,12 +25,12 @@ from typing import Callable
 
 import numpy as np
 
-from mtssl.data.arrays import SourceArrays, decode_into
+from mtssl.data.arrays import SourceArrays, decode_into, source_arrays
 from mtssl.data.errors import DataError, Skipped
 from mtssl.interfaces import Source
 
 DEFAULT_CACHE_DIR = ".mtssl-cache"
-FORMAT = 1
+FORMAT = 2
 META = "meta.json"
 
 
@@ -41,7 +42,8 @@ def cache_key(source: Source, size: int) -> str:
     digest = hashlib.sha256()
     kind = type(source)
     header = {"format": FORMAT, "size": size, "source": f"{kind.__module__}.{kind.__qualname__}",
-              "target": source.target_kind, "classes": list(source.class_names), "labels": source.class_labels()}
+              "target": source.target.as_dict(), "channels": source.channels, "classes": list(source.class_names),
+              "labels": source.class_labels()}
     digest.update(json.dumps(header, sort_keys=True).encode())
     for index in range(len(source)):
         digest.update(source.fingerprint(index).encode())
@@ -56,10 +58,7 @@ def _load_entry(folder: Path, source: Source) -> SourceArrays | None:
         targets = np.load(folder / "targets.npy", mmap_mode="c")
     except (OSError, ValueError):
         return None  # unreadable entry: rebuild it
-    count = int(meta["count"])
-    keys = list(source.keys)
-    return SourceArrays(images[:count], targets[:count], [keys[i] for i in meta["kept"]], source.target_kind,
-                        tuple(source.class_names), [Skipped(**s) for s in meta["skipped"]])
+    return source_arrays(source, images, targets, list(meta["kept"]), [Skipped(**s) for s in meta["skipped"]])
 
 
 def _build_entry(source: Source, size: int, folder: Path, progress: Callable[[int], None] | None,
@@ -68,10 +67,9 @@ def _build_entry(source: Source, size: int, folder: Path, progress: Callable[[in
     tmp.mkdir(parents=True)
     try:
         n = len(source)
-        images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (n, size, size))
-        shape = (n, size, size) if source.target_kind == "mask" else (n,)
-        targets = np.lib.format.open_memmap(tmp / "targets.npy", "w+",
-                                            np.uint8 if source.target_kind == "mask" else np.int64, shape)
+        images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (n, source.channels, size, size))
+        targets = np.lib.format.open_memmap(tmp / "targets.npy", "w+", np.dtype(source.target.dtype),
+                                            (n, *source.target.storage_shape(size)))
         kept, skipped = decode_into(source, size, images, targets, progress, skip_bad)
         images.flush()
         targets.flush()

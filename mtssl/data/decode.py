@@ -32,6 +32,45 @@ def to_gray_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(array), 0, 255).astype(np.uint8)
 
 
+def to_channels_uint8(image: np.ndarray, channels: int) -> np.ndarray:
+    """Any decoded image -> ``[channels, H, W]`` uint8.
+
+    One channel is the grayscale of :func:`to_gray_uint8`. Several channels
+    keep the image's own channels (alpha dropped; a grayscale image is
+    repeated), each scaled like :func:`to_gray_uint8` scales one.
+    """
+    if channels == 1:
+        return to_gray_uint8(image)[None]
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] in (2, 4):
+        array = array[..., :-1]
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3:
+        raise ValueError(f"expected a 2-D image or HxWxC, got shape {np.asarray(image).shape}")
+    if array.shape[2] == 1:
+        array = np.repeat(array, channels, axis=2)
+    if array.shape[2] != channels:
+        raise ValueError(f"image has {array.shape[2]} channels; the task reads {channels}")
+    if array.dtype != np.uint8:
+        array = np.stack([to_gray_uint8(array[..., c]) for c in range(channels)], axis=2)
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def resize_channels(image: np.ndarray, size: int) -> np.ndarray:
+    """``[C, H, W]`` uint8 -> ``[C, size, size]`` with :func:`resize_image` per channel."""
+    return np.stack([resize_image(plane, size) for plane in image])
+
+
+def resize_map(plane: np.ndarray, size: int, resample: str) -> np.ndarray:
+    """Resize one target plane (any numeric dtype) to ``size`` x ``size``, nearest or bilinear."""
+    if plane.shape == (size, size):
+        return plane
+    method = Image.Resampling.NEAREST if resample == "nearest" else Image.Resampling.BILINEAR
+    resized = Image.fromarray(np.asarray(plane, np.float32), mode="F").resize((size, size), method)
+    return np.asarray(resized)
+
+
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     """Square resize of a uint8 grayscale image with area-aware (bilinear/box) filtering."""
     if image.shape == (size, size):

@@ -12,6 +12,7 @@ from mtssl.data.cache import cached_arrays, is_cacheable
 from mtssl.data.errors import DataError, Skipped
 from mtssl.data.splits import Split, parse_budget, split_indices
 from mtssl.interfaces import Source, Task
+from mtssl.targets import TargetSpec
 from mtssl.plugins import PluginHost
 from mtssl.spec import parse_source
 
@@ -45,10 +46,12 @@ class TaskArrays:
         return [*self.train.skipped, *self.val.skipped]
 
 
-def open_source(host: PluginHost, text: str, target_kind: str, seed: int, skip_bad: bool = False,
+def open_source(host: PluginHost, text: str, target: TargetSpec, seed: int, skip_bad: bool = False,
                 **extra) -> Source:
-    """Instantiate a source from ``NAME[:PATH][:k=v]`` and check it serves the right target kind.
+    """Instantiate a source from ``NAME[:PATH][:k=v]`` and check it serves the task's targets.
 
+    The source is told the target the task declares (a source that can serve
+    several picks by it) and must declare what it yields; the two must agree.
     Bad files the source found while listing stop here unless ``skip_bad``.
     """
     spec = parse_source(text)
@@ -56,9 +59,8 @@ def open_source(host: PluginHost, text: str, target_kind: str, seed: int, skip_b
     kwargs.update(extra)
     if spec.path is not None:
         kwargs["path"] = spec.path
-    source = host.create("source", spec.name, target=target_kind, seed=seed, **kwargs)
-    if source.target_kind != target_kind:
-        raise ValueError(f"source '{text}' provides {source.target_kind} targets, but the task needs {target_kind}")
+    source = host.create("source", spec.name, target=target, seed=seed, **kwargs)
+    check_source_target(source, target, text)
     problems = list(source.problems())
     if problems and not skip_bad:
         first = problems[0]
@@ -69,6 +71,22 @@ def open_source(host: PluginHost, text: str, target_kind: str, seed: int, skip_b
         skipped = f" ({len(problems)} bad item(s) skipped)" if problems else ""
         raise ValueError(f"source '{text}' holds no images{skipped}")
     return source
+
+
+def check_source_target(source: Source, target: TargetSpec, text: str) -> None:
+    """The source's declared targets must be the task's; the error names both."""
+    provided = getattr(source, "target", None)
+    if not isinstance(provided, TargetSpec):
+        raise ValueError(f"source '{text}' declares no target (its class must set `target` to a TargetSpec)")
+    if not target.agrees(provided):
+        hint = ""
+        if provided.spatial and target.spatial and provided.kind == target.kind:
+            names = f" ({', '.join(source.class_names)})" if source.class_names else ""
+            hint = f"; the source yields {provided.channels} channel(s){names}: set the task's channels to match"
+        raise ValueError(f"source '{text}' provides {provided.describe()}, but the task needs "
+                         f"{target.describe()}{hint}")
+    if not isinstance(source.channels, int) or source.channels < 1:
+        raise ValueError(f"source '{text}' declares {source.channels!r} image channels; expected a positive int")
 
 
 def listing_skips(source: Source) -> list[Skipped]:
@@ -93,24 +111,26 @@ def load_arrays(source: Source, size: int, progress: ProgressFactory | None = No
 
 
 def subset(arrays: SourceArrays, index) -> SourceArrays:
+    groups = None if arrays.groups is None else [arrays.groups[i] for i in index]
     return SourceArrays(arrays.images[index], arrays.targets[index], [arrays.keys[i] for i in index],
-                        arrays.target_kind, arrays.class_names)
+                        arrays.target, arrays.class_names, groups=groups)
 
 
 def prepare_task_data(host: PluginHost, name: str, task: Task, data: TaskData, size: int, seed: int,
                       progress: ProgressFactory | None = None, cache_dir: str | Path | None = None,
                       skip_bad: bool = False) -> TaskArrays:
-    source = open_source(host, data.train, task.target_kind, seed, skip_bad)
+    source = open_source(host, data.train, task.target, seed, skip_bad)
     train = load_arrays(source, size, progress, f"{name}: {data.train}", cache_dir, skip_bad)
     budget = parse_budget(data.labels if data.labels is not None else task.default_labels)
     val_fraction = 0.0 if data.val else data.val_fraction
-    labels = train.targets.tolist() if train.target_kind == "class" else None
+    labels = train.targets.tolist() if train.target.categorical else None
     try:
-        split = split_indices(len(train), budget, seed, val_fraction, labels, min_val=0 if data.val else 1)
+        split = split_indices(len(train), budget, seed, val_fraction, labels, min_val=0 if data.val else 1,
+                              groups=train.groups)
     except ValueError as exc:
         raise ValueError(f"{name}: source '{data.train}': {exc}") from exc
     if data.val:
-        val_source = open_source(host, data.val, task.target_kind, seed + 1, skip_bad)
+        val_source = open_source(host, data.val, task.target, seed + 1, skip_bad)
         val = load_arrays(val_source, size, progress, f"{name} val: {data.val}", cache_dir, skip_bad)
         if train.class_names and val.class_names and train.class_names != val.class_names:
             raise ValueError(f"{name}: validation source '{data.val}' has classes {', '.join(val.class_names)} "

@@ -25,11 +25,13 @@ class SaliencyBridge(Bridge):
         super().__init__(name, source, target, **options)
         self._stride = int(options.get("stride", 8))
         self.normalize = bool(options.get("normalize", True))
-        self.in_channels = int(options.get("in_channels", 1))
+        self.in_channels = options.get("in_channels")
 
     @property
     def extra_channels(self) -> int:
-        return self.in_channels + 1
+        """The image's channels plus one saliency channel."""
+        channels = self.image_channels if self.in_channels is None else int(self.in_channels)
+        return channels + 1
 
     @property
     def stride(self) -> int:
@@ -46,9 +48,9 @@ class SaliencyBridge(Bridge):
 
     @staticmethod
     def infer_route(tasks: dict[str, Task]) -> tuple[str, str]:
-        """Default route: the one class-target task into the one decoder task."""
-        sources = [n for n, t in tasks.items() if t.target_kind == "class"]
-        targets = [n for n, t in tasks.items() if t.needs_decoder]
+        """Default route: the one task with one class per image into the one task with a spatial output."""
+        sources = [n for n, t in tasks.items() if t.target.categorical]
+        targets = [n for n, t in tasks.items() if t.target.spatial]
         if len(sources) != 1 or len(targets) != 1:
             raise ValueError("bridge 'saliency' cannot infer its route: give it as saliency:SRC->DST "
                              f"(classification tasks: {sources or 'none'}, decoder tasks: {targets or 'none'})")

@@ -7,13 +7,15 @@ of being raised, so the core decides (stop, or skip and count).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from mtssl.api import DataError, Sample, Source, check_mask_size, read_image, read_mask
+from mtssl.api import DataError, Sample, Source, TargetSpec, check_mask_size, read_image, read_mask
+from mtssl_plugins.targets import CLASS_LABEL, binary_masks
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom")
 MASK_STEM_SUFFIXES = ("_mask", "-mask", "_seg", "_label")
@@ -22,9 +24,11 @@ MASK_STEM_SUFFIXES = ("_mask", "-mask", "_seg", "_label")
 
 @dataclass(frozen=True)
 class Item:
+    """An image with its class, or with its mask files: one tuple per channel, OR-merged within it."""
+
     image: Path
     label: int | None = None
-    masks: tuple[Path, ...] = ()
+    masks: tuple[tuple[Path, ...], ...] = ()
 
 
 def require_dir(path: str | Path, what: str = "folder") -> Path:
@@ -90,7 +94,7 @@ def pair_by_stem(images: Iterable[Path], masks: Iterable[Path], masks_dir: Path)
         elif len(found) > 1:
             problems.append(DataError(image, f"several masks match: {', '.join(p.name for p in found)}"))
         else:
-            items.append(Item(image, masks=(found[0],)))
+            items.append(Item(image, masks=((found[0],),)))
     for stem, orphans in sorted(by_stem.items()):
         for orphan in orphans:
             problems.append(DataError(orphan, f"mask matches no image (no image with stem '{stem}')"))
@@ -103,34 +107,78 @@ def stem_class(path: Path, names: Sequence[str]) -> int | None:
     return int(tail) if tail.isdigit() and int(tail) < len(names) else None
 
 
-def require_target(source: str, target: str, supported: Sequence[str]) -> None:
-    if target not in supported:
+def target_mode(source: str, target: TargetSpec | None, supported: Sequence[str]) -> str:
+    """``"mask"`` when the task asked for a map, ``"class"`` otherwise; refused when the source has no such data."""
+    mode = "mask" if target is not None and target.spatial else "class"
+    if mode not in supported:
         kinds = " or ".join("class labels" if t == "class" else "masks" for t in supported)
-        raise ValueError(f"source '{source}' provides {kinds}, not target '{target}'")
+        wanted = target.describe() if target is not None else mode
+        raise ValueError(f"source '{source}' provides {kinds}, not {wanted}")
+    return mode
+
+
+def group_keys(paths: Sequence[Path], pattern: str | None) -> tuple[list[str] | None, list[str]]:
+    """A patient key per file from a regex on its name (first group, else the whole match).
+
+    A file the regex does not match is its own group; the remark counts them.
+    """
+    if not pattern:
+        return None, []
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"group={pattern!r} is not a valid regular expression ({exc})") from None
+    keys, unmatched = [], 0
+    for path in paths:
+        match = regex.search(path.name)
+        if match is None:
+            unmatched += 1
+            keys.append(f"file:{path.name}")
+        else:
+            keys.append(next((g for g in match.groups() if g), match.group(0)))
+    remark = [f"{unmatched} file name(s) match no patient pattern {pattern!r}; each is its own patient"]
+    return keys, remark if unmatched else []
 
 
 class FileSource(Source):
-    """Images on disk with a class label or one or more mask files per image (masks are OR-merged)."""
+    """Images on disk with a class label, or mask files per channel (OR-merged within a channel)."""
 
-    def __init__(self, target_kind: str, items: Sequence[Item], class_names: Sequence[str] = (),
-                 problems: Sequence[DataError] = (), remarks: Sequence[str] = ()):
-        self.target_kind = target_kind
+    def __init__(self, mode: str, items: Sequence[Item], class_names: Sequence[str] = (),
+                 problems: Sequence[DataError] = (), remarks: Sequence[str] = (), channels: int = 1,
+                 groups: Sequence[str] | None = None):
+        self.mode = mode
         self.items = list(items)
         self.class_names = tuple(class_names)
+        structures = max((len(item.masks) for item in self.items), default=1)
+        self.target = binary_masks(structures) if mode == "mask" else CLASS_LABEL
+        self.channels = int(channels)
+        if self.channels < 1:
+            raise ValueError(f"channels must be a positive number, got {channels}")
         self._keys = [str(item.image) for item in self.items]
         self._problems = list(problems)
+        self._groups = None if groups is None else list(groups)
         self._remarks = list(remarks)
+
+    def group_by(self, pattern: str | None) -> "FileSource":
+        """Take each item's patient from a regex on its file name (see :func:`group_keys`)."""
+        if pattern:
+            self._groups, remarks = group_keys([item.image for item in self.items], pattern)
+            self._remarks += remarks
+        return self
 
     @property
     def keys(self) -> list[str]:
         return self._keys
 
     def class_labels(self) -> list[int] | None:
-        return [item.label for item in self.items] if self.target_kind == "class" else None
+        return [item.label for item in self.items] if self.mode == "class" else None
+
+    def groups(self) -> list[str] | None:
+        return self._groups
 
     def fingerprint(self, index: int) -> str:
         item = self.items[index]
-        return "|".join(file_fingerprint(p) for p in (item.image, *item.masks))
+        return "|".join(file_fingerprint(p) for p in (item.image, *(m for ch in item.masks for m in ch)))
 
     def problems(self) -> list[DataError]:
         return self._problems
@@ -150,12 +198,13 @@ class FileSource(Source):
     def load(self, index: int) -> Sample:
         item = self.items[index]
         image = self.read(item.image)
-        if self.target_kind == "class":
+        if self.mode == "class":
             return Sample(image, item.label)
-        merged = np.zeros(image.shape[:2], np.uint8)
-        for mask_path in item.masks:
-            merged |= self.fit_mask(read_mask(mask_path), image, item.image, mask_path)
-        return Sample(image, merged)
+        merged = np.zeros((*image.shape[:2], len(item.masks)), np.uint8)
+        for channel, paths in enumerate(item.masks):
+            for mask_path in paths:
+                merged[..., channel] |= self.fit_mask(read_mask(mask_path), image, item.image, mask_path)
+        return Sample(image, merged[..., 0] if len(item.masks) == 1 else merged)
 
 
 def file_count_remark(kind: str, count: int, why: str) -> list[str]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from mtssl.api import DataError, check_options, hookimpl
-from mtssl_plugins.sources.files import FileSource, list_images, require_dir, require_target, scan_class_folders, subfolders
+from mtssl_plugins.sources.files import FileSource, list_images, require_dir, scan_class_folders, subfolders, target_mode
 
 
-def open_folders(path: str, target: str = "class") -> FileSource:
+def open_folders(path: str, channels: int = 1) -> FileSource:
     root = require_dir(path)
     names = [p.name for p in subfolders(root)]
     if len(names) < 2:
@@ -17,17 +17,18 @@ def open_folders(path: str, target: str = "class") -> FileSource:
     items, problems = scan_class_folders(root, names)
     loose = len(list_images(root))
     remarks = [f"{loose} image(s) directly in {root} ignored (not in a class folder)"] if loose else []
-    return FileSource(target, items, names, problems, remarks)
+    return FileSource("class", items, names, problems, remarks, channels)
 
 
-def build(name: str, path: str | None = None, target: str = "class", seed: int = 0, **options) -> FileSource:
-    check_options(f"source '{name}'", options, set())
-    require_target(name, target, ("class",))
+def build(name: str, path: str | None = None, target=None, seed: int = 0, **options) -> FileSource:
+    check_options(f"source '{name}'", options, {"channels", "group"})
+    target_mode(name, target, ("class",))
     if not path:
         raise ValueError(f"source '{name}' needs a path: {name}:ROOT with one sub-folder per class")
-    return open_folders(str(Path(path)), target)
+    return open_folders(str(Path(path)), int(options.get("channels", 1))).group_by(options.get("group"))
 
 
 @hookimpl
 def register_sources(register):
-    register("folders", build, description="folders:ROOT, one sub-folder per class (sorted names = classes)")
+    register("folders", build, description="folders:ROOT, one sub-folder per class (sorted names = classes); options channels=1|3, "
+                                           "group=REGEX (patient key from the file name)")

@@ -5,7 +5,9 @@ header; stored dark-is-dense, so they are inverted to look like a film) or
 PNG conversions of them. SCR masks are found anywhere under ``masks`` (the
 images folder by default) in sibling folders named like ``left lung`` and
 ``right lung`` (``left_lung``, ``leftlung`` ... too), as ``<stem>.gif`` or
-``.png``; left and right are merged (OR). SCR draws masks at 1024x1024 for
+``.png``; left and right are merged (OR). ``structures=lungs+heart+clavicles``
+asks for one channel per structure (``heart/``, ``left clavicle/`` +
+``right clavicle/``), named in that order. SCR draws masks at 1024x1024 for
 the 2048x2048 images, so a mask whose image is an exact integer multiple of
 it is upscaled (nearest). For class targets the file prefix gives the label:
 ``JPCNN`` non-nodule (0), ``JPCLN`` nodule (1).
@@ -18,7 +20,7 @@ import numpy as np
 
 from mtssl.api import DataError, check_options, check_mask_size, hookimpl
 from mtssl_plugins.sources.files import (IMAGE_SUFFIXES, FileSource, Item, list_images, require_dir,
-                                         require_target)
+                                         target_mode)
 
 RAW_SIDE = 2048
 RAW_BYTES = RAW_SIDE * RAW_SIDE * 2
@@ -45,18 +47,35 @@ def _norm(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
-def find_lung_masks(root: Path) -> dict[str, tuple[Path, ...]]:
-    """``stem -> (left, right)`` for every left/right lung folder pair under ``root``."""
+STRUCTURES = {"lungs": ("leftlung", "rightlung"), "heart": ("heart",),
+              "clavicles": ("leftclavicle", "rightclavicle")}
+"""SCR structure -> its mask folders (names compared without case, spaces or underscores), OR-merged."""
+
+
+def find_structure_masks(root: Path, folders: tuple[str, ...]) -> dict[str, tuple[Path, ...]]:
+    """``stem -> one mask per folder`` for every set of sibling ``folders`` under ``root``."""
     found: dict[str, tuple[Path, ...]] = {}
-    for left_dir in sorted(p for p in [root, *root.rglob("*")] if p.is_dir() and _norm(p.name) == "leftlung"):
-        right_dir = next((p for p in left_dir.parent.iterdir() if p.is_dir() and _norm(p.name) == "rightlung"), None)
-        if right_dir is None:
+    first = folders[0]
+    for anchor in sorted(p for p in [root, *root.rglob("*")] if p.is_dir() and _norm(p.name) == first):
+        siblings = {_norm(p.name): p for p in anchor.parent.iterdir() if p.is_dir()}
+        if any(name not in siblings for name in folders):
             continue
-        rights = {p.stem: p for p in list_images(right_dir)}
-        for left in list_images(left_dir):
-            if left.stem in rights:
-                found[left.stem] = (left, rights[left.stem])
+        per_folder = [{p.stem: p for p in list_images(siblings[name])} for name in folders]
+        for stem in per_folder[0]:
+            if all(stem in masks for masks in per_folder):
+                found[stem] = tuple(masks[stem] for masks in per_folder)
     return found
+
+
+def parse_structures(text: str) -> list[str]:
+    names = [n.strip().lower() for n in str(text).split("+") if n.strip()]
+    unknown = [n for n in names if n not in STRUCTURES]
+    if not names or unknown:
+        raise ValueError(f"source 'jsrt': structures must be names from {', '.join(STRUCTURES)} joined by '+', "
+                         f"got '{text}'")
+    if len(set(names)) != len(names):
+        raise ValueError(f"source 'jsrt': structures lists a name twice: '{text}'")
+    return names
 
 
 class JsrtSource(FileSource):
@@ -74,7 +93,8 @@ class JsrtSource(FileSource):
         return mask
 
 
-def open_jsrt(path: str, target: str, masks: str | None = None, invert: bool = True) -> JsrtSource:
+def open_jsrt(path: str, mode: str, masks: str | None = None, invert: bool = True,
+              structures: tuple[str, ...] = ("lungs",)) -> JsrtSource:
     root = require_dir(path)
     images = list_images(root, SUFFIXES)
     if not images and (root / "All247images").is_dir():
@@ -82,44 +102,50 @@ def open_jsrt(path: str, target: str, masks: str | None = None, invert: bool = T
     if not images:
         raise DataError(root, "matches no known layout for 'jsrt': no .IMG or image files in it or in All247images/")
     items, problems = [], []
-    if target == "class":
+    if mode == "class":
         for image in images:
             prefix = image.stem[:5].upper()
             if prefix not in {"JPCNN", "JPCLN"}:
                 problems.append(DataError(image, "file name does not start with JPCNN (non-nodule) or JPCLN (nodule)"))
             else:
                 items.append(Item(image, int(prefix == "JPCLN")))
-        source = JsrtSource(target, items, CLASS_NAMES, problems)
+        source = JsrtSource(mode, items, CLASS_NAMES, problems)
     else:
         mask_root = require_dir(masks, "masks folder") if masks else root
-        lungs = find_lung_masks(mask_root)
-        if not lungs:
-            raise DataError(mask_root, "no SCR lung masks found: expected 'left lung/' and 'right lung/' folders "
-                                       "under it (set the folder with jsrt:IMAGES:masks=SCR_ROOT)")
-        known = set()
+        found = {name: find_structure_masks(mask_root, STRUCTURES[name]) for name in structures}
+        for name, per_stem in found.items():
+            if not per_stem:
+                folders = " and ".join(f"'{f}/'" for f in STRUCTURES[name])
+                raise DataError(mask_root, f"no SCR {name} masks found: expected {folders} folders under it "
+                                           "(set the folder with jsrt:IMAGES:masks=SCR_ROOT)")
+        first = found[structures[0]]
         for image in images:
-            known.add(image.stem)
-            if image.stem in lungs:
-                items.append(Item(image, masks=lungs[image.stem]))
+            absent = [name for name in structures if image.stem not in found[name]]
+            if absent:
+                problems.append(DataError(image, f"mask missing: no '{image.stem}' in the {', '.join(absent)} mask "
+                                                 f"folders under {mask_root}"))
             else:
-                problems.append(DataError(image, f"mask missing: no '{image.stem}' in the lung mask folders "
-                                                 f"under {mask_root}"))
-        for stem in sorted(set(lungs) - known):
-            problems.append(DataError(lungs[stem][0], f"mask matches no image (no image with stem '{stem}')"))
-        source = JsrtSource(target, items, (), problems)
+                items.append(Item(image, masks=tuple(found[name][image.stem] for name in structures)))
+        known = {image.stem for image in images}
+        for stem in sorted(set(first) - known):
+            problems.append(DataError(first[stem][0], f"mask matches no image (no image with stem '{stem}')"))
+        names = tuple(structures) if len(structures) > 1 else ()
+        source = JsrtSource(mode, items, names, problems)
     source.invert = invert
     return source
 
 
-def build(name: str, path: str | None = None, target: str = "mask", seed: int = 0, **options) -> JsrtSource:
-    check_options(f"source '{name}'", options, {"masks", "invert"})
-    require_target(name, target, ("class", "mask"))
+def build(name: str, path: str | None = None, target=None, seed: int = 0, **options) -> JsrtSource:
+    check_options(f"source '{name}'", options, {"masks", "invert", "structures"})
+    mode = target_mode(name, target, ("class", "mask"))
     if not path:
         raise ValueError(f"source '{name}' needs a path: {name}:IMAGES_DIR[:masks=SCR_ROOT]")
     masks = options.get("masks")
-    return open_jsrt(path, target, str(masks) if masks else None, bool(options.get("invert", True)))
+    structures = tuple(parse_structures(options.get("structures", "lungs")))
+    return open_jsrt(path, mode, str(masks) if masks else None, bool(options.get("invert", True)), structures)
 
 
 @hookimpl
 def register_sources(register):
-    register("jsrt", build, description="jsrt:IMAGES[:masks=SCR_ROOT], .IMG raw or PNG + SCR left/right lung masks")
+    register("jsrt", build, description="jsrt:IMAGES[:masks=SCR_ROOT][:structures=lungs+heart+clavicles], .IMG raw or PNG + "
+                                      "SCR masks, one channel per structure")

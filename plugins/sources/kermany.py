@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from mtssl.api import DataError, check_options, hookimpl
-from mtssl_plugins.sources.files import FileSource, require_dir, require_target, scan_class_folders, subfolders
+from mtssl_plugins.sources.files import FileSource, require_dir, scan_class_folders, subfolders, target_mode
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
+PATIENT = r"^(person\d+|(?:NORMAL2-)?IM-\d+)"
+"""The child in a Kermany file name: ``person1234_bacteria_5678`` -> ``person1234``, ``IM-0115-0001`` -> ``IM-0115``."""
 
 
 def _holds_classes(folder: Path) -> bool:
@@ -30,17 +32,18 @@ def find_split(path: str | Path, split: str) -> Path:
                           f"in it or in its {split}/ folder (found: {found})")
 
 
-def build(name: str, path: str | None = None, target: str = "class", seed: int = 0, **options) -> FileSource:
-    check_options(f"source '{name}'", options, {"split"})
-    require_target(name, target, ("class",))
+def build(name: str, path: str | None = None, target=None, seed: int = 0, **options) -> FileSource:
+    check_options(f"source '{name}'", options, {"split", "group"})
+    target_mode(name, target, ("class",))
     if not path:
         raise ValueError(f"source '{name}' needs a path: {name}:chest_xray or {name}:chest_xray/train")
     folder = find_split(path, str(options.get("split", "train")))
     items, problems = scan_class_folders(folder, CLASS_NAMES)
-    return FileSource(target, items, CLASS_NAMES, problems)
+    return FileSource("class", items, CLASS_NAMES, problems).group_by(str(options.get("group", PATIENT)))
 
 
 @hookimpl
 def register_sources(register):
     register("kermany", build,
-             description="kermany:chest_xray[:split=train|val|test], NORMAL=0 / PNEUMONIA=1 folders")
+             description="kermany:chest_xray[:split=train|val|test], NORMAL=0 / PNEUMONIA=1 folders, "
+                                           "split by child (group=REGEX overrides)")

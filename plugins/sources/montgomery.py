@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mtssl.api import DataError, check_options, hookimpl
-from mtssl_plugins.sources.files import (FileSource, Item, list_images, require_dir, require_target, stem_class)
+from mtssl_plugins.sources.files import FileSource, Item, list_images, require_dir, stem_class, target_mode
 
 CLASS_NAMES = ("normal", "tuberculosis")
 
@@ -35,12 +35,12 @@ def image_folder(root: Path, name: str) -> Path:
     return folder
 
 
-def open_montgomery(path: str, target: str) -> FileSource:
+def open_montgomery(path: str, mode: str) -> FileSource:
     root = require_dir(path)
     images = list_images(image_folder(root, "CXR_png"))
-    if target == "class":
+    if mode == "class":
         items, problems = labelled_items(images)
-        return FileSource(target, items, CLASS_NAMES, problems)
+        return FileSource(mode, items, CLASS_NAMES, problems)
     sides = [root / "ManualMask" / "leftMask", root / "ManualMask" / "rightMask"]
     for side in sides:
         if not side.is_dir():
@@ -52,21 +52,21 @@ def open_montgomery(path: str, target: str) -> FileSource:
         if missing:
             problems.append(DataError(image, f"mask missing: {', '.join(str(m) for m in missing)}"))
         else:
-            items.append(Item(image, masks=masks))
+            items.append(Item(image, masks=(masks,)))
     known = {image.name for image in images}
     for side in sides:
         for orphan in list_images(side):
             if orphan.name not in known:
                 problems.append(DataError(orphan, "mask matches no image in CXR_png/"))
-    return FileSource(target, items, (), problems)
+    return FileSource(mode, items, (), problems)
 
 
-def build(name: str, path: str | None = None, target: str = "mask", seed: int = 0, **options) -> FileSource:
+def build(name: str, path: str | None = None, target=None, seed: int = 0, **options) -> FileSource:
     check_options(f"source '{name}'", options, set())
-    require_target(name, target, ("class", "mask"))
+    mode = target_mode(name, target, ("class", "mask"))
     if not path:
         raise ValueError(f"source '{name}' needs a path: {name}:ROOT (holding CXR_png/ and ManualMask/)")
-    return open_montgomery(path, target)
+    return open_montgomery(path, mode)
 
 
 @hookimpl

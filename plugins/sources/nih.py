@@ -4,7 +4,8 @@ ROOT holds ``Data_Entry_2017*.csv`` (or set ``csv=FILE``) and the PNGs, in
 ``images*/images/``, ``images*/`` or ROOT itself. ``classes`` lists findings
 separated by ``|``; the first is class 0. A row belongs to the first listed
 class among its ``Finding Labels``; rows matching none are dropped and
-counted, rows whose image file is absent are bad items.
+counted, rows whose image file is absent are bad items. The ``Patient ID``
+column (when present) keeps each patient's images on one side of every split.
 """
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import csv
 from pathlib import Path
 
 from mtssl.api import DataError, check_options, hookimpl
-from mtssl_plugins.sources.files import FileSource, Item, list_images, require_dir, require_target
+from mtssl_plugins.sources.files import FileSource, Item, list_images, require_dir, target_mode
 
 DEFAULT_CLASSES = "No Finding|Pneumonia"
 COLUMNS = ("Image Index", "Finding Labels")
+PATIENT_COLUMN = "Patient ID"
 
 
 def find_csv(root: Path) -> Path:
@@ -34,14 +36,15 @@ def index_images(root: Path) -> dict[str, Path]:
     return {image.name: image for folder in folders for image in list_images(folder)}
 
 
-def read_rows(table: Path) -> list[tuple[str, set[str]]]:
+def read_rows(table: Path) -> list[tuple[str, set[str], str | None]]:
     try:
         with open(table, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
                 raise DataError(table, f"missing column(s) {', '.join(missing)}; found {', '.join(reader.fieldnames or [])}")
-            return [(row[COLUMNS[0]].strip(), {f.strip().lower() for f in (row[COLUMNS[1]] or "").split("|")})
+            return [(row[COLUMNS[0]].strip(), {f.strip().lower() for f in (row[COLUMNS[1]] or "").split("|")},
+                     (row.get(PATIENT_COLUMN) or "").strip() or None)
                     for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(table, f"cannot read CSV ({exc})") from exc
@@ -54,26 +57,27 @@ def open_nih(path: str, classes: str = DEFAULT_CLASSES, table: str | None = None
         raise ValueError(f"source 'nih': classes needs at least two findings separated by '|', got '{classes}'")
     csv_path = Path(table) if table else find_csv(root)
     images = index_images(root)
-    items, problems, unmatched = [], [], 0
+    items, problems, unmatched, patients = [], [], 0, []
     wanted = [n.lower() for n in names]
-    for name, findings in read_rows(csv_path):
+    for name, findings, patient in read_rows(csv_path):
         label = next((i for i, c in enumerate(wanted) if c in findings), None)
         if label is None:
             unmatched += 1
         elif name in images:
             items.append(Item(images[name], label))
+            patients.append(f"patient:{patient}" if patient else f"file:{name}")
         else:
             problems.append(DataError(root / name, f"listed in {csv_path.name} but no image file found"))
     remarks = [f"{unmatched} row(s) of {csv_path.name} match none of {', '.join(names)} and were dropped"]
     for label, cls in enumerate(names):
         if not any(item.label == label for item in items):
             problems.append(DataError(csv_path, f"class '{cls}' is empty: no row with that finding has an image"))
-    return FileSource("class", items, names, problems, remarks)
+    return FileSource("class", items, names, problems, remarks, groups=patients)
 
 
-def build(name: str, path: str | None = None, target: str = "class", seed: int = 0, **options) -> FileSource:
+def build(name: str, path: str | None = None, target=None, seed: int = 0, **options) -> FileSource:
     check_options(f"source '{name}'", options, {"classes", "csv"})
-    require_target(name, target, ("class",))
+    target_mode(name, target, ("class",))
     if not path:
         raise ValueError(f"source '{name}' needs a path: {name}:ROOT[:classes=No Finding|Pneumonia]")
     table = options.get("csv")

@@ -8,28 +8,29 @@ mask, a mask with no image, or an image with two matching masks is a bad item.
 from __future__ import annotations
 
 from mtssl.api import DataError, check_options, hookimpl
-from mtssl_plugins.sources.files import FileSource, list_images, pair_by_stem, require_dir, require_target
+from mtssl_plugins.sources.files import FileSource, list_images, pair_by_stem, require_dir, target_mode
 
 
-def open_pairs(images_dir: str, masks_dir: str, target: str = "mask") -> FileSource:
+def open_pairs(images_dir: str, masks_dir: str, channels: int = 1) -> FileSource:
     images = require_dir(images_dir, "images folder")
     masks = require_dir(masks_dir, "masks folder")
     image_files = list_images(images)
     if not image_files:
         raise DataError(images, "holds no images (.png, .jpg, .tif, .bmp, .gif, .dcm)")
     items, problems = pair_by_stem(image_files, list_images(masks), masks)
-    return FileSource(target, items, (), problems)
+    return FileSource("mask", items, (), problems, channels=channels)
 
 
-def build(name: str, path: str | None = None, target: str = "mask", seed: int = 0, **options) -> FileSource:
-    check_options(f"source '{name}'", options, set())
-    require_target(name, target, ("mask",))
+def build(name: str, path: str | None = None, target=None, seed: int = 0, **options) -> FileSource:
+    check_options(f"source '{name}'", options, {"channels", "group"})
+    target_mode(name, target, ("mask",))
     parts = [p.strip() for p in (path or "").split(",")]
     if len(parts) != 2 or not all(parts):
         raise ValueError(f"source '{name}' needs two folders: {name}:IMAGES_DIR,MASKS_DIR (got '{path or ''}')")
-    return open_pairs(parts[0], parts[1], target)
+    return open_pairs(parts[0], parts[1], int(options.get("channels", 1))).group_by(options.get("group"))
 
 
 @hookimpl
 def register_sources(register):
-    register("pairs", build, description="pairs:IMAGES_DIR,MASKS_DIR, masks matched by stem (a.png <- a_mask.png)")
+    register("pairs", build, description="pairs:IMAGES_DIR,MASKS_DIR, masks matched by stem (a.png <- a_mask.png); "
+                                         "options channels=1|3, group=REGEX")

@@ -7,29 +7,29 @@ label (``_0`` normal, ``_1`` TB).
 from __future__ import annotations
 
 from mtssl.api import DataError, check_options, hookimpl
-from mtssl_plugins.sources.files import FileSource, list_images, pair_by_stem, require_dir, require_target
+from mtssl_plugins.sources.files import FileSource, list_images, pair_by_stem, require_dir, target_mode
 from mtssl_plugins.sources.montgomery import CLASS_NAMES, image_folder, labelled_items
 
 
-def open_shenzhen(path: str, target: str) -> FileSource:
+def open_shenzhen(path: str, mode: str) -> FileSource:
     root = require_dir(path)
     images = list_images(image_folder(root, "CXR_png"))
-    if target == "class":
+    if mode == "class":
         items, problems = labelled_items(images)
-        return FileSource(target, items, CLASS_NAMES, problems)
+        return FileSource(mode, items, CLASS_NAMES, problems)
     masks = root / "mask"
     if not masks.is_dir():
         raise DataError(root, "matches no known layout for 'shenzhen' masks: mask/ folder missing")
     items, problems = pair_by_stem(images, list_images(masks), masks)
-    return FileSource(target, items, (), problems)
+    return FileSource(mode, items, (), problems)
 
 
-def build(name: str, path: str | None = None, target: str = "mask", seed: int = 0, **options) -> FileSource:
+def build(name: str, path: str | None = None, target=None, seed: int = 0, **options) -> FileSource:
     check_options(f"source '{name}'", options, set())
-    require_target(name, target, ("class", "mask"))
+    mode = target_mode(name, target, ("class", "mask"))
     if not path:
         raise ValueError(f"source '{name}' needs a path: {name}:ROOT (holding CXR_png/ and mask/)")
-    return open_shenzhen(path, target)
+    return open_shenzhen(path, mode)
 
 
 @hookimpl

@@ -4,8 +4,9 @@ Each image has a soft-tissue torso, two lung fields of varying shape, size and
 position, a mediastinum and heart, curved ribs, correlated tissue texture and
 noise. Class 1 ("pneumonia") adds hazy opacities inside the lungs, faint
 enough that a classifier needs the texture, not a single pixel. Masks are the
-lung fields minus the heart (the JSRT/SCR convention). Item ``i`` depends only
-on ``(seed, i)``, so a dataset is the same however it is read.
+lung fields minus the heart (the JSRT/SCR convention); ``structures=lungs+heart``
+adds the heart as a second channel. Item ``i`` depends only on ``(seed, i)``,
+so a dataset is the same however it is read.
 
 ``domain`` shifts the acquisition: intensity curve, contrast, blur and noise,
 to mimic another hospital's scanner.
@@ -18,8 +19,10 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from mtssl.api import Sample, Source, check_options, hookimpl
+from mtssl_plugins.targets import CLASS_LABEL, binary_masks, wants_masks
 
 CLASS_NAMES = ("normal", "pneumonia")
+STRUCTURES = ("lungs", "heart")
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,9 @@ def _ellipse_field(x, y, cx, cy, rx, ry, angle, power=2.0):
     return np.abs(xr / rx) ** power + np.abs(yr / ry) ** power
 
 
-def render(size: int, rng: np.random.Generator, label: int, domain: Domain) -> tuple[np.ndarray, np.ndarray]:
-    """One phantom at ``size`` px: uint8 image and binary lung mask."""
+def render(size: int, rng: np.random.Generator, label: int,
+           domain: Domain) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One phantom at ``size`` px: uint8 image and binary masks by structure (lungs, heart)."""
     lin = np.linspace(-1, 1, size, dtype=np.float32)
     x, y = np.meshgrid(lin, lin)
     px = size / 256.0  # pixels per paper pixel, to scale blur with size
@@ -110,21 +114,25 @@ def render(size: int, rng: np.random.Generator, label: int, domain: Domain) -> t
     image = np.clip(image + domain.offset, 0, 1) ** domain.gamma
     image = 0.5 + (image - 0.5) * domain.contrast * rng.uniform(0.9, 1.1)
     image += rng.normal(0, domain.noise, size=image.shape)
-    return (np.clip(image, 0, 1) * 255).astype(np.uint8), mask.astype(np.uint8)
+    masks = {"lungs": mask.astype(np.uint8), "heart": (heart & body).astype(np.uint8)}
+    return (np.clip(image, 0, 1) * 255).astype(np.uint8), masks
 
 
 class SyntheticChest(Source):
-    """Synthetic chest X-rays with pneumonia labels or lung masks; deterministic per (seed, index)."""
+    """Synthetic chest X-rays with pneumonia labels or structure masks; deterministic per (seed, index)."""
 
-    class_names = CLASS_NAMES
-
-    def __init__(self, target: str = "class", n: int = 1000, seed: int = 0, domain: int = 0,
-                 prevalence: float = 0.5, size: int = 256):
-        if target not in {"class", "mask"}:
-            raise ValueError(f"synthetic source: target must be 'class' or 'mask', got '{target}'")
+    def __init__(self, masks: bool = False, n: int = 1000, seed: int = 0, domain: int = 0,
+                 prevalence: float = 0.5, size: int = 256, structures: str = "lungs"):
         if not 0 <= domain < len(DOMAINS):
             raise ValueError(f"synthetic source: domain must be 0..{len(DOMAINS) - 1}, got {domain}")
-        self.target_kind = target
+        self.structures = tuple(s.strip().lower() for s in str(structures).split("+") if s.strip())
+        if not self.structures or any(s not in STRUCTURES for s in self.structures) \
+                or len(set(self.structures)) != len(self.structures):
+            raise ValueError(f"synthetic source: structures must be distinct names from {', '.join(STRUCTURES)} "
+                             f"joined by '+', got '{structures}'")
+        self.masks = masks
+        self.target = binary_masks(len(self.structures)) if masks else CLASS_LABEL
+        self.class_names = (self.structures if len(self.structures) > 1 else ()) if masks else CLASS_NAMES
         self.n, self.seed, self.domain, self.native = int(n), int(seed), int(domain), int(size)
         label_rng = np.random.default_rng([self.seed, 7919])
         self._labels = (label_rng.random(self.n) < prevalence).astype(int)
@@ -135,13 +143,17 @@ class SyntheticChest(Source):
         return self._keys
 
     def class_labels(self):
-        return self._labels.tolist() if self.target_kind == "class" else None
+        return None if self.masks else self._labels.tolist()
 
     def _sample(self, index: int, size: int) -> Sample:
         rng = np.random.default_rng([self.seed, self.domain, index])
         label = int(self._labels[index])
-        image, mask = render(size, rng, label, DOMAINS[self.domain])
-        return Sample(image, label if self.target_kind == "class" else mask)
+        image, masks = render(size, rng, label, DOMAINS[self.domain])
+        if not self.masks:
+            return Sample(image, label)
+        if len(self.structures) == 1:
+            return Sample(image, masks[self.structures[0]])
+        return Sample(image, np.stack([masks[s] for s in self.structures], axis=-1))
 
     def load(self, index: int) -> Sample:
         return self._sample(index, self.native)
@@ -150,13 +162,14 @@ class SyntheticChest(Source):
         return self._sample(index, size)
 
 
-def build(name: str, path: str | None = None, target: str = "class", seed: int = 0, **options) -> SyntheticChest:
-    check_options(f"source '{name}'", options, {"n", "domain", "prevalence", "size"})
+def build(name: str, path: str | None = None, target=None, seed: int = 0, **options) -> SyntheticChest:
+    check_options(f"source '{name}'", options, {"n", "domain", "prevalence", "size", "structures"})
     if path:
         raise ValueError(f"source '{name}' generates its images and takes no path (got '{path}')")
-    return SyntheticChest(target=target, seed=seed, **options)
+    return SyntheticChest(masks=wants_masks(target), seed=seed, **options)
 
 
 @hookimpl
 def register_sources(register):
-    register("synthetic", build, description="built-in chest phantom; options n, domain=0..3, prevalence, size")
+    register("synthetic", build, description="built-in chest phantom; options n, domain=0..3, prevalence, size, "
+                                               "structures=lungs|lungs+heart (masks)")

@@ -8,7 +8,9 @@ from mtssl_plugins.functional import fixmatch_loss
 class FixMatch(SSLStrategy):
     """lambda * CE(strong, argmax(weak)) where max softmax(weak) >= threshold."""
 
-    compatible_targets = ("class",)
+    def serves(self, target):
+        """One class per image: pseudo-labels are the weak view's most confident class."""
+        return target.categorical
 
     def __init__(self, name: str, **options):
         check_options(f"strategy '{name}'", options, {"threshold", "weight"})

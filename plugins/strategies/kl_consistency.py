@@ -32,9 +32,11 @@ def consistency_reference(labeled_logits: torch.Tensor, pairing: str, unlabeled_
 
 
 class KLConsistency(SSLStrategy):
-    """beta * mean Bernoulli KL between labeled and unlabeled per-pixel predictions."""
+    """beta * mean Bernoulli KL between labeled and unlabeled per-pixel predictions, per channel."""
 
-    compatible_targets = ("mask",)
+    def serves(self, target):
+        """Binary maps, one Bernoulli per pixel and channel (a sigmoid-activated head)."""
+        return target.spatial and target.binary
 
     def __init__(self, name: str, **options):
         check_options(f"strategy '{name}'", options, {"weight", "pairing"})

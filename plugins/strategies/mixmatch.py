@@ -25,7 +25,9 @@ from mtssl_plugins.functional import guess_labels, mixup, mixup_lambda, probabil
 class MixMatch(SSLStrategy):
     """CE(mixed labeled) + weight * L2(mixed unlabeled, sharpened guesses over K weak views)."""
 
-    compatible_targets = ("class",)
+    def serves(self, target):
+        """One class per image: guessed labels are class distributions."""
+        return target.categorical
 
     def __init__(self, name: str, **options):
         check_options(f"strategy '{name}'", options, {"K", "T", "alpha", "weight", "rampup"})

@@ -13,6 +13,7 @@ from torch import nn
 from mtssl.api import (EvaluatedSet, HeadInputs, PredictionWriter, ReportFigure, Task, TaskEvaluation,
                        check_options, hookimpl)
 from mtssl_plugins.metrics.classification import binary_roc, classification_scores
+from mtssl_plugins.targets import CLASS_LABEL
 from mtssl_plugins.tasks import plots
 
 
@@ -33,7 +34,7 @@ class ClassificationHead(nn.Module):
 class ClassificationTask(Task):
     """Image-level classes (e.g. normal vs pneumonia), trained with cross-entropy."""
 
-    target_kind = "class"
+    target = CLASS_LABEL
     default_labels = 100  # the paper's smallest budget
 
     def __init__(self, name: str, **options):

@@ -20,8 +20,11 @@ def figure(columns: int = 1, rows: int = 1, panel: float = 3.2) -> tuple[Figure,
 
 
 def show_image(ax, image: np.ndarray, title: str = "") -> None:
-    """A grayscale image without ticks."""
-    ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    """A uint8 image (``[C, H, W]``, or ``[H, W]``) without ticks: grey for one channel, colour for three."""
+    image = np.asarray(image)
+    if image.ndim == 3:
+        image = image[0] if image.shape[0] == 1 else np.moveaxis(image[:3], 0, -1)
+    ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     if title:

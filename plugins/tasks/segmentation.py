@@ -1,4 +1,10 @@
-"""Binary segmentation: a U-Net decoder over the backbone pyramid, trained with alpha * Dice."""
+"""Segmentation of one or more structures: a U-Net decoder over the backbone pyramid, alpha * Dice.
+
+One channel per structure. ``activation=sigmoid`` (the default) scores each
+structure on its own, so overlapping structures (heart and lungs) can both be
+on at a pixel; ``activation=softmax`` adds a background channel and makes the
+structures exclusive. Metrics are per structure, plus their mean.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +21,11 @@ from mtssl.api import (EvaluatedSet, HeadInputs, PredictionWriter, ReportFigure,
 from mtssl_plugins.metrics.aggregate import summarize
 from mtssl_plugins.metrics.segmentation import image_diagonal, mask_metrics
 from mtssl_plugins.tasks import plots
-from mtssl_plugins.functional import soft_dice_loss
+from mtssl_plugins.functional import soft_dice
 from mtssl_plugins.layers import double_conv
+from mtssl_plugins.targets import binary_masks
+
+ACTIVATIONS = ("sigmoid", "softmax")
 
 
 class UNetDecoder(nn.Module):
@@ -61,34 +70,49 @@ class UNetDecoder(nn.Module):
 
 
 class SegmentationTask(Task):
-    """Binary masks (e.g. lungs) from a U-Net decoder; loss alpha * soft Dice."""
+    """Structure masks (lungs; or lungs, heart, clavicles) from a U-Net decoder; loss alpha * soft Dice."""
 
-    target_kind = "mask"
     needs_decoder = True
     default_labels = 10  # the paper's smallest budget
 
     def __init__(self, name: str, **options):
-        check_options(f"task '{name}'", options, {"alpha", "dropout"})
+        check_options(f"task '{name}'", options, {"alpha", "dropout", "channels", "activation"})
         super().__init__(name, **options)
         self.alpha = float(options.get("alpha", 5.0))
         self.dropout = float(options.get("dropout", 0.25))
+        self.channels = int(options.get("channels", 1))
+        self.activation = str(options.get("activation", "sigmoid"))
+        if self.channels < 1:
+            raise ValueError(f"task '{name}': channels must be at least 1, got {self.channels}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"task '{name}': activation must be one of {', '.join(ACTIVATIONS)}, "
+                             f"got '{self.activation}'")
+        self.target = binary_masks(self.channels)
 
     def build_head(self, inputs: HeadInputs) -> nn.Module:
-        return UNetDecoder(inputs, 1, self.dropout)
+        extra = 1 if self.activation == "softmax" else 0  # the background channel
+        return UNetDecoder(inputs, self.channels + extra, self.dropout)
 
     def supervised_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.alpha * soft_dice_loss(output, target)
+        return self.alpha * soft_dice(self.probabilities(output), target)
 
     def probabilities(self, output: torch.Tensor) -> torch.Tensor:
+        """Foreground probability per structure, ``[B, channels, H, W]`` (softmax drops its background)."""
+        if self.activation == "softmax":
+            return torch.softmax(output.float(), dim=1)[:, 1:]
         return torch.sigmoid(output.float())
 
     def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-        pred = (output > 0).float().flatten(1)
-        truth = target.float().flatten(1)
-        inter = (pred * truth).sum(1)
-        denom = pred.sum(1) + truth.sum(1)
+        on = output > 0 if self.activation == "sigmoid" else self.probabilities(output) >= 0.5
+        pred = on.float().flatten(2)
+        truth = target.float().flatten(2)
+        inter = (pred * truth).sum(-1)
+        denom = pred.sum(-1) + truth.sum(-1)
         dice = torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
-        return {"dice": dice.mean().item()}
+        values = {"dice": dice.mean().item()}
+        if self.channels > 1:
+            values.update({f"dice/{c}": v for c, v in enumerate(dice.mean(0).tolist())})
+        return values
 
     def selection_score(self, metrics: Mapping[str, float]) -> float | None:
         return metrics.get("dice")
@@ -101,10 +125,19 @@ class SegmentationTask(Task):
         where exactly one of prediction and truth is empty scores Dice 0 and
         a Hausdorff distance equal to the image diagonal; such images are
         counted in ``extra["one_empty"]`` (see :mod:`mtssl_plugins.metrics.segmentation`).
+        With several structures every metric is given per structure
+        (``heart/dice``) and as the mean over structures (``dice``).
         """
-        predictions = np.asarray(probabilities)[:, 0] >= 0.5
-        records = [mask_metrics(p, t) for p, t in zip(predictions, np.asarray(targets))]
-        aggregate = summarize(records, SEGMENTATION_METRICS)
+        predictions = np.asarray(probabilities) >= 0.5
+        truths = np.asarray(targets)
+        names = self.structure_names(class_names)
+        if len(names) == 1:
+            records = [mask_metrics(p[0], t[0]) for p, t in zip(predictions, truths)]
+            metric_names = list(SEGMENTATION_METRICS)
+        else:
+            records = [structure_metrics(p, t, names) for p, t in zip(predictions, truths)]
+            metric_names = [*SEGMENTATION_METRICS, *(f"{n}/{m}" for n in names for m in SEGMENTATION_METRICS)]
+        aggregate = summarize(records, metric_names)
         one_empty = sum(r["one_empty"] for r in records)
         height, width = predictions.shape[-2:]
         extra = {"hd_unit": f"pixels at the evaluation size {height}x{width}",
@@ -113,41 +146,81 @@ class SegmentationTask(Task):
                  f"Hausdorff = image diagonal ({extra['hd_when_one_empty']:.1f} px)"] if one_empty else []
         return TaskEvaluation(records, aggregate, extra, notes)
 
+    def structure_names(self, class_names: Sequence[str] = ()) -> list[str]:
+        """The source's structure names, or ``c0, c1, ...``; one channel keeps its plain metric names."""
+        names = list(class_names)
+        if len(names) == self.channels:
+            return names
+        return ["mask"] if self.channels == 1 else [f"c{c}" for c in range(self.channels)]
+
     def prediction_writer(self, out_dir: Path, class_names: Sequence[str] = ()) -> PredictionWriter:
-        return MaskPngs(Path(out_dir) / self.name)
+        names = self.structure_names(class_names)
+        return MaskPngs(Path(out_dir) / self.name, names if len(names) > 1 else ())
 
     def report_figures(self, sets: Sequence[EvaluatedSet]) -> list[ReportFigure]:
         figures = []
         for data in sets:
-            figures.append(bland_altman_figure(self.name, data))
-            figures.append(boundaries_figure(self.name, data))
-            figures.append(best_worst_figure(self.name, data))
+            names = self.structure_names(data.class_names)
+            views = [(self.name, data)] if len(names) == 1 else \
+                [(f"{self.name} {name}", structure_view(data, c, name)) for c, name in enumerate(names)]
+            for title, view in views:
+                figures.append(bland_altman_figure(title, view))
+                figures.append(boundaries_figure(title, view))
+                figures.append(best_worst_figure(title, view))
         return figures
+
+
+def structure_metrics(pred: np.ndarray, truth: np.ndarray, names: Sequence[str]) -> dict:
+    """Per-structure metrics (``NAME/metric``) of one image, their means, and flags over all structures."""
+    record: dict = {}
+    per = [mask_metrics(p, t) for p, t in zip(pred, truth)]
+    for name, values in zip(names, per):
+        record.update({f"{name}/{k}": v for k, v in values.items()})
+    for metric in SEGMENTATION_METRICS:
+        record[metric] = float(np.mean([values[metric] for values in per]))
+    record["pred_pixels"] = sum(values["pred_pixels"] for values in per)
+    record["true_pixels"] = sum(values["true_pixels"] for values in per)
+    record["one_empty"] = any(values["one_empty"] for values in per)
+    return record
+
+
+def structure_view(data: EvaluatedSet, channel: int, name: str) -> EvaluatedSet:
+    """One structure of a multi-structure set, shaped like a one-structure set for the figures."""
+    prefix = f"{name}/"
+    records = [{k[len(prefix):]: v for k, v in r.items() if k.startswith(prefix)} for r in data.evaluation.per_image]
+    evaluation = TaskEvaluation(records, {}, {}, [])
+    return EvaluatedSet(f"{data.label}", data.images, np.asarray(data.probabilities)[:, channel:channel + 1],
+                        np.asarray(data.targets)[:, channel:channel + 1], data.keys, (name,), evaluation, data.maps)
 
 
 SEGMENTATION_METRICS = ("dice", "jaccard", "ssim", "hd_avg", "precision", "recall")
 
 
 class MaskPngs(PredictionWriter):
-    """One 8-bit PNG (0 background, 255 foreground) per image at the image's original size.
+    """One 8-bit PNG (0 background, 255 foreground) per image and structure, at the image's original size.
 
     The probability map is resized bilinearly to the original size before
     thresholding at 0.5, so the mask edge follows the smooth map, not the
-    evaluation-size pixel grid.
+    evaluation-size pixel grid. One structure writes ``FOLDER/NAME.png``;
+    several write ``FOLDER/STRUCTURE/NAME.png``.
     """
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, structures: Sequence[str] = ()):
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
+        self.structures = list(structures)
+        for sub in self.structures or [""]:
+            (folder / sub).mkdir(parents=True, exist_ok=True)
         self.written: list[Path] = []
 
     def write(self, name: str, probability: np.ndarray, original_size: tuple[int, int]) -> None:
         height, width = original_size
-        prob = Image.fromarray(np.asarray(probability, np.float32).reshape(probability.shape[-2:]), mode="F")
-        prob = np.asarray(prob.resize((width, height), Image.Resampling.BILINEAR))
-        path = self.folder / f"{name}.png"
-        Image.fromarray(np.where(prob >= 0.5, 255, 0).astype(np.uint8)).save(path)
-        self.written.append(path)
+        planes = np.asarray(probability, np.float32).reshape(-1, *probability.shape[-2:])
+        for channel, sub in enumerate(self.structures or [""]):
+            prob = Image.fromarray(planes[channel], mode="F")
+            prob = np.asarray(prob.resize((width, height), Image.Resampling.BILINEAR))
+            path = self.folder / sub / f"{name}.png"
+            Image.fromarray(np.where(prob >= 0.5, 255, 0).astype(np.uint8)).save(path)
+            self.written.append(path)
 
     def close(self) -> list[Path]:
         return list(self.written)
@@ -155,6 +228,10 @@ class MaskPngs(PredictionWriter):
 
 def _predicted(data: EvaluatedSet) -> np.ndarray:
     return np.asarray(data.probabilities)[:, 0] >= 0.5
+
+
+def _truth(data: EvaluatedSet) -> np.ndarray:
+    return np.asarray(data.targets)[:, 0] > 0
 
 
 def bland_altman_figure(task: str, data: EvaluatedSet) -> ReportFigure:
@@ -187,7 +264,7 @@ def _overlay(ax, image: np.ndarray, truth: np.ndarray, pred: np.ndarray, title: 
 
 
 def boundaries_figure(task: str, data: EvaluatedSet) -> ReportFigure:
-    pred, truth = _predicted(data), np.asarray(data.targets) > 0
+    pred, truth = _predicted(data), _truth(data)
     count = min(plots.MAX_PANELS, len(pred))
     fig, axes = plots.figure(count, 1, panel=2.4)
     for j in range(count):
@@ -199,7 +276,7 @@ def boundaries_figure(task: str, data: EvaluatedSet) -> ReportFigure:
 
 def best_worst_figure(task: str, data: EvaluatedSet) -> ReportFigure:
     """The best and the worst images by Dice, with any bridge maps next to them."""
-    pred, truth = _predicted(data), np.asarray(data.targets) > 0
+    pred, truth = _predicted(data), _truth(data)
     dice = np.array([r["dice"] for r in data.evaluation.per_image])
     order = np.argsort(-dice, kind="stable")
     count = min(3, max(1, len(order) // 2))  # never show an image as both best and worst
@@ -218,4 +295,5 @@ def best_worst_figure(task: str, data: EvaluatedSet) -> ReportFigure:
 @hookimpl
 def register_tasks(register):
     register("seg", SegmentationTask, aliases=("segmentation",),
-             description="binary segmentation (U-Net decoder, alpha * Dice); options alpha, dropout")
+             description="segmentation of one or more structures (U-Net decoder, alpha * Dice); options alpha, "
+                         "dropout, channels=1, activation=sigmoid|softmax")

@@ -13,7 +13,9 @@ from mtssl.api import SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, ch
 class EntropyMinimisation(SSLStrategy):
     """weight * mean entropy of the class distribution on weakly augmented unlabeled images."""
 
-    compatible_targets = ("class",)
+    def serves(self, target):
+        """One class per image (entropy of a class distribution)."""
+        return target.categorical
 
     def __init__(self, name: str, **options):
         check_options(f"strategy '{name}'", options, {"weight"})
