@@ -1,8 +1,8 @@
 """One backbone, one head per task, bridges between heads: one forward runs the backbone once over its batch."""
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import Mapping
+from contextlib import contextmanager, nullcontext
+from typing import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -78,7 +78,7 @@ class MultiTaskModel(nn.Module):
                 for bridge in bridges:
                     if bridge.target != name:
                         continue
-                    source_output = self.heads[bridge.source](feats, {})
+                    source_output = self._bridge_source_output(bridge, images, task_rows, feats)
                     extra = bridge.compute(BridgeInputs(images, task_rows, source_output)).detach()
                     if maps is not None:
                         for key, value in bridge.maps(extra).items():
@@ -89,6 +89,40 @@ class MultiTaskModel(nn.Module):
         if not caller_grad:  # grad was enabled only for the bridges: hand back plain tensors, free the graph
             outputs = {name: out.detach() for name, out in outputs.items()}
         return outputs
+
+
+    def _bridge_source_output(self, bridge: Bridge, images: torch.Tensor, rows: slice,
+                              feats: list[torch.Tensor]) -> torch.Tensor:
+        """The source head's output on the target's rows, as the bridge may differentiate it.
+
+        A training-mode batch norm mixes the images of a pass, so an input
+        gradient through it would make one image's saliency depend on the
+        others. For such models the rows get a pass of their own with batch
+        norms on their running statistics; per-image norms (the default
+        encoder's instance norm) need nothing extra.
+        """
+        if not (bridge.needs_input_grad and self._batch_coupled(bridge.source)):
+            return self.heads[bridge.source](feats, {})
+        with self._per_image_norms(bridge.source):
+            return self.heads[bridge.source](self.backbone(images[rows]), {})
+
+    def _coupled_norms(self, source: str) -> list[nn.Module]:
+        modules = [*self.backbone.modules(), *self.heads[source].modules()]
+        return [m for m in modules if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+
+    def _batch_coupled(self, source: str) -> bool:
+        return bool(self._coupled_norms(source))
+
+    @contextmanager
+    def _per_image_norms(self, source: str) -> Iterator[None]:
+        layers = self._coupled_norms(source)
+        for layer in layers:
+            layer.eval()
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.train()
 
 
 def _nonempty(rows: slice) -> bool:

@@ -114,3 +114,30 @@ def test_bad_routes_and_options_are_clear_errors(host, tasks, bridge, message):
     with pytest.raises(ValueError) as info:
         build(host, bridges=(bridge,), tasks=tasks)
     assert message in str(info.value)
+
+
+def test_saliency_through_batch_norm_does_not_depend_on_the_other_images(host):
+    """With a BatchNorm backbone in training mode, each image's saliency equals its own, computed alone."""
+    torch.manual_seed(0)
+    parts = build_components(RunConfig(tasks=["cls", "seg"], bridges=["saliency"], size=32,
+                                       backbone="timm:model=resnet18"), host)
+    model = parts.model.train()
+    seen = capture_extras(model)
+    images = torch.rand(6, 1, 32, 32)
+    model(images, {"cls": slice(0, 2), "seg": slice(2, 6)})
+    together = seen[-1][8][:, 1:]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(m.training for m in norms)  # the forward restored training mode
+    for m in norms:
+        m.eval()
+    alone = torch.cat([independent_saliency(model, images[i:i + 1]) for i in range(2, 6)])
+    assert torch.allclose(together, alone, atol=1e-5)
+    # and a different companion image in the pass changes nothing (running statistics held still)
+    for m in norms:
+        m.train()
+        m.momentum = 0.0
+    other = images.clone()
+    other[0] = torch.rand(1, 32, 32)
+    other[2] = torch.rand(1, 32, 32)
+    model(other, {"cls": slice(0, 2), "seg": slice(2, 6)})
+    assert torch.allclose(seen[-1][8][1:, 1:], together[1:], atol=1e-5)
