@@ -18,6 +18,17 @@ component::
 called with ``name=...`` plus the user's ``key=value`` options and must return
 an instance of the matching interface from :mod:`mtssl.api`. Registering a
 name another plugin already holds is an error naming both plugins.
+
+Targets are declared, never assumed. A task sets ``target`` to a
+:class:`mtssl.api.TargetSpec` — e.g. ``TargetSpec("depth", "float32", (1,),
+spatial=True, resample="bilinear")`` for a depth map, or
+``TargetSpec("findings", "float32", (14,))`` for multi-label findings — and a
+source sets the same attribute for what it yields (it is created with
+``target=`` the task's spec, so a source serving several kinds can pick). The
+core refuses a source whose spec does not agree with the task's, and moves,
+caches and augments targets only as the spec says. A strategy's
+``serves(target)`` says which specs it can train. ``examples/ctr-plugin`` is a
+complete task package built this way.
 """
 from __future__ import annotations
 
@@ -49,4 +60,9 @@ def register_bridges(register):
 
 @hookspec
 def register_sources(register):
-    """Register :class:`mtssl.api.Source` factories (called with ``path=`` when given, ``target=``, ``size=``, ``seed=`` and options)."""
+    """Register :class:`mtssl.api.Source` factories.
+
+    Called with ``path=`` when given, ``target=`` (the task's :class:`~mtssl.api.TargetSpec`), ``seed=``
+    and the user's options. The source sets ``target`` (what it yields), ``channels`` (image channels)
+    and, where it knows patients, answers ``groups()`` so splits keep each patient on one side.
+    """
