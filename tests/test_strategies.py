@@ -111,3 +111,14 @@ def test_kl_without_labeled_predictions_is_a_clear_error(host):
 def test_misspelt_strategy_name_suggests_the_registered_one(host):
     with pytest.raises(RegistryError, match="unknown strategy 'fixmach'. Did you mean 'fixmatch'"):
         host.create("strategy", "fixmach")
+
+
+def test_kl_on_several_structures_is_the_mean_of_per_channel_terms():
+    from mtssl_plugins.functional import bernoulli_kl
+
+    torch.manual_seed(0)
+    labeled, unlabeled = torch.randn(3, 2, 4, 4), torch.randn(5, 2, 4, 4)
+    reference = consistency_reference(labeled, "mean", 5)
+    both = bernoulli_kl(reference, unlabeled)
+    per_channel = [bernoulli_kl(reference[:, c:c + 1], unlabeled[:, c:c + 1]) for c in range(2)]
+    assert both.item() == pytest.approx(sum(per_channel).item() / 2, rel=1e-6)
