@@ -3,7 +3,8 @@
 ``model.safetensors`` files carry the run's resolved config in their
 metadata, so a checkpoint alone rebuilds its model (predict, eval). Training
 state (optimizer moments, schedule, random generators, stream positions)
-lives in a separate ``*.state.safetensors`` next to it.
+lives in separate state files that :mod:`mtssl.run_state` commits together
+with the weights.
 """
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+from contextlib import contextmanager
 import re
 import shutil
 import sys
@@ -147,6 +148,8 @@ DEFAULT_STEPS = 300
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable or inconsistent files (and count them) instead of stopping.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue an interrupted run directory.")
 @click.option("--amp", is_flag=True, default=None, help="bfloat16 autocast for forward passes (for GPUs).")
+@click.option("--max-loss", type=float, help="Treat a loss term above this as divergence (default: only nan/inf).")
+@click.option("--skip-nonfinite", type=int, help="Skip up to N diverged steps (no update) instead of stopping (default 0).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 @friendly_errors
@@ -171,11 +174,11 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, **overr
     else:
         config = resolve_config(config_file, tasks, bridges, ctx.args, overrides, skip_bad)
         run = None
-    config.device = cluster.device_name(config.device)
+    device = cluster.device_name(config.device)  # config.json keeps what was asked, not rank 0's device
     with decode_progress(console) as progress:
         trainer_run = run or RunDir(cluster.share(str(RunDir.create(config).path) if cluster.is_main else None))
         try:
-            trainer = Trainer(config, host, trainer_run, progress, cluster.rank, cluster.world)
+            trainer = Trainer(config, host, trainer_run, progress, cluster.rank, cluster.world, device)
         except BaseException:
             if run is None and cluster.is_main:  # a run that never started leaves no folder behind
                 shutil.rmtree(trainer_run.path, ignore_errors=True)
@@ -188,13 +191,39 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, **overr
     console.print(f"Run directory: [bold]{trainer.run.path}[/] · device {trainer.device} · "
                   f"{trainer.total_steps} steps · tasks {', '.join(config.tasks)}"
                   + (f" · bridges {', '.join(config.bridges)}" if config.bridges else ""), highlight=False)
-    with TrainingProgress(console, trainer.total_steps, trainer.step) as bar:
-        summary = trainer.fit(on_step=bar.update)
+    with stopped_training(trainer, cluster.is_main):
+        with TrainingProgress(console, trainer.total_steps, trainer.step) as bar:
+            summary = trainer.fit(on_step=bar.update)
     vals = {k: v for k, v in summary.items() if k.startswith("val/")}
     console.print(f"Done: {summary['steps']} steps in {summary['wall_time_s']:.1f}s · "
                   + " · ".join(f"{k[4:]} {v:.3f}" for k, v in vals.items()), highlight=False)
     if cluster.is_main:
         click.echo(str(trainer.run.path))
+
+
+@contextmanager
+def stopped_training(trainer, is_main: bool):
+    """A stop (signal), an interrupt or a divergence: say where the run stands, exit non-zero."""
+    from mtssl.guard import DivergenceError
+    from mtssl.stopping import TrainingStopped
+
+    try:
+        yield
+    except TrainingStopped as exc:
+        if is_main:
+            err_console().print(f"[yellow]Stopped:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except DivergenceError as exc:
+        if is_main:
+            err_console().print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        if is_main:
+            at = trainer.saved_step
+            where = (f"the last checkpoint is step {at}; resume with: mtssl train --resume {trainer.run.path}"
+                     if at is not None else "no checkpoint was written yet")
+            err_console().print(f"[yellow]Interrupted:[/] {where}", highlight=False, soft_wrap=True)
+        sys.exit(130)
 
 
 @main.command()

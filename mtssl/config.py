@@ -63,6 +63,8 @@ class RunConfig:
     deterministic: bool = False
     channels: int | None = None  # image channels; None: what the sources declare (resolved at training)
     amp: bool = False  # bfloat16 autocast for the forward passes (pays off on GPUs, not on CPUs)
+    max_loss: float | None = None  # a loss term beyond this (in absolute value) counts as divergence
+    skip_nonfinite: int = 0  # bad steps to skip (no update) before a divergence stops the run
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,7 +2,9 @@
 
 Every process builds the same model from the same seed (DDP also broadcasts
 rank 0's weights), draws its own shard of every stream, and augments with
-its own random stream. Only rank 0 writes files and prints.
+its own random stream. Only rank 0 writes files and prints. A resume
+restores every process's own device (from LOCAL_RANK, never from the saved
+config), generators and stream positions (:mod:`mtssl.run_state`).
 """
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ class Distributed:
         return self.rank == 0
 
     def device_name(self, requested: str) -> str:
-        """Each process takes its own GPU; a CPU run stays on the CPU."""
-        if self.world > 1 and requested in {"auto", "cuda"} and torch.cuda.is_available():
+        """Each process takes its own GPU (by LOCAL_RANK, also over a saved ``cuda:N``); CPU stays CPU."""
+        if self.world > 1 and (requested == "auto" or requested.startswith("cuda")) and torch.cuda.is_available():
             return f"cuda:{self.local_rank}"
         return requested
 

@@ -10,25 +10,29 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from mtssl import checkpoint
+from mtssl import checkpoint, run_state
 from mtssl.assemble import Components, build_components, build_tasks
 from mtssl.augment import Augmenter
 from mtssl.config import RunConfig, TaskData
 from mtssl.data.prepare import ProgressFactory, TaskArrays, prepare_task_data, task_seed
 from mtssl.data.streams import BatchStream
+from mtssl.guard import DivergenceError, DivergenceGuard
 from mtssl.interfaces import StrategyInputs
 from mtssl.model import to_float
 from mtssl.plugins import PluginHost
 from mtssl.rundir import RunDir
 from mtssl.seeding import pick_device, set_determinism
+from mtssl.stopping import StopRequest, TrainingStopped, stop_on_signals
 from mtssl.targets import TargetSpec
 
 
@@ -47,6 +51,11 @@ class View:
 class StepResult:
     loss: torch.Tensor
     logs: dict[str, float] = field(default_factory=dict)
+    problem: str | None = None  # why the divergence guard rejects this step (any rank), or None
+    stop: bool = False  # a stop was requested on some rank (agreed by all under torchrun)
+
+
+SHARED_STATE = ("optimizer", "scheduler")  # identical on every rank under DDP: saved once, by rank 0
 
 
 def image_channels(data: dict[str, TaskArrays], configured: int | None) -> int:
@@ -67,10 +76,11 @@ class Trainer:
     """Builds a run from a config and trains it, writing everything into a run directory."""
 
     def __init__(self, config: RunConfig, host: PluginHost, run: RunDir,
-                 progress: ProgressFactory | None = None, rank: int = 0, world: int = 1):
+                 progress: ProgressFactory | None = None, rank: int = 0, world: int = 1,
+                 device: str | None = None):
         self.config, self.host, self.run = config, host, run
         self.rank, self.world = rank, world
-        self.device = pick_device(config.device)
+        self.device = pick_device(device or config.device)  # torchrun: this process's own device
         set_determinism(config.seed, config.deterministic)
         task_set = build_tasks(config, host)
         tasks = task_set[0]
@@ -106,6 +116,10 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size, gamma=config.lr_gamma)
         self.step = 0
         self.best_score = -math.inf
+        self.guard = DivergenceGuard(config.max_loss, config.skip_nonfinite, world)
+        self.stop = StopRequest()
+        self._stop_agreed = False
+        self.saved_step: int | None = None  # step of the committed 'last' checkpoint
 
     # -- setup -------------------------------------------------------------
     def _total_steps(self) -> int:
@@ -240,11 +254,13 @@ class Trainer:
 
         total = torch.zeros((), device=self.device, dtype=torch.float32)
         logs: dict[str, float] = {}
+        terms: dict[str, torch.Tensor] = {}  # fetched together below; logs keeps their place
         for name, task in self.parts.tasks.items():
             labeled_out, labeled_target = by_view[(name, "labeled")], targets[(name, "labeled")]
             sup = task.supervised_loss(labeled_out, labeled_target)
             total = total + sup
-            logs[f"{name}/sup"] = sup.item()
+            terms[f"{name}/sup"] = sup
+            logs[f"{name}/sup"] = math.nan
             for strategy in self.parts.strategies[name]:
                 prefix = f"{strategy.name}/"
                 mine = [(t, k) for (t, k) in by_view if t == name and k.startswith(prefix)]
@@ -254,10 +270,18 @@ class Trainer:
                     view_targets={k[len(prefix):]: targets[(t, k)] for t, k in mine},
                     forward=self._head_forward(name)))
                 total = total + result.loss
-                logs[f"{name}/{strategy.name}"] = result.loss.item()
+                terms[f"{name}/{strategy.name}"] = result.loss
+                logs[f"{name}/{strategy.name}"] = math.nan
                 logs.update({f"{name}/{strategy.name}/{k}": v for k, v in result.logs.items()})
-        logs["loss"] = total.item()
-        return StepResult(total, logs)
+        terms["loss"] = total
+        logs["loss"] = math.nan
+        fetched = self.guard.fetch(list(terms.values()), self.stop.requested)  # the step's one host sync
+        logs.update(zip(terms, fetched.values))
+        problem = None
+        if fetched.bad:
+            problem = (self.guard.problem(list(terms), fetched.values)
+                       or "a loss term on another process is not finite or exceeds --max-loss")
+        return StepResult(total, logs, problem, fetched.stop)
 
     def _head_forward(self, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         """Task ``name``'s output for new images: one more backbone pass, for strategies that need it."""
@@ -268,13 +292,27 @@ class Trainer:
         return forward
 
     def train_step(self) -> dict[str, float]:
+        """One update; a step the divergence guard rejects updates nothing (or stops the run)."""
         self.model.train()
         result = self.compute_loss(self.gather_views())
         self.optimizer.zero_grad(set_to_none=True)
-        result.loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
+        problem = result.problem
+        if problem is None:
+            result.loss.backward()
+            if self.guard.skip_budget and not self.guard.gradients_finite(self.model.parameters()):
+                problem = "the gradient is not finite"
+        if problem is None:
+            self.optimizer.step()
+            self.scheduler.step()
+        else:
+            self.guard.bad_step(self.step + 1, problem, self._checkpoint_note())
+            self.optimizer.zero_grad(set_to_none=True)
+            result.logs["skipped"] = 1
+            with warnings.catch_warnings():  # torch warns when the schedule steps before any update
+                warnings.simplefilter("ignore", UserWarning)
+                self.scheduler.step()
         self.step += 1
+        self._stop_agreed = result.stop
         return result.logs
 
     # -- validation --------------------------------------------------------
@@ -313,54 +351,80 @@ class Trainer:
         return {"config": self.config.to_dict(), "step": self.step,
                 "class_names": {n: list(d.train.class_names) for n, d in self.data.items()}}
 
-    def save(self, tag: str, with_state: bool) -> None:
-        if self.rank:
-            return
-        folder = self.run.checkpoints
-        checkpoint.atomic_save(self.model.state_dict(), folder / f"{tag}.safetensors", self._model_metadata())
-        if not with_state:
-            return
-        optim_tensors, optim_meta = checkpoint.flatten_optimizer(self.optimizer.state_dict())
-        tensors = dict(optim_tensors)
-        tensors["rng/torch"] = torch.get_rng_state()
-        if torch.cuda.is_available():
-            for i, state in enumerate(torch.cuda.get_rng_state_all()):
-                tensors[f"rng/cuda{i}"] = state
+    def stateful(self) -> dict[str, Any]:
+        """Everything besides the weights that a resume restores, by name (see :mod:`mtssl.run_state`).
+
+        Strategies and bridges that keep state (an EMA teacher, an adaptive
+        threshold) take part by defining ``state_dict``/``load_state_dict``.
+        """
+        parts: dict[str, Any] = {
+            "trainer": run_state.Adapter(lambda: {"step": self.step, "best_score": self.best_score},
+                                         self._load_progress),
+            "optimizer": self.optimizer, "scheduler": self.scheduler, "guard": self.guard,
+            "rng": run_state.RngState(self.device)}
         for kind, streams in (("labeled", self.labeled), ("unlabeled", self.unlabeled)):
             for name, stream in streams.items():
-                for key, value in stream.state().items():
-                    tensors[f"stream/{kind}/{name}/{key}"] = value
-        meta = {"optimizer": optim_meta, "scheduler": self.scheduler.state_dict(), "step": self.step,
-                "best_score": self.best_score if math.isfinite(self.best_score) else None}
-        checkpoint.atomic_save(tensors, folder / f"{tag}.state.safetensors", meta)
+                parts[f"stream/{kind}/{name}"] = run_state.Adapter(stream.state, stream.load_state)
+        plugins = [(f"strategy/{task}/{s.name}", s) for task, group in self.parts.strategies.items() for s in group]
+        plugins += [(f"bridge/{b.name}", b) for b in self.parts.bridges]
+        for key, plugin in plugins:
+            if callable(getattr(plugin, "state_dict", None)) and callable(getattr(plugin, "load_state_dict", None)):
+                parts[key] = plugin
+        return parts
+
+    def _load_progress(self, state: dict) -> None:
+        self.step, self.best_score = int(state["step"]), float(state["best_score"])
+
+    def _checkpoint_note(self) -> str:
+        if self.saved_step is None:
+            return "No resumable checkpoint was written."
+        return f"The last finite checkpoint is kept: {self.run.checkpoints / 'last.safetensors'} (step {self.saved_step})."
+
+    def save(self, tag: str, with_state: bool) -> None:
+        """Write ``tag`` (weights; with the run state when ``with_state``), never with non-finite weights."""
+        weights = self.model.state_dict()
+        if not run_state.all_finite(weights.values()):
+            raise DivergenceError(f"training diverged: the weights are not finite after step {self.step} (its loss "
+                                  f"was finite, so the update overflowed: is the learning rate too large?); "
+                                  f"'{tag}' was not written. {self._checkpoint_note()}")
+        if not with_state:
+            if self.rank == 0:
+                checkpoint.atomic_save(weights, self.run.checkpoints / f"{tag}.safetensors", self._model_metadata())
+            return
+        barrier = None
+        if self.world > 1:
+            import torch.distributed as dist
+
+            barrier = dist.barrier
+        run_state.save(self.run.checkpoints, tag, weights, self._model_metadata(), self.step, self.stateful(),
+                       self.rank, self.world, SHARED_STATE, barrier)
+        self.saved_step = self.step
 
     def resume(self, tag: str = "last") -> None:
-        folder = self.run.checkpoints
-        weights, _ = checkpoint.load(folder / f"{tag}.safetensors")
-        tensors, meta = checkpoint.load(folder / f"{tag}.state.safetensors")
+        """Restore weights and every stateful component of this rank from the committed ``tag``."""
+        if self.rank == 0:
+            run_state.remove_leftovers(self.run.checkpoints)
+        weights, _ = run_state.load(self.run.checkpoints, tag, self.stateful(), self.rank, self.world, SHARED_STATE)
         self.model.load_state_dict(weights)
-        self.optimizer.load_state_dict(checkpoint.unflatten_optimizer(tensors, meta["optimizer"]))
-        self.scheduler.load_state_dict(meta["scheduler"])
-        self.step = int(meta["step"])
-        self.best_score = meta["best_score"] if meta["best_score"] is not None else -math.inf
-        torch.set_rng_state(tensors["rng/torch"])
-        if torch.cuda.is_available():
-            states = [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda")]
-            if states:
-                torch.cuda.set_rng_state_all(states)
-        for kind, streams in (("labeled", self.labeled), ("unlabeled", self.unlabeled)):
-            for name, stream in streams.items():
-                prefix = f"stream/{kind}/{name}/"
-                stream.load_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        self.saved_step = self.step
         self._truncate_log()
 
     def _truncate_log(self) -> None:
-        """Drop log lines written after the checkpoint, so a resumed run's log reads as one run."""
+        """Drop log lines written after the checkpoint, so a resumed run's log reads as one run.
+
+        A line cut short by a crash (it can only be the last one) is dropped too.
+        """
         file = self.run.path / RunDir.METRICS
-        if file.exists():
-            kept = [line for line in file.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= self.step]
-            file.write_text("".join(line + "\n" for line in kept))
+        if self.rank or not file.exists():
+            return
+        kept = []
+        for line in file.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= self.step:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                continue
+        file.write_text("".join(line + "\n" for line in kept))
 
     def improves(self, score: float) -> bool:
         """Whether a validation score beats the best so far (higher is better).
@@ -375,33 +439,50 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------
     def fit(self, on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
-        """Train to ``total_steps``; on interrupt, save ``last`` so ``--resume`` continues."""
+        """Train to ``total_steps``.
+
+        SIGINT/SIGTERM (or :attr:`stop`) end the run after the current step
+        with ``last`` saved, raising :class:`~mtssl.stopping.TrainingStopped`.
+        A KeyboardInterrupt between steps (e.g. from ``on_step``) saves
+        ``last`` too; one inside a step saves nothing, because the state is
+        half-way between two steps, and the last committed checkpoint stays.
+        """
         last_val: dict[str, float] = {}
         started, step_clock = time.perf_counter(), time.perf_counter()
-        try:
-            while self.step < self.total_steps:
-                logs = self.train_step()
-                now = time.perf_counter()
-                logs.update(step=self.step, epoch=self.step / self.steps_per_epoch,
-                            lr=self.scheduler.get_last_lr()[0], step_time=now - step_clock)
-                step_clock = now
-                if self.step % self.config.eval_every == 0 or self.step == self.total_steps:
-                    last_val = self.validate()
-                    logs.update({f"val/{k}": v for k, v in last_val.items()})
-                    if self.improves(last_val["score"]):
-                        self.best_score = max(self.best_score, last_val["score"])  # max() keeps -inf over NaN
-                        self.save("best", with_state=False)
-                if self.rank == 0:
-                    self.run.log(logs)
-                if self.step % self.config.save_every == 0 or self.step == self.total_steps:
+        between_steps = True
+        with stop_on_signals(self.stop):
+            try:
+                while self.step < self.total_steps:
+                    between_steps = False
+                    logs = self.train_step()
+                    now = time.perf_counter()
+                    logs.update(step=self.step, epoch=self.step / self.steps_per_epoch,
+                                lr=self.scheduler.get_last_lr()[0], step_time=now - step_clock)
+                    step_clock = now
+                    if self.step % self.config.eval_every == 0 or self.step == self.total_steps:
+                        last_val = self.validate()
+                        logs.update({f"val/{k}": v for k, v in last_val.items()})
+                        if self.improves(last_val["score"]):
+                            self.best_score = max(self.best_score, last_val["score"])  # max() keeps -inf over NaN
+                            self.save("best", with_state=False)
+                    if self.rank == 0:
+                        self.run.log(logs)
+                    if self.step % self.config.save_every == 0 or self.step == self.total_steps:
+                        self.save("last", with_state=True)
+                    between_steps = True
+                    if on_step:
+                        on_step(self.step, logs)
+                    if self._stop_agreed if self.world > 1 else self.stop.requested:
+                        if self.saved_step != self.step:
+                            self.save("last", with_state=True)
+                        raise TrainingStopped(self.stop.signum or signal.SIGTERM, self.step, str(self.run.path))
+            except KeyboardInterrupt:
+                if between_steps and self.saved_step != self.step:
                     self.save("last", with_state=True)
-                if on_step:
-                    on_step(self.step, logs)
-        except KeyboardInterrupt:
-            self.save("last", with_state=True)
-            raise
+                raise
         summary = {"steps": self.step, "wall_time_s": time.perf_counter() - started,
-                   "best_score": self.best_score if math.isfinite(self.best_score) else None, **{f"val/{k}": v for k, v in last_val.items()}}
+                   "best_score": self.best_score if math.isfinite(self.best_score) else None,
+                   "skipped_steps": self.guard.skipped, **{f"val/{k}": v for k, v in last_val.items()}}
         if self.rank == 0:
             self.run.write_json("summary.json", summary)
         return summary

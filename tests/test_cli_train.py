@@ -50,7 +50,8 @@ def test_baseline_trains_and_leaves_a_complete_run_directory(tmp_path, baseline)
     assert meta["step"] == 2 and meta["config"] == config
     assert any(k.startswith("backbone.") for k in weights)
     assert {k.split(".")[1] for k in weights if k.startswith("heads.")} == set(names)
-    assert (run / "checkpoints" / "last.state.safetensors").is_file()
+    assert meta["resume"] == {"step": 2, "world": 1, "states": ["last-00000002-rank0.safetensors"]}
+    assert (run / "checkpoints" / "state" / "last-00000002-rank0.safetensors").is_file()
     assert (run / "checkpoints" / "best.safetensors").is_file()
     assert json.loads((run / "summary.json").read_text())["steps"] == 2
     for name in names:

@@ -27,7 +27,7 @@ def test_best_follows_the_validation_score(tmp_path, monkeypatch):
     assert best["step"] == 4 and last["step"] == 5
     assert summary["best_score"] == 0.95
     # the training loss played no part: best is not the step with the lowest loss unless scores say so
-    assert (trainer.run.checkpoints / "last.state.safetensors").exists()
+    assert [p.name for p in (trainer.run.checkpoints / "state").iterdir()] == ["last-00000005-rank0.safetensors"]
 
 
 def test_best_exists_even_when_no_task_reports_a_score(tmp_path, monkeypatch):

@@ -67,7 +67,7 @@ def test_interrupted_run_resumes_to_the_same_weights_and_log(host, tmp_path, mon
     assert losses(run) == losses(straight.run.path)
     assert [line["step"] for line in read_metrics(run)] == [1, 2, 3, 4]
     assert same_weights(weights(run), weights(straight.run.path))
-    state = checkpoint.load(run / "checkpoints" / "last.state.safetensors")[1]
+    state = checkpoint.load(run / "checkpoints" / "state" / "last-00000004-rank0.safetensors")[1]
     assert state["step"] == 4
 
 
@@ -90,11 +90,12 @@ def test_resume_drops_log_lines_written_after_the_checkpoint(host, tmp_path):
 
 def test_resume_from_a_truncated_checkpoint_names_the_file(tmp_path):
     run = train_run("cls", out=tmp_path)
-    state = run / "checkpoints" / "last.state.safetensors"
+    state = run / "checkpoints" / "state" / "last-00000002-rank0.safetensors"
     state.write_bytes(state.read_bytes()[:100])
     result = invoke(["train", "--resume", str(run)])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "last.state.safetensors" in result.stderr and "truncated" in result.stderr
+    message = "".join(result.stderr.split())
+    assert "last-00000002-rank0.safetensors" in message and "truncated" in message
 
 
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path):

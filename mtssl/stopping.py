@@ -1,0 +1,69 @@
+"""Stopping on SIGINT/SIGTERM at a step boundary, so the saved checkpoint is a consistent one.
+
+Ctrl-C used to raise KeyboardInterrupt in the middle of a step and save
+the weights of step k with the generators already advanced into step
+k + 1; SIGTERM (what SLURM and torchrun send) saved nothing. Now the first
+signal only sets a flag: the trainer finishes the step it is in, saves
+``last``, and raises :class:`TrainingStopped`, whose exit code is the
+shell's 128 + signal number (130 for SIGINT, 143 for SIGTERM). A second
+signal gets the previous handler and acts at once; the last committed
+checkpoint stays intact either way.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+
+class StopRequest:
+    """Set by a signal handler (or by code: :meth:`request`); read by the training loop between steps."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def request(self, signum: int = signal.SIGTERM) -> None:
+        if self.signum is None:
+            self.signum = int(signum)
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+class TrainingStopped(Exception):
+    """Training stopped on request after saving ``last`` at ``step``."""
+
+    def __init__(self, signum: int, step: int, run: str):
+        self.signum, self.step, self.run = signum, step, run
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        super().__init__(f"stopped by {name} after step {step}; resume with: mtssl train --resume {run}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@contextmanager
+def stop_on_signals(stop: StopRequest, signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[StopRequest]:
+    """Route the first SIGINT/SIGTERM into ``stop`` (main thread only: Python delivers signals there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {s: signal.getsignal(s) for s in signums}
+
+    def handler(signum, frame):
+        stop.request(signum)
+        signal.signal(signum, previous[signum] if previous[signum] is not None else signal.SIG_DFL)
+
+    for s in signums:
+        signal.signal(s, handler)
+    try:
+        yield stop
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old if old is not None else signal.SIG_DFL)
