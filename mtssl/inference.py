@@ -64,6 +64,10 @@ def load_model(run_dir: str | Path, checkpoint: str = "best", host: PluginHost |
     weights, meta = checkpoints.load(path)
     if "config" not in meta:
         raise checkpoints.CheckpointError(f"{path}: carries no run config; it cannot rebuild its model")
+    bad = [k for k, v in weights.items() if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise checkpoints.CheckpointError(f"{path}: non-finite weights (nan/inf in {len(bad)} tensor(s), e.g. "
+                                          f"'{bad[0]}'): the run diverged; it cannot be evaluated")
     config = RunConfig.from_dict(meta["config"], origin=f"{path} metadata")
     parts = build_components(config, host or PluginHost())
     try:
