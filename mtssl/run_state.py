@@ -65,8 +65,8 @@ STATE_DIR = "state"
 RESUME_KEY = "resume"
 _STATE_NAME = re.compile(r"^\.?(?P<tag>[A-Za-z0-9_]+)-(?P<step>\d{8})-rank(?P<rank>\d+)\.safetensors")
 
-# Test hook: seconds to sleep after the state files are written and before the commit, so that tests can
-# kill a process inside a save deterministically. Read at every save; unset in normal use.
+# Test hook, "STEP:SECONDS": sleep that long after writing the state files of STEP and before committing
+# them, so that tests can kill a process inside a save deterministically. Unset in normal use.
 PAUSE_ENV = "MTSSL_TEST_SAVE_PAUSE"
 
 
@@ -173,9 +173,9 @@ def save(folder: str | Path, tag: str, weights: Mapping[str, torch.Tensor], weig
     checkpoint.atomic_save(tensors, own, {"step": step, "rank": rank, "world": world, "components": tree})
     if world > 1 and barrier is not None:
         barrier()  # every rank's file is on disk before rank 0 makes the checkpoint current
-    pause = os.environ.get(PAUSE_ENV)
-    if pause:
-        time.sleep(float(pause))
+    pause_step, _, seconds = os.environ.get(PAUSE_ENV, "").partition(":")
+    if pause_step and int(pause_step) == step:
+        time.sleep(float(seconds))
     if rank:
         return
     files = [state_file(folder, tag, step, r).name for r in range(world)]
