@@ -32,8 +32,13 @@ class StopRequest:
         return self.signum is not None
 
 
-class TrainingStopped(Exception):
-    """Training stopped on request after saving ``last`` at ``step``."""
+class TrainingStopped(BaseException):
+    """Training stopped on request after saving ``last`` at ``step``.
+
+    A BaseException, like KeyboardInterrupt: a stop is meant for the whole
+    program, so code that carries on past failing work (``except Exception``,
+    as the benchmark grid does per cell) must not swallow it.
+    """
 
     def __init__(self, signum: int, step: int, run: str):
         self.signum, self.step, self.run = signum, step, run
