@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import functools
 import json
-from contextlib import contextmanager
 import re
 import shutil
 import sys
+from contextlib import contextmanager
 
 import click
 from rich.console import Console

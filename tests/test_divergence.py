@@ -121,3 +121,18 @@ def test_eval_predict_and_report_refuse_non_finite_weights_naming_the_file(tmp_p
         result = invoke(args + ["--checkpoint", str(broken)])
         assert result.exit_code == 2, args
         assert "broken.safetensors: non-finite weights" in flat(result.stderr) and f"'{name}'" in result.stderr
+
+
+def test_all_loss_terms_reach_the_host_in_one_transfer(host, tmp_path, monkeypatch):
+    """The guard adds no host sync: every term is checked from the single fetch that also logs it."""
+    trainer = tiny_trainer(host, tmp_path, ["cls", "seg"])
+    views = trainer.gather_views()
+    calls = []
+    for name in ("item", "tolist", "cpu", "numpy", "__float__", "__bool__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _n=name, _o=original, **k: (calls.append(_n), _o(self, *a, **k))[1])
+    result = trainer.compute_loss(views)
+    monkeypatch.undo()
+    assert calls == ["tolist"]
+    assert set(result.logs) == {"cls/sup", "seg/sup", "loss"} and result.problem is None
+    assert result.logs["loss"] == pytest.approx(result.logs["cls/sup"] + result.logs["seg/sup"], rel=1e-6)
