@@ -121,3 +121,51 @@ def test_two_processes_stop_together_and_resume_each_rank_bit_exactly(tmp_path):
                 for line in (run / "metrics.jsonl").read_text().splitlines()]
 
     assert log(resumed) == log(straight) and len(log(straight)) == 4
+
+
+def _diverge_worker(rank: int, world: int, port: int, out: str, results) -> None:
+    """A loss that is nan on rank 1 only: both ranks skip the step (no update anywhere), then both stop."""
+    import math
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from mtssl.distributed import from_environment
+    from mtssl.guard import DivergenceError
+    from mtssl.trainer import Trainer
+
+    cluster = from_environment()
+    config = tiny_config(out, ["cls:fixmatch"], steps=4, save_every=100, eval_every=100, skip_nonfinite=1,
+                         name="diverge")
+    run = RunDir(cluster.share(str(RunDir.create(config).path) if cluster.is_main else None))
+    trainer = Trainer(config, PluginHost(), run, rank=cluster.rank, world=cluster.world)
+    strategy = trainer.parts.strategies["cls"][0]
+    original = strategy.loss
+
+    def nan_on_rank_one(inputs):
+        out = original(inputs)
+        if rank == 1 and inputs.step in (1, 2):
+            out.loss = out.loss * math.nan
+        return out
+
+    strategy.loss = nan_on_rank_one
+    snapshots = []
+    try:
+        trainer.fit(on_step=lambda step, logs: snapshots.append(_flat_weights(trainer).clone()))
+        error = None
+    except DivergenceError as exc:
+        error = str(exc)
+    results[rank] = {"error": error, "steps": len(snapshots), "skip_kept": torch.equal(snapshots[0], snapshots[1])}
+    dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
+def test_a_nan_on_one_rank_makes_every_rank_skip_then_stop(tmp_path):
+    manager = mp.Manager()
+    results = manager.dict()
+    mp.spawn(_diverge_worker, args=(2, _free_port(), str(tmp_path), results), nprocs=2, join=True)
+    for rank in (0, 1):
+        assert results[rank]["steps"] == 2 and results[rank]["skip_kept"], results[rank]
+        assert "at step 3" in results[rank]["error"]
+    assert "loss term 'cls/fixmatch' is nan at step 3" in results[1]["error"]
+    assert "a loss term on another process" in results[0]["error"]

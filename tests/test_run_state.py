@@ -148,3 +148,20 @@ def test_torchrun_processes_take_their_own_gpu_even_over_a_saved_cuda_0(monkeypa
     second = Distributed(rank=1, world=2, local_rank=1)
     assert [second.device_name(d) for d in ("auto", "cuda", "cuda:0", "cpu")] == ["cuda:1"] * 3 + ["cpu"]
     assert Distributed().device_name("cuda:0") == "cuda:0"
+
+
+def test_config_json_keeps_the_asked_device_not_the_one_this_process_resolved(tmp_path, monkeypatch):
+    import json
+
+    from conftest import invoke, tiny_train_args
+
+    class Resolving(Distributed):
+        def device_name(self, requested: str) -> str:  # stands in for rank 0 taking cuda:0
+            return "cpu"
+
+    monkeypatch.setattr("mtssl.distributed.from_environment", lambda: Resolving())
+    result = invoke(tiny_train_args("cls", out=tmp_path, name="r", steps=1, extra=("--device", "auto")))
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["device"] == "auto"
+    # the checkpoint's config too, so eval on another machine does not ask for this process's GPU
+    assert checkpoint.load(tmp_path / "r" / "checkpoints" / "last.safetensors")[1]["config"]["device"] == "auto"
