@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from mtssl.data.decode import check_mask_size, read_image, read_mask
 from mtssl.data.errors import DataError
 from mtssl.hookspecs import PROJECT
+from mtssl.options import Options, read_options
 from mtssl.interfaces import (
     AugName,
     Backbone,
@@ -54,5 +55,5 @@ __all__ = [
     "AugName", "Backbone", "Bridge", "BridgeInputs", "HeadInputs", "Sample", "Source", "SSLStrategy",
     "StrategyInputs", "StrategyLoss", "TargetSpec", "Task", "ViewRequest", "hookimpl", "resize_like",
     "check_options", "DataError", "read_image", "read_mask", "check_mask_size",
-    "EvaluatedSet", "PredictionWriter", "ReportFigure", "TaskEvaluation",
+    "EvaluatedSet", "PredictionWriter", "ReportFigure", "TaskEvaluation", "Options", "read_options",
 ]

@@ -38,6 +38,10 @@ def build_tasks(config: RunConfig, host: PluginHost) -> TaskSet:
             raise ValueError(f"task '{spec.name}' declares no target (its class must set `target` to a TargetSpec)")
         tasks[spec.name] = task
         strategies[spec.name] = []
+        canonical = [host.registry("strategy").get(s.name).name for s in spec.strategies]
+        twice = sorted({name for name in canonical if canonical.count(name) > 1})
+        if twice:
+            raise ValueError(f"task spec '{text}' lists strategy '{twice[0]}' twice (under two names)")
         for s in spec.strategies:
             strategy = host.create("strategy", s.name, **s.options)
             if not strategy.serves(task.target):

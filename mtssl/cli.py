@@ -6,22 +6,28 @@ import json
 import re
 import shutil
 import sys
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mtssl.checkpoint import CheckpointError
+from mtssl.cli_types import (DEVICE, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, RUN_NAME, FiniteFloat,
+                             option_budget, option_fraction)
 from mtssl.config import ConfigError, RunConfig, TaskData, load_config_file
+from mtssl.data.decode import DEFAULT_MAX_PIXELS, pixel_limit
+from mtssl.output import labelled, plain, say
 from mtssl.plugins import PluginError, PluginHost
 from mtssl.progress import TrainingProgress, decode_progress
 from mtssl.registry import RegistryError
 from mtssl.rundir import RunDir
-from mtssl.spec import SpecError, parse_value
+from mtssl.runlock import RunLockedError
+from mtssl.spec import SpecError
 
-USER_ERRORS = (ValueError, RegistryError, SpecError, ConfigError, CheckpointError, PluginError,
-               FileNotFoundError, NotADirectoryError, PermissionError)
+USER_ERRORS = (ValueError, RegistryError, SpecError, ConfigError, CheckpointError, PluginError, RunLockedError,
+               OSError)
 
 TASK_DATA_OPTION = re.compile(r"^--(?P<task>[A-Za-z0-9_]+)-(?P<field>data|labels|val|test|val-fraction)$")
 
@@ -38,19 +44,32 @@ def friendly_errors(command):
         try:
             return command(*args, **kwargs)
         except USER_ERRORS as exc:
-            err_console().print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            say(err_console(), "Error:", "bold red", describe_error(exc))
             sys.exit(2)
 
     return wrapper
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the user; an OS error (disk full, read-only folder) names its file."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    return " ".join(str(exc).split("\n")) or type(exc).__name__
 
 
 def load_host(console: Console | None = None) -> PluginHost:
     host = PluginHost()
     if host.failures and console is not None:
         for failure in host.failures:
-            console.print(f"[yellow]Warning:[/] plugin '{failure.plugin}' ({failure.distribution}) skipped: "
-                          f"{failure.error}", highlight=False)
+            say(console, "Warning:", "yellow",
+                f"plugin '{failure.plugin}' ({failure.distribution}) skipped: {failure.error}")
     return host
+
+
+max_pixels_option = click.option(
+    "--max-pixels", type=POSITIVE_INT, default=DEFAULT_MAX_PIXELS, show_default=True,
+    help="Refuse images with more pixels than this (read from the file header, before decoding).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,12 +98,15 @@ def parse_task_data_args(args: list[str]) -> dict[str, dict]:
             value = args[i]
         task, fieldname = match["task"], match["field"]
         entry = result.setdefault(task, {})
+        option = f"--{task}-{fieldname}"
+        if fieldname in ("data", "val", "test") and not value.strip():
+            raise click.UsageError(f"{option}: expected a data spec, got an empty value")
         if fieldname == "data":
             entry["train"] = value
         elif fieldname == "labels":
-            entry["labels"] = parse_value(value)
+            entry["labels"] = option_budget(option, value)
         elif fieldname == "val-fraction":
-            entry["val_fraction"] = float(value)
+            entry["val_fraction"] = option_fraction(option, value)
         elif fieldname == "test":
             entry.setdefault("test", []).append(value)
         else:
@@ -117,6 +139,7 @@ def resolve_config(config_file, tasks, bridges, data_args, overrides: dict, skip
                                f"(tasks: {', '.join(sorted(known)) or 'none'})")
     if config.steps is None and config.epochs is None:
         config.steps = DEFAULT_STEPS
+    config.check(f"{config_file} with command-line options" if config_file else "command-line options")
     return config
 
 
@@ -130,30 +153,34 @@ DEFAULT_STEPS = 300
               help="A bridge between two tasks, e.g. saliency or saliency:cls->seg.")
 @click.option("--backbone", default=None, help="Shared encoder, e.g. unet (default) or timm:model=resnet18.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML/YAML config; flags override it.")
-@click.option("--size", type=int, help="Training image side in pixels (default 64).")
-@click.option("--batch-size", type=int, help="Images per stream per step, m (default 10).")
-@click.option("--steps", type=int, help=f"Optimizer steps (default {DEFAULT_STEPS} unless --epochs).")
-@click.option("--epochs", type=float, help="Epochs over the longest stream, instead of --steps.")
-@click.option("--lr", type=float, help="Adam learning rate (default 1e-4).")
-@click.option("--lr-step-epochs", type=float, help="Multiply lr by 0.1 every this many epochs (default 8).")
-@click.option("--seed", type=int, help="Seed for splits, initialisation and augmentation (default 0).")
-@click.option("--device", help="auto (default), cpu, cuda or cuda:N.")
-@click.option("--strong-ops", type=int, help="Operations per image in the strong augmentation (default 2).")
-@click.option("--eval-every", type=int, help="Validate and keep the best checkpoint every N steps (default 100).")
-@click.option("--save-every", type=int, help="Write the resumable 'last' checkpoint every N steps (default 100).")
+@click.option("--size", type=POSITIVE_INT, help="Training image side in pixels (default 64).")
+@click.option("--batch-size", type=POSITIVE_INT, help="Images per stream per step, m (default 10).")
+@click.option("--steps", type=POSITIVE_INT, help=f"Optimizer steps (default {DEFAULT_STEPS} unless --epochs).")
+@click.option("--epochs", type=POSITIVE_FLOAT, help="Epochs over the longest stream, instead of --steps.")
+@click.option("--lr", type=POSITIVE_FLOAT, help="Adam learning rate (default 1e-4).")
+@click.option("--lr-step-epochs", type=POSITIVE_FLOAT, help="Multiply lr by 0.1 every this many epochs (default 8).")
+@click.option("--seed", type=NON_NEGATIVE_INT, help="Seed for splits, initialisation and augmentation (default 0).")
+@click.option("--device", type=DEVICE, help="auto (default), cpu, cuda or cuda:N.")
+@click.option("--strong-ops", type=click.IntRange(1, 15),
+              help="Operations per image in the strong augmentation, 1..15 (default 2).")
+@click.option("--eval-every", type=POSITIVE_INT, help="Validate and keep the best checkpoint every N steps (default 100).")
+@click.option("--save-every", type=POSITIVE_INT, help="Write the resumable 'last' checkpoint every N steps (default 100).")
 @click.option("--select-by", help="Model selection metric: mean (of task scores) or TASK/METRIC, e.g. seg/dice.")
 @click.option("--out", help="Folder for run directories (default runs).")
-@click.option("--name", help="Run directory name (default: a timestamp).")
+@click.option("--name", type=RUN_NAME, help="Run directory name inside --out (default: a timestamp).")
 @click.option("--cache-dir", help="Where decoded images are cached (default: .mtssl-cache).")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable or inconsistent files (and count them) instead of stopping.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue an interrupted run directory.")
 @click.option("--amp", is_flag=True, default=None, help="bfloat16 autocast for forward passes (for GPUs).")
-@click.option("--max-loss", type=float, help="Treat a loss term above this as divergence (default: only nan/inf).")
-@click.option("--skip-nonfinite", type=int, help="Skip up to N diverged steps (no update) instead of stopping (default 0).")
+@click.option("--max-loss", type=POSITIVE_FLOAT, help="Treat a loss term above this as divergence (default: only nan/inf).")
+@click.option("--skip-nonfinite", type=NON_NEGATIVE_INT, help="Skip up to N diverged steps (no update) instead of stopping (default 0).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@max_pixels_option
+@click.option("--check", "check_only", is_flag=True,
+              help="Validate every option, spec and data source, print the resolved config and exit.")
 @click.pass_context
 @friendly_errors
-def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, **overrides):
+def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, max_pixels, check_only, **overrides):
     """Train a model. Per-task data: --TASK-data SPEC, --TASK-labels N|all, --TASK-val SPEC.
 
     \b
@@ -165,38 +192,53 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, **overr
     from mtssl.distributed import from_environment
     from mtssl.trainer import Trainer
 
+    from mtssl.preflight import check_resume_options, check_run
+
     cluster = from_environment()  # torchrun: one process per device; only rank 0 prints and writes
     console = Console(stderr=True, quiet=quiet or not cluster.is_main)
     host = load_host(err_console() if cluster.is_main else None)
     if resume_dir:
+        check_resume_options(tasks, bridges, config_file, skip_bad, ctx.args, overrides)
         run = RunDir(resume_dir)
         config = run.config()
+        config.device = overrides.get("device") or config.device  # resume on another device if asked
     else:
         config = resolve_config(config_file, tasks, bridges, ctx.args, overrides, skip_bad)
         run = None
+    check_run(config, host)  # every spec, option and data source, before any work starts
+    if check_only:
+        click.echo(config.to_json())
+        return
     device = cluster.device_name(config.device)  # config.json keeps what was asked, not rank 0's device
-    with decode_progress(console) as progress:
-        trainer_run = run or RunDir(cluster.share(str(RunDir.create(config).path) if cluster.is_main else None))
-        try:
-            trainer = Trainer(config, host, trainer_run, progress, cluster.rank, cluster.world, device)
-        except BaseException:
-            if run is None and cluster.is_main:  # a run that never started leaves no folder behind
-                shutil.rmtree(trainer_run.path, ignore_errors=True)
-            raise
-    for line in data_summary(trainer.data) if cluster.is_main else ():
-        err_console().print(f"[yellow]Data:[/] {line}", highlight=False, soft_wrap=True)  # even when --quiet
-    if resume_dir:
-        trainer.resume("last")
-        console.print(f"Resuming [bold]{run.path}[/] at step {trainer.step}/{trainer.total_steps}")
-    console.print(f"Run directory: [bold]{trainer.run.path}[/] · device {trainer.device} · "
-                  f"{trainer.total_steps} steps · tasks {', '.join(config.tasks)}"
-                  + (f" · bridges {', '.join(config.bridges)}" if config.bridges else ""), highlight=False)
-    with stopped_training(trainer, cluster.is_main):
-        with TrainingProgress(console, trainer.total_steps, trainer.step) as bar:
-            summary = trainer.fit(on_step=bar.update)
+    with ExitStack() as stack:
+        stack.enter_context(pixel_limit(max_pixels))
+        with decode_progress(console) as progress:
+            trainer_run = run or RunDir(cluster.share(str(RunDir.create(config).path) if cluster.is_main else None))
+            try:
+                note = stack.enter_context(trainer_run.lock()) if cluster.is_main else None  # one writer per run
+                trainer = Trainer(config, host, trainer_run, progress, cluster.rank, cluster.world, device)
+            except BaseException:
+                if run is None and cluster.is_main:  # a run that never started leaves no folder behind
+                    shutil.rmtree(trainer_run.path, ignore_errors=True)
+                raise
+        if note:
+            say(err_console(), "Note:", "yellow", note)
+        for line in data_summary(trainer.data) if cluster.is_main else ():
+            say(err_console(), "Data:", "yellow", line)  # even when --quiet
+        if resume_dir:
+            trainer.resume("last")
+            console.print(Text.assemble("Resuming ", (str(run.path), "bold"),
+                                        f" at step {trainer.step}/{trainer.total_steps}"))
+        console.print(Text.assemble("Run directory: ", (str(trainer.run.path), "bold"),
+                                    f" · device {trainer.device} · {trainer.total_steps} steps · tasks ",
+                                    ", ".join(config.tasks),
+                                    f" · bridges {', '.join(config.bridges)}" if config.bridges else ""))
+        with stopped_training(trainer, cluster.is_main):
+            with TrainingProgress(console, trainer.total_steps, trainer.step) as bar:
+                summary = trainer.fit(on_step=bar.update)
     vals = {k: v for k, v in summary.items() if k.startswith("val/")}
-    console.print(f"Done: {summary['steps']} steps in {summary['wall_time_s']:.1f}s · "
-                  + " · ".join(f"{k[4:]} {v:.3f}" for k, v in vals.items()), highlight=False)
+    console.print(plain(f"Done: {summary['steps']} steps in {summary['wall_time_s']:.1f}s · "
+                        + " · ".join(f"{k[4:]} {v:.3f}" for k, v in vals.items())))
     if cluster.is_main:
         click.echo(str(trainer.run.path))
 
@@ -211,18 +253,18 @@ def stopped_training(trainer, is_main: bool):
         yield
     except TrainingStopped as exc:
         if is_main:
-            err_console().print(f"[yellow]Stopped:[/] {exc}", highlight=False, soft_wrap=True)
+            say(err_console(), "Stopped:", "yellow", exc)
         sys.exit(exc.exit_code)
     except DivergenceError as exc:
         if is_main:
-            err_console().print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+            say(err_console(), "Error:", "bold red", exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         if is_main:
             at = trainer.saved_step
             where = (f"the last checkpoint is step {at}; resume with: mtssl train --resume {trainer.run.path}"
                      if at is not None else "no checkpoint was written yet")
-            err_console().print(f"[yellow]Interrupted:[/] {where}", highlight=False, soft_wrap=True)
+            say(err_console(), "Interrupted:", "yellow", where)
         sys.exit(130)
 
 
@@ -249,11 +291,11 @@ def plugins(as_json):
     for row in rows:
         name = row["name"] + (f" ({', '.join(row['aliases'])})" if row["aliases"] else "")
         dist = f"{row['distribution']} {row['version']}".strip()
-        table.add_row(row["kind"], name, row["plugin"], dist, row["description"])
+        table.add_row(*(plain(cell) for cell in (row["kind"], name, row["plugin"], dist, row["description"])))
     console = Console()
     console.print(table)
     for f in failures:
-        console.print(f"[red]failed:[/] {f['plugin']} ({f['distribution']}): {f['error']}", highlight=False)
+        say(console, "disabled:", "red", f"{f['plugin']} ({f['distribution']}): {f['error']}")
 
 
 from mtssl.cli_data import data  # noqa: E402 - attached after main is defined

@@ -14,10 +14,19 @@ and label budget::
 from __future__ import annotations
 
 import json
-import tomllib
-from dataclasses import asdict, dataclass, field, fields
+import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
+
+from mtssl.settings import explain, validate_settings
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the backport of the same parser
+    import tomli as tomllib
 
 DEFAULT_SOURCE = "synthetic"
 
@@ -74,27 +83,20 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], origin: str = "config") -> "RunConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(f"{origin}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        values = dict(raw)
-        data = {}
-        task_keys = {f.name for f in fields(TaskData)}
-        for task, spec in (values.pop("data", None) or {}).items():
-            if isinstance(spec, str):
-                spec = {"train": spec}
-            bad = sorted(set(spec) - task_keys)
-            if bad:
-                raise ConfigError(f"{origin}: data.{task}: unknown key(s) {', '.join(bad)}; "
-                                  f"known: {', '.join(sorted(task_keys))}")
-            if isinstance(spec.get("test"), str):
-                spec["test"] = [spec["test"]]
-            data[task] = TaskData(**spec)
-        for key in ("tasks", "bridges"):
-            if isinstance(values.get(key), str):
-                values[key] = [values[key]]
+        """Build from a mapping (config file, config.json); a wrong key, type or range is a ConfigError."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{origin}: expected a mapping of settings, got {type(raw).__name__}")
+        try:
+            settings = validate_settings(raw)
+        except ValidationError as exc:
+            raise ConfigError(f"{origin}: {explain(exc)}") from None
+        values = settings.model_dump()
+        data = {task: TaskData(**spec) for task, spec in values.pop("data").items()}
         return cls(data=data, **values)
+
+    def check(self, origin: str = "settings") -> None:
+        """Re-validate after programmatic or command-line changes (see :mod:`mtssl.settings`)."""
+        RunConfig.from_dict(self.to_dict(), origin)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

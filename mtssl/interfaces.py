@@ -39,6 +39,9 @@ class Backbone(nn.Module, ABC):
         """Raise ``ValueError`` naming a usable size when the encoder cannot take this one."""
         step = max(self.strides)
         for dim in (height, width):
+            if dim < step:
+                raise ValueError(f"{type(self).__name__} needs image sides of at least {step} (a multiple of "
+                                 f"{step}); got {height}x{width}. Use --size {step} or larger.")
             if dim % step:
                 lower, upper = (dim // step) * step, (dim // step + 1) * step
                 suggestion = f"{upper}" if lower == 0 else f"{lower} or {upper}"

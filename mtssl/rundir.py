@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from mtssl.config import RunConfig
+from mtssl.runlock import RunLock
+from mtssl.settings import check_run_name
 
 
 class RunDir:
@@ -18,8 +20,10 @@ class RunDir:
 
     @classmethod
     def create(cls, config: RunConfig) -> "RunDir":
-        name = config.name or time.strftime("%Y%m%d-%H%M%S")
+        name = check_run_name(config.name) if config.name else time.strftime("%Y%m%d-%H%M%S")
         base = Path(config.out) / name
+        if base.resolve().parent != Path(config.out).resolve():  # e.g. a symlinked name pointing elsewhere
+            raise ValueError(f"--name {name}: the run directory must be inside --out {config.out}")
         path, n = base, 1
         while path.exists():
             n += 1
@@ -28,6 +32,10 @@ class RunDir:
         run = cls(path)
         run.write_json(cls.CONFIG, config.to_dict())
         return run
+
+    def lock(self) -> RunLock:
+        """``with run.lock():`` makes this process the only writer (see :mod:`mtssl.runlock`)."""
+        return RunLock(self.path)
 
     @property
     def checkpoints(self) -> Path:

@@ -97,6 +97,8 @@ def _parse_options(segment: str, owners: list[ComponentSpec], spec: str) -> None
             )
         if target is None or not key:
             raise SpecError(f"in '{spec}': option '{pair}' has no component to belong to")
+        if key in target.options:
+            raise SpecError(f"in '{spec}': option '{key}' of '{target.name}' is given twice")
         target.options[key] = parse_value(value)
 
 
@@ -115,6 +117,11 @@ def parse_task(spec: str) -> TaskSpec:
             owners = [ComponentSpec(n.strip()) for n in segment.split("+")]
             if any(not o.name for o in owners):
                 raise SpecError(f"task spec '{spec}' has an empty strategy name")
+            seen = [s.name for s in result.strategies]
+            for owner in owners:
+                if owner.name in seen:
+                    raise SpecError(f"task spec '{spec}' lists strategy '{owner.name}' twice")
+                seen.append(owner.name)
             result.strategies.extend(owners)
     return result
 

@@ -93,7 +93,7 @@ def test_unknown_name_without_a_close_match_still_lists_what_exists(host):
 @pytest.mark.parametrize("extra, message", [
     (("--task", "cls:fixmach"), "unknown strategy 'fixmach'. Did you mean 'fixmatch'?"),
     (("--task", "cls", "--bridge", "saliency:cls->"), "route must look like SRC->DST"),
-    (("--task", "cls:fixmatch:threshold=7"), "threshold must lie in [0, 1]"),
+    (("--task", "cls:fixmatch:threshold=7"), "option threshold: must satisfy 0.0 <= x <= 1.0, got 7"),
 ])
 def test_cli_reports_spec_mistakes_in_one_line_with_exit_code_2(tmp_path, extra, message):
     args = tiny_train_args(out=tmp_path) + list(extra)

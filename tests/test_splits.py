@@ -45,7 +45,7 @@ def test_budget_all_labels_everything():
 def test_budget_larger_than_data_is_a_clear_error():
     with pytest.raises(ValueError, match="label budget 200 is larger than the 108 training images"):
         split_indices(120, 200, seed=0, labels=LABELS)
-    with pytest.raises(ValueError, match="positive number or 'all'"):
+    with pytest.raises(ValueError, match="positive whole number or 'all'"):
         parse_budget(0)
 
 

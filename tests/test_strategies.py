@@ -35,8 +35,8 @@ def test_fixmatch_applies_its_weight_and_logs_the_mask_rate(host):
 
 @pytest.mark.parametrize("options, message", [
     ({"treshold": 0.9}, "known: threshold, weight"),
-    ({"threshold": 1.5}, "threshold must lie in [0, 1]"),
-    ({"threshold": -0.1}, "threshold must lie in [0, 1]"),
+    ({"threshold": 1.5}, "option threshold: must satisfy 0.0 <= x <= 1.0"),
+    ({"threshold": -0.1}, "option threshold: must satisfy 0.0 <= x <= 1.0"),
 ])
 def test_fixmatch_rejects_bad_options(host, options, message):
     with pytest.raises(ValueError) as info:
@@ -48,7 +48,7 @@ def test_fixmatch_rejects_bad_options(host, options, message):
 def test_kl_rejects_bad_options(host):
     with pytest.raises(ValueError, match="known: pairing, weight"):
         host.create("strategy", "kl", beta=0.1)
-    with pytest.raises(ValueError, match="pairing must be 'mean' or 'index'"):
+    with pytest.raises(ValueError, match="option pairing: input should be 'mean' or 'index', got 'random'"):
         host.create("strategy", "kl", pairing="random")
 
 

@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from mtssl.data.arrays import SourceArrays, decode_into, source_arrays
+from mtssl.data.decode import max_pixels
 from mtssl.data.errors import DataError, Skipped
 from mtssl.interfaces import Source
 
@@ -43,7 +44,7 @@ def cache_key(source: Source, size: int) -> str:
     kind = type(source)
     header = {"format": FORMAT, "size": size, "source": f"{kind.__module__}.{kind.__qualname__}",
               "target": source.target.as_dict(), "channels": source.channels, "classes": list(source.class_names),
-              "labels": source.class_labels()}
+              "labels": source.class_labels(), "max_pixels": max_pixels()}  # a different limit may skip different files
     digest.update(json.dumps(header, sort_keys=True).encode())
     for index in range(len(source)):
         digest.update(source.fingerprint(index).encode())
@@ -56,9 +57,14 @@ def _load_entry(folder: Path, source: Source) -> SourceArrays | None:
         meta = json.loads((folder / META).read_text())
         images = np.load(folder / "images.npy", mmap_mode="c")
         targets = np.load(folder / "targets.npy", mmap_mode="c")
-    except (OSError, ValueError):
-        return None  # unreadable entry: rebuild it
-    return source_arrays(source, images, targets, list(meta["kept"]), [Skipped(**s) for s in meta["skipped"]])
+        kept = [int(i) for i in meta["kept"]]
+        skipped = [Skipped(**s) for s in meta["skipped"]]
+        if not (int(meta["count"]) == len(kept) <= min(len(images), len(targets))
+                and all(0 <= i < len(source) for i in kept)):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unreadable or incomplete entry (a field missing, a wrong type): rebuild it
+    return source_arrays(source, images, targets, kept, skipped)
 
 
 def _build_entry(source: Source, size: int, folder: Path, progress: Callable[[int], None] | None,

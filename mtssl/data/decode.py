@@ -1,12 +1,45 @@
 """Reading image and mask files, and normalising any decoded array to 8-bit grayscale at the training size."""
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from mtssl.data.errors import DataError
+
+DEFAULT_MAX_PIXELS = 100_000_000
+"""Largest image (width x height) decoded by default: 100 megapixels, ~10000x10000."""
+_MAX_PIXELS: ContextVar[int] = ContextVar("mtssl_max_pixels", default=DEFAULT_MAX_PIXELS)
+
+
+@contextmanager
+def pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Refuse larger images (checked from the header, before decoding) inside this block (``--max-pixels``)."""
+    if max_pixels < 1:
+        raise ValueError(f"--max-pixels must be at least 1, got {max_pixels}")
+    token = _MAX_PIXELS.set(int(max_pixels))
+    try:
+        yield
+    finally:
+        _MAX_PIXELS.reset(token)
+
+
+def max_pixels() -> int:
+    """The pixel limit in force (see :func:`pixel_limit`)."""
+    return _MAX_PIXELS.get()
+
+
+def check_pixels(path: str | Path, width: int, height: int) -> None:
+    """A :class:`DataError` naming the file when ``width x height`` exceeds the limit in force."""
+    limit = max_pixels()
+    if width * height > limit:
+        raise DataError(path, f"image is {width}x{height} = {width * height / 1e6:.1f} megapixels, above the limit "
+                              f"of {limit / 1e6:g} megapixels (--max-pixels {limit}); not decoded")
 
 
 def to_gray_uint8(image: np.ndarray) -> np.ndarray:
@@ -113,7 +146,10 @@ def _read_dicom(path: Path) -> np.ndarray:
                               "(pip install 'mtssl[dicom]' or pip install pydicom)") from None
     try:
         dataset = pydicom.dcmread(str(path))
+        check_pixels(path, int(getattr(dataset, "Columns", 0)), int(getattr(dataset, "Rows", 0)))
         pixels = np.asarray(dataset.pixel_array)
+    except DataError:
+        raise
     except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds
         raise DataError(path, f"cannot decode DICOM ({type(exc).__name__}: {exc})") from exc
     if pixels.ndim == 3 and pixels.shape[-1] not in (3, 4):
@@ -140,10 +176,17 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
     return array
 
 
+def _allow_pillow(limit: int) -> None:
+    """Let Pillow open what ``limit`` allows: its own bomb check stops at 2x ``MAX_IMAGE_PIXELS``."""
+    if Image.MAX_IMAGE_PIXELS is not None and limit >= 2 * Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit // 2 + 1
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Decode PNG/JPEG/TIFF/BMP/GIF (Pillow) or DICOM (pydicom) keeping depth and channels.
 
-    Any failure (missing, truncated, not an image) becomes a :class:`DataError` naming the file.
+    Any failure (missing, truncated, not an image, more pixels than :func:`max_pixels`) becomes a
+    :class:`DataError` naming the file; the pixel count is read from the header, before decoding.
     """
     path = Path(path)
     if not path.is_file():
@@ -151,14 +194,20 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         if _is_dicom(path):
             return _read_dicom(path)
-        with Image.open(path) as image:
-            image.load()
-            return _pil_to_array(image)
+        with warnings.catch_warnings():  # mtssl applies its own limit (max_pixels) below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            _allow_pillow(max_pixels())
+            with Image.open(path) as image:  # reads the header only
+                check_pixels(path, *image.size)
+                image.load()
+                return _pil_to_array(image)
     except DataError:
         raise
     except UnidentifiedImageError:
         raise DataError(path, "cannot decode image (not a recognised image format)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise DataError(path, f"image too large to decode ({exc})") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(path, f"cannot decode image ({type(exc).__name__}: {exc})") from exc
 
 

@@ -12,6 +12,7 @@ images of the one patient that would overshoot it are left out of training
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -37,14 +38,16 @@ def parse_budget(value: int | str | None) -> int | None:
     """``'all'``/None -> None (every training image is labeled), else a positive int."""
     if value is None or (isinstance(value, str) and value.lower() == "all"):
         return None
-    budget = int(value)
-    if budget < 1:
-        raise ValueError(f"label budget must be a positive number or 'all', got {value}")
-    return budget
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+        raise ValueError(f"label budget must be a positive whole number or 'all', got {value!r}")
+    return int(text)
 
 
 def _stratified_take(indices: np.ndarray, labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
     """Pick ``count`` of ``indices`` keeping class proportions (largest-remainder rounding)."""
+    if not 0 <= count <= len(indices):
+        raise ValueError(f"cannot take {count} of {len(indices)} images")
     classes, counts = np.unique(labels[indices], return_counts=True)
     take = _stratified_counts(counts, count)
     picked = [rng.permutation(indices[labels[indices] == c])[:t] for c, t in zip(classes, take)]
@@ -60,14 +63,16 @@ def split_indices(n: int, budget: int | None, seed: int, val_fraction: float = 0
     """
     if n < 2:
         raise ValueError(f"a training source needs at least 2 images, got {n}")
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"validation fraction must be at least 0 and below 1, got {val_fraction}")
+    if not (math.isfinite(val_fraction) and 0 <= val_fraction < 1):
+        raise ValueError(f"validation fraction must lie in [0, 1), got {val_fraction}")
     if groups is not None:
         return _split_groups(n, budget, seed, val_fraction, labels, min_val, groups)
     rng = np.random.default_rng([seed, 104729])
     all_idx = np.arange(n)
     label_arr = None if labels is None else np.asarray(labels)
     n_val = max(min_val, int(round(n * val_fraction))) if val_fraction > 0 else 0
+    if n_val >= n:
+        raise ValueError(f"validation fraction {val_fraction} of {n} images leaves no training images")
     if label_arr is not None and n_val:
         val = _stratified_take(all_idx, label_arr, n_val, rng)
     else:

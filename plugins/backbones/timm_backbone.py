@@ -5,9 +5,14 @@ to a local file that timm can read.
 """
 from __future__ import annotations
 
-import torch
+import difflib
+from pathlib import Path
+from typing import Optional
 
-from mtssl.api import Backbone, check_options, hookimpl
+import torch
+from pydantic import Field
+
+from mtssl.api import Backbone, Options, hookimpl, read_options
 
 
 class TimmBackbone(Backbone):
@@ -27,9 +32,26 @@ class TimmBackbone(Backbone):
         return list(self.net(x))
 
 
+class TimmOptions(Options):
+    model: str = Field("resnet18", min_length=1)
+    checkpoint: Optional[str] = None
+
+
 def build(name: str, in_channels: int = 1, **options) -> TimmBackbone:
-    check_options(f"backbone '{name}'", options, {"model", "checkpoint"})
-    return TimmBackbone(str(options.get("model", "resnet18")), in_channels, options.get("checkpoint"))
+    settings = read_options(f"backbone '{name}'", options, TimmOptions)
+    import timm
+
+    if not timm.is_model(settings.model):
+        close = difflib.get_close_matches(settings.model, timm.list_models(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else " (see timm.list_models())"
+        raise ValueError(f"backbone '{name}': unknown timm model '{settings.model}'{hint}")
+    if settings.checkpoint and not Path(settings.checkpoint).is_file():
+        raise ValueError(f"backbone '{name}': checkpoint {settings.checkpoint}: file not found")
+    try:
+        return TimmBackbone(settings.model, in_channels, settings.checkpoint)
+    except (RuntimeError, ValueError, TypeError, KeyError) as exc:  # e.g. a model without features_only
+        raise ValueError(f"backbone '{name}': timm cannot build '{settings.model}' as a feature extractor "
+                         f"({type(exc).__name__}: {exc})") from None
 
 
 @hookimpl

@@ -4,7 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mtssl.api import Backbone, check_options, hookimpl
+from pydantic import Field
+
+from mtssl.api import Backbone, Options, hookimpl, read_options
 from mtssl_plugins.layers import double_conv
 
 
@@ -42,10 +44,21 @@ def _parse_widths(widths) -> tuple[int, ...]:
     return tuple(int(w) for w in widths)
 
 
+class UNetOptions(Options):
+    widths: object = (16, 32, 64, 128, 256)
+    dropout: float = Field(0.25, ge=0.0, lt=1.0)
+
+
 def build(name: str, in_channels: int = 1, **options) -> UNetEncoder:
-    check_options(f"backbone '{name}'", options, {"widths", "dropout"})
-    widths = _parse_widths(options.get("widths", (16, 32, 64, 128, 256)))
-    return UNetEncoder(in_channels, widths, float(options.get("dropout", 0.25)))
+    settings = read_options(f"backbone '{name}'", options, UNetOptions)
+    try:
+        widths = _parse_widths(settings.widths)
+    except (TypeError, ValueError):
+        widths = ()
+    if not widths or any(w < 1 for w in widths):
+        raise ValueError(f"backbone '{name}': option widths: expected positive channel counts such as "
+                         f"16-32-64-128-256, got {settings.widths!r}")
+    return UNetEncoder(in_channels, widths, settings.dropout)
 
 
 @hookimpl

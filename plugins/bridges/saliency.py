@@ -9,10 +9,19 @@ through.
 """
 from __future__ import annotations
 
-import torch
+from typing import Optional
 
-from mtssl.api import Bridge, BridgeInputs, Task, check_options, hookimpl
+import torch
+from pydantic import Field
+
+from mtssl.api import Bridge, BridgeInputs, Options, Task, hookimpl, read_options
 from mtssl_plugins.functional import input_saliency
+
+
+class SaliencyOptions(Options):
+    stride: int = Field(8, ge=1)
+    normalize: bool = True
+    in_channels: Optional[int] = Field(None, ge=1, description="image channels (default: the run's)")
 
 
 class SaliencyBridge(Bridge):
@@ -21,11 +30,9 @@ class SaliencyBridge(Bridge):
     needs_input_grad = True
 
     def __init__(self, name: str, source: str, target: str, **options):
-        check_options(f"bridge '{name}'", options, {"stride", "normalize", "in_channels"})
+        settings = read_options(f"bridge '{name}'", options, SaliencyOptions)
         super().__init__(name, source, target, **options)
-        self._stride = int(options.get("stride", 8))
-        self.normalize = bool(options.get("normalize", True))
-        self.in_channels = options.get("in_channels")
+        self._stride, self.normalize, self.in_channels = settings.stride, settings.normalize, settings.in_channels
 
     @property
     def extra_channels(self) -> int:

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from mtssl.api import Sample, Source, check_options, hookimpl
+from pydantic import Field
+
+from mtssl.api import Options, Sample, Source, hookimpl, read_options
 from mtssl_plugins.targets import CLASS_LABEL, binary_masks, wants_masks
 
 CLASS_NAMES = ("normal", "pneumonia")
@@ -162,11 +164,19 @@ class SyntheticChest(Source):
         return self._sample(index, size)
 
 
+class SyntheticOptions(Options):
+    n: int = Field(1000, ge=1, le=10_000_000)
+    domain: int = Field(0, ge=0, le=len(DOMAINS) - 1)
+    prevalence: float = Field(0.5, ge=0.0, le=1.0)
+    size: int = Field(256, ge=8, le=4096)
+    structures: str = Field("lungs", min_length=1)
+
+
 def build(name: str, path: str | None = None, target=None, seed: int = 0, **options) -> SyntheticChest:
-    check_options(f"source '{name}'", options, {"n", "domain", "prevalence", "size", "structures"})
+    settings = read_options(f"source '{name}'", options, SyntheticOptions)
     if path:
         raise ValueError(f"source '{name}' generates its images and takes no path (got '{path}')")
-    return SyntheticChest(masks=wants_masks(target), seed=seed, **options)
+    return SyntheticChest(masks=wants_masks(target), seed=seed, **settings.model_dump())
 
 
 @hookimpl

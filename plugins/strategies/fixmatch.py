@@ -1,8 +1,15 @@
 """FixMatch-style pseudo-labelling (MultiMix eq. 1): weak view labels, strong view learns."""
 from __future__ import annotations
 
-from mtssl.api import SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, check_options, hookimpl
+from pydantic import Field
+
+from mtssl.api import Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, hookimpl, read_options
 from mtssl_plugins.functional import fixmatch_loss
+
+
+class FixMatchOptions(Options):
+    threshold: float = Field(0.7, ge=0.0, le=1.0)
+    weight: float = Field(0.25, ge=0.0)
 
 
 class FixMatch(SSLStrategy):
@@ -13,12 +20,9 @@ class FixMatch(SSLStrategy):
         return target.categorical
 
     def __init__(self, name: str, **options):
-        check_options(f"strategy '{name}'", options, {"threshold", "weight"})
+        settings = read_options(f"strategy '{name}'", options, FixMatchOptions)
         super().__init__(name, **options)
-        self.threshold = float(options.get("threshold", 0.7))
-        self.weight = float(options.get("weight", 0.25))
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"strategy '{name}': threshold must lie in [0, 1], got {self.threshold}")
+        self.threshold, self.weight = settings.threshold, settings.weight
 
     def plan(self):
         return [ViewRequest("weak", "unlabeled", "weak", grad=False),

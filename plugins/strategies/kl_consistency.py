@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import torch
 
-from mtssl.api import SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, check_options, hookimpl
+from typing import Literal
+
+from pydantic import Field
+
+from mtssl.api import Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, hookimpl, read_options
 from mtssl_plugins.functional import bernoulli_kl
 
 
@@ -31,6 +35,11 @@ def consistency_reference(labeled_logits: torch.Tensor, pairing: str, unlabeled_
     return probs[:unlabeled_count]
 
 
+class KLOptions(Options):
+    weight: float = Field(0.01, ge=0.0)
+    pairing: Literal["mean", "index"] = "mean"
+
+
 class KLConsistency(SSLStrategy):
     """beta * mean Bernoulli KL between labeled and unlabeled per-pixel predictions, per channel."""
 
@@ -39,12 +48,9 @@ class KLConsistency(SSLStrategy):
         return target.spatial and target.binary
 
     def __init__(self, name: str, **options):
-        check_options(f"strategy '{name}'", options, {"weight", "pairing"})
+        settings = read_options(f"strategy '{name}'", options, KLOptions)
         super().__init__(name, **options)
-        self.weight = float(options.get("weight", 0.01))
-        self.pairing = str(options.get("pairing", "mean"))
-        if self.pairing not in {"mean", "index"}:
-            raise ValueError(f"strategy '{name}': pairing must be 'mean' or 'index', got '{self.pairing}'")
+        self.weight, self.pairing = settings.weight, settings.pairing
 
     def plan(self):
         return [ViewRequest("plain", "unlabeled", "none")]

@@ -18,8 +18,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mtssl.api import SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, check_options, hookimpl
+from pydantic import Field
+
+from mtssl.api import Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, hookimpl, read_options
 from mtssl_plugins.functional import guess_labels, mixup, mixup_lambda, probability_l2, soft_cross_entropy
+
+
+class MixMatchOptions(Options):
+    K: int = Field(2, ge=1, description="augmentations per unlabeled image")
+    T: float = Field(0.5, gt=0.0, description="sharpening temperature")
+    alpha: float = Field(0.75, gt=0.0)
+    weight: float = Field(75.0, ge=0.0)
+    rampup: int = Field(500, ge=0, description="steps")
 
 
 class MixMatch(SSLStrategy):
@@ -30,21 +40,10 @@ class MixMatch(SSLStrategy):
         return target.categorical
 
     def __init__(self, name: str, **options):
-        check_options(f"strategy '{name}'", options, {"K", "T", "alpha", "weight", "rampup"})
+        settings = read_options(f"strategy '{name}'", options, MixMatchOptions)
         super().__init__(name, **options)
-        self.k = int(options.get("K", 2))
-        self.temperature = float(options.get("T", 0.5))
-        self.alpha = float(options.get("alpha", 0.75))
-        self.weight = float(options.get("weight", 75.0))
-        self.rampup = int(options.get("rampup", 500))
-        if self.k < 1:
-            raise ValueError(f"strategy '{name}': K (augmentations per unlabeled image) must be >= 1, got {self.k}")
-        if self.temperature <= 0:
-            raise ValueError(f"strategy '{name}': T must be > 0, got {self.temperature}")
-        if self.alpha <= 0:
-            raise ValueError(f"strategy '{name}': alpha must be > 0, got {self.alpha}")
-        if self.rampup < 0:
-            raise ValueError(f"strategy '{name}': rampup must be >= 0 steps, got {self.rampup}")
+        self.k, self.temperature, self.alpha = settings.K, settings.T, settings.alpha
+        self.weight, self.rampup = settings.weight, settings.rampup
 
     def plan(self):
         unlabeled = [ViewRequest(f"weak{i}", "unlabeled", "weak", grad=False) for i in range(self.k)]

@@ -10,8 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtssl.api import (EvaluatedSet, HeadInputs, PredictionWriter, ReportFigure, Task, TaskEvaluation,
-                       check_options, hookimpl)
+from pydantic import Field
+
+from mtssl.api import (EvaluatedSet, HeadInputs, Options, PredictionWriter, ReportFigure, Task, TaskEvaluation,
+                       hookimpl, read_options)
 from mtssl_plugins.metrics.classification import binary_roc, classification_scores
 from mtssl_plugins.targets import CLASS_LABEL
 from mtssl_plugins.tasks import plots
@@ -31,6 +33,11 @@ class ClassificationHead(nn.Module):
         return self.fc(x.mean(dim=(-2, -1)))
 
 
+class ClassificationOptions(Options):
+    classes: int = Field(2, ge=2)
+    weight: float = Field(1.0, ge=0.0)
+
+
 class ClassificationTask(Task):
     """Image-level classes (e.g. normal vs pneumonia), trained with cross-entropy."""
 
@@ -38,10 +45,9 @@ class ClassificationTask(Task):
     default_labels = 100  # the paper's smallest budget
 
     def __init__(self, name: str, **options):
-        check_options(f"task '{name}'", options, {"classes", "weight"})
+        settings = read_options(f"task '{name}'", options, ClassificationOptions)
         super().__init__(name, **options)
-        self.num_classes = int(options.get("classes", 2))
-        self.weight = float(options.get("weight", 1.0))
+        self.num_classes, self.weight = settings.classes, settings.weight
 
     def build_head(self, inputs: HeadInputs) -> nn.Module:
         if inputs.extras:

@@ -8,7 +8,7 @@ structures exclusive. Metrics are per structure, plus their mean.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -16,8 +16,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from mtssl.api import (EvaluatedSet, HeadInputs, PredictionWriter, ReportFigure, Task, TaskEvaluation,
-                       check_options, hookimpl, resize_like)
+from pydantic import Field
+
+from mtssl.api import (EvaluatedSet, HeadInputs, Options, PredictionWriter, ReportFigure, Task, TaskEvaluation,
+                       hookimpl, read_options, resize_like)
 from mtssl_plugins.metrics.aggregate import summarize
 from mtssl_plugins.metrics.segmentation import image_diagonal, mask_metrics
 from mtssl_plugins.tasks import plots
@@ -69,6 +71,13 @@ class UNetDecoder(nn.Module):
         return x
 
 
+class SegmentationOptions(Options):
+    alpha: float = Field(5.0, ge=0.0)
+    dropout: float = Field(0.25, ge=0.0, lt=1.0)
+    channels: int = Field(1, ge=1, description="structures segmented")
+    activation: Literal[ACTIVATIONS] = "sigmoid"
+
+
 class SegmentationTask(Task):
     """Structure masks (lungs; or lungs, heart, clavicles) from a U-Net decoder; loss alpha * soft Dice."""
 
@@ -76,17 +85,10 @@ class SegmentationTask(Task):
     default_labels = 10  # the paper's smallest budget
 
     def __init__(self, name: str, **options):
-        check_options(f"task '{name}'", options, {"alpha", "dropout", "channels", "activation"})
+        settings = read_options(f"task '{name}'", options, SegmentationOptions)
         super().__init__(name, **options)
-        self.alpha = float(options.get("alpha", 5.0))
-        self.dropout = float(options.get("dropout", 0.25))
-        self.channels = int(options.get("channels", 1))
-        self.activation = str(options.get("activation", "sigmoid"))
-        if self.channels < 1:
-            raise ValueError(f"task '{name}': channels must be at least 1, got {self.channels}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"task '{name}': activation must be one of {', '.join(ACTIVATIONS)}, "
-                             f"got '{self.activation}'")
+        self.alpha, self.dropout = settings.alpha, settings.dropout
+        self.channels, self.activation = settings.channels, settings.activation
         self.target = binary_masks(self.channels)
 
     def build_head(self, inputs: HeadInputs) -> nn.Module:
