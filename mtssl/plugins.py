@@ -2,8 +2,11 @@
 
 First-party components are entry points of this distribution, so they load
 through exactly the path a third-party package uses. A plugin that fails to
-import, misspells a hook, or raises while registering is reported by name and
-skipped; set ``MTSSL_PLUGINS_STRICT=1`` to make that fatal while debugging.
+import, misspells a hook, raises while registering (even ``SystemExit``), or
+claims a name another plugin already holds is reported by name and disabled
+as a whole, and every other plugin still loads; first-party plugins load
+first, so they win clashes. Set ``MTSSL_PLUGINS_STRICT=1`` to make any of
+that fatal while debugging.
 ``MTSSL_PLUGINS=a,b`` loads only the named entry points.
 """
 from __future__ import annotations
@@ -55,13 +58,28 @@ def _strict() -> bool:
     return os.environ.get(STRICT_ENV, "").lower() in {"1", "true", "yes"}
 
 
+FIRST_PARTY = "mtssl"
+"""Distribution whose plugins load first, so they win any name clash."""
+
+
+def _distribution(ep: EntryPoint) -> str:
+    return ep.dist.name if ep.dist else "?"
+
+
 def _allowed() -> set[str] | None:
     raw = os.environ.get(ALLOW_ENV)
     return None if raw is None else {n.strip() for n in raw.split(",") if n.strip()}
 
 
 class PluginHost:
-    """Owns the pluggy manager, the loaded plugins, their failures and the registries."""
+    """Owns the pluggy manager, the loaded plugins, their failures and the registries.
+
+    Plugins load first-party first (distribution ``mtssl``), then the others
+    by entry-point name. Each plugin registers all of its components or none:
+    a plugin whose import or register hook fails (any exception, SystemExit
+    included; Ctrl-C still stops), or that claims a name an earlier plugin
+    holds, is disabled as a whole and listed in ``failures``.
+    """
 
     def __init__(self, extra_plugins: Iterable[tuple[str, Any]] = (), load_entry_points: bool = True):
         self.manager = pluggy.PluginManager(hookspecs.PROJECT)
@@ -71,34 +89,43 @@ class PluginHost:
         self.registries = {kind: Registry(kind) for kind in HOOKS}
         if load_entry_points:
             allowed = _allowed()
-            for ep in sorted(entry_points(group=hookspecs.PROJECT), key=lambda e: e.name):
-                if allowed is None or ep.name in allowed:
-                    self._load_entry_point(ep)
+            chosen = [ep for ep in entry_points(group=hookspecs.PROJECT) if allowed is None or ep.name in allowed]
+            for ep in sorted(chosen, key=lambda e: (_distribution(e) != FIRST_PARTY, e.name)):
+                self._load_entry_point(ep)
         for name, obj in extra_plugins:
             self._register(name, obj, distribution="(in-process)", version="")
-        self._collect()
+        for name in list(self.plugins):
+            self._collect(self.plugins[name])
 
     # -- loading ---------------------------------------------------------
     def _load_entry_point(self, ep: EntryPoint) -> None:
-        dist = ep.dist.name if ep.dist else "?"
+        dist = _distribution(ep)
         version = ep.dist.version if ep.dist else ""
         if ep.name in self.plugins:
             self._fail(ep.name, dist, f"plugin name '{ep.name}' is also used by "
-                       f"{self.plugins[ep.name].distribution}")
+                       f"{self.plugins[ep.name].distribution}; disabled")
             return
         try:
             obj = ep.load()
-        except Exception as exc:  # noqa: BLE001 - any import error must be reported, not raised
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - even SystemExit at import must not stop the CLI
             self._fail(ep.name, dist, f"failed to import '{ep.value}': {type(exc).__name__}: {exc}",
                        traceback.format_exc())
             return
         self._register(ep.name, obj, dist, version)
 
     def _register(self, name: str, obj: Any, distribution: str, version: str) -> None:
+        if name in self.plugins:
+            self._fail(name, distribution, f"plugin name '{name}' is also used by "
+                       f"{self.plugins[name].distribution}; disabled")
+            return
         try:
             self.manager.register(obj, name=name)
             self.manager.check_pending()
-        except Exception as exc:  # noqa: BLE001
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001
             if self.manager.is_registered(obj):
                 self.manager.unregister(obj)
             self._fail(name, distribution, f"invalid plugin: {exc}", traceback.format_exc())
@@ -111,27 +138,59 @@ class PluginHost:
             raise PluginError(f"plugin '{name}' ({distribution}): {error}")
         self.failures.append(PluginFailure(name, distribution, error, detail))
 
-    def _collect(self) -> None:
+    def _disable(self, info: PluginInfo, error: str, detail: str = "") -> None:
+        """Take a plugin out entirely (nothing of it stays registered) and report why."""
+        self.plugins.pop(info.name, None)
+        plugin = self.manager.get_plugin(info.name)
+        if plugin is not None:
+            self.manager.unregister(plugin, name=info.name)
+        self._fail(info.name, info.distribution, error, detail)
+
+    def _collect(self, info: PluginInfo) -> None:
+        """Run one plugin's register hooks into a staging list; commit all of it or none."""
+        staged: list[Entry] = []
         for kind, hook_name in HOOKS.items():
             caller = getattr(self.manager.hook, hook_name)
             for impl in caller.get_hookimpls():
-                info = self.plugins[impl.plugin_name]
-                register = self._registrar(kind, info)
+                if impl.plugin_name != info.name:
+                    continue
                 try:
-                    impl.function(register=register)
-                except RegistryError:
+                    impl.function(register=self._registrar(kind, info, staged))
+                except KeyboardInterrupt:
                     raise
-                except Exception as exc:  # noqa: BLE001
-                    self._fail(info.name, info.distribution,
-                               f"{hook_name} raised {type(exc).__name__}: {exc}", traceback.format_exc())
+                except BaseException as exc:  # noqa: BLE001 - a plugin must not take the CLI down
+                    self._disable(info, f"{hook_name} raised {type(exc).__name__}: {exc}; nothing of it is "
+                                        "registered", traceback.format_exc())
+                    return
+        clash = self._first_clash(staged)
+        if clash:
+            self._disable(info, clash)
+            return
+        for entry in staged:
+            self.registries[entry.kind].add(entry)
 
-    def _registrar(self, kind: str, info: PluginInfo):
-        registry = self.registries[kind]
+    def _first_clash(self, staged: list[Entry]) -> str | None:
+        """A name (or alias) in ``staged`` that is registered already, or claimed twice within it."""
+        seen: set[tuple[str, str]] = set()
+        for entry in staged:
+            registry = self.registries[entry.kind]
+            for key in (entry.name, *entry.aliases):
+                if key in registry:
+                    holder = registry.get(key)
+                    return (f"{entry.kind} '{key}' is already registered by plugin '{holder.plugin}' "
+                            f"({holder.distribution}); plugin '{entry.plugin}' ({entry.distribution}) is disabled")
+                if (entry.kind, key) in seen:
+                    return f"{entry.kind} '{key}' is registered twice by plugin '{entry.plugin}'; disabled"
+                seen.add((entry.kind, key))
+        return None
 
+    def _registrar(self, kind: str, info: PluginInfo, staged: list[Entry]):
         def register(name: str, factory, *, aliases: Iterable[str] = (), description: str = "") -> None:
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"{kind} name must be a non-empty string, got {name!r}")
             if not callable(factory):
                 raise TypeError(f"{kind} '{name}' factory is not callable")
-            registry.add(Entry(kind, name, factory, info.name, info.distribution, tuple(aliases), description))
+            staged.append(Entry(kind, name, factory, info.name, info.distribution, tuple(aliases), description))
 
         return register
 

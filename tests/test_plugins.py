@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,6 @@ import pytest
 from conftest import invoke, read_metrics, train_run
 from mtssl.api import hookimpl
 from mtssl.plugins import PluginError, PluginHost
-from mtssl.registry import RegistryError
 
 ENTROPY_PLUGIN = '''
 """Entropy minimisation on unlabeled images: a third-party strategy."""
@@ -129,7 +129,7 @@ def test_plugin_raising_while_registering_is_reported():
     assert "register_tasks raised RuntimeError: bad config" in host.failures[0].error
 
 
-def test_two_plugins_registering_one_name_is_an_error_naming_both():
+def test_two_plugins_registering_one_name_disables_the_later_one_naming_both():
     def plugin(description):
         class Plugin:
             @hookimpl
@@ -138,13 +138,14 @@ def test_two_plugins_registering_one_name_is_an_error_naming_both():
 
         return Plugin()
 
-    with pytest.raises(RegistryError) as info:
-        PluginHost(extra_plugins=[("first", plugin("a")), ("second", plugin("b"))], load_entry_points=False)
-    assert "task 'depth' is registered twice" in str(info.value)
-    assert "'first'" in str(info.value) and "'second'" in str(info.value)
+    host = PluginHost(extra_plugins=[("first", plugin("a")), ("second", plugin("b"))], load_entry_points=False)
+    assert host.registry("task").get("depth").description == "a"
+    assert [f.plugin for f in host.failures] == ["second"] and "second" not in host.plugins
+    error = host.failures[0].error
+    assert "task 'depth' is already registered by plugin 'first'" in error and "'second'" in error
 
 
-def test_third_party_plugin_claiming_a_first_party_name_is_an_error(plugin_factory):
+def test_third_party_plugin_claiming_a_first_party_name_is_disabled(plugin_factory):
     source = '''
     from mtssl.api import hookimpl
 
@@ -152,9 +153,13 @@ def test_third_party_plugin_claiming_a_first_party_name_is_an_error(plugin_facto
     def register_strategies(register):
         register("fixmatch", object)
     '''
-    plugin_factory.install("mtssl-squatter", {"mtssl_demo_squat": source}, {"squat": "mtssl_demo_squat"})
-    with pytest.raises(RegistryError, match=r"'fixmatch' is registered twice.*\(mtssl\).*'squat' \(mtssl-squatter\)"):
-        PluginHost()
+    # "aaa" sorts before every first-party entry point: first-party plugins still load first and win
+    plugin_factory.install("mtssl-squatter", {"mtssl_demo_squat": source}, {"aaa": "mtssl_demo_squat"})
+    host = PluginHost()
+    assert host.registry("strategy").get("fixmatch").distribution == "mtssl"
+    assert [(f.plugin, f.distribution) for f in host.failures] == [("aaa", "mtssl-squatter")]
+    assert re.search(r"'fixmatch' is already registered by plugin 'fixmatch' \(mtssl\).*'aaa' \(mtssl-squatter\) "
+                     r"is disabled", host.failures[0].error)
 
 
 def test_allow_list_loads_only_the_named_plugins(monkeypatch, plugin_factory):
