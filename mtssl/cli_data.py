@@ -15,7 +15,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from mtssl.cli import err_console, friendly_errors, load_host
+from mtssl.cli import err_console, friendly_errors, load_host, max_pixels_option
+from mtssl.data.decode import pixel_limit
+from mtssl.output import plain, say
 
 
 def describe_array(image: np.ndarray) -> str:
@@ -101,30 +103,31 @@ def inspect_source(source, progress=None) -> dict:
 
 
 def print_report(console: Console, spec: str, report: dict) -> None:
-    table = Table(title=f"{spec} ({report['target']} targets)", show_header=True)
+    table = Table(title=plain(f"{spec} ({report['target']} targets)"), show_header=True)
     table.add_column("what")
     table.add_column("value", overflow="fold")
     table.add_row("items listed", str(report["items"]))
     table.add_row("good", str(report["good"]))
     table.add_row("image channels", str(report["channels"]))
     for name, count in report.get("classes", {}).items():
-        table.add_row(f"class {name}", str(count))
+        table.add_row(plain(f"class {name}"), str(count))
     if "maps" in report:
         kind, maps = report["target"], report["maps"]
         channels = maps["channels"]
-        table.add_row(f"{kind} channels", ", ".join(channels) if isinstance(channels, list) else str(channels))
-        table.add_row(f"{kind}s found", str(maps["found"]))
-        table.add_row(f"{kind}s missing", str(maps["missing"]))
+        table.add_row(plain(f"{kind} channels"), plain(", ".join(channels) if isinstance(channels, list)
+                                                        else str(channels)))
+        table.add_row(plain(f"{kind}s found"), str(maps["found"]))
+        table.add_row(plain(f"{kind}s missing"), str(maps["missing"]))
     if "groups" in report:
         table.add_row("patients", str(report["groups"]))
-    table.add_row("sizes (WxH)", ", ".join(f"{k} ×{v}" for k, v in report["sizes"].items()) or "-")
-    table.add_row("pixel formats", ", ".join(f"{k} ×{v}" for k, v in report["modes"].items()) or "-")
+    table.add_row("sizes (WxH)", plain(", ".join(f"{k} ×{v}" for k, v in report["sizes"].items()) or "-"))
+    table.add_row("pixel formats", plain(", ".join(f"{k} ×{v}" for k, v in report["modes"].items()) or "-"))
     table.add_row("bad files", str(len(report["bad"])))
     console.print(table)
     for item in report["bad"]:
-        console.print(f"[red]bad:[/] {item['path']}: {item['reason']}", highlight=False)
+        say(console, "bad:", "red", f"{item['path']}: {item['reason']}")
     for remark in report["remarks"]:
-        console.print(f"[yellow]note:[/] {remark}", highlight=False)
+        say(console, "note:", "yellow", remark)
 
 
 @click.group()
@@ -138,12 +141,13 @@ def data() -> None:
               help="Inspect for this task's targets, e.g. seg:channels=3 (default: the first registered task "
                    "whose targets the source serves).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@max_pixels_option
 @friendly_errors
-def inspect(spec, task, as_json):
+def inspect(spec, task, as_json, max_pixels):
     """Count classes, sizes, pixel formats, masks, patients and bad files of SPEC (e.g. kermany:chest_xray)."""
     source = open_for_inspection(load_host(err_console()), spec, task)
-    with Progress(TextColumn("inspecting"), BarColumn(), MofNCompleteColumn(), console=err_console(),
-                  transient=True, disable=as_json) as bar:
+    with pixel_limit(max_pixels), Progress(TextColumn("inspecting"), BarColumn(), MofNCompleteColumn(),
+                                           console=err_console(), transient=True, disable=as_json) as bar:
         task = bar.add_task("inspect", total=len(source))
         report = inspect_source(source, lambda: bar.advance(task))
     report["spec"] = spec

@@ -9,7 +9,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mtssl.cli import err_console, friendly_errors, load_host, parse_task_data_args
+from mtssl.cli import err_console, friendly_errors, load_host, max_pixels_option, parse_task_data_args
+from mtssl.cli_types import DEVICE, POSITIVE_INT
+from mtssl.data.decode import pixel_limit
+from mtssl.output import plain, say
 from mtssl.progress import decode_progress
 
 EVAL_FILE = "eval.json"
@@ -35,28 +38,34 @@ def results_tables(results: dict) -> list[Table]:
     for task, sets in results.items():
         metrics = list(dict.fromkeys(m for s in sets.values() for m in s["aggregate"]))
         units = {s["extra"]["hd_unit"] for s in sets.values() if "hd_unit" in s.get("extra", {})}
-        table = Table(title=task, caption="; ".join(f"hd_avg in {u}" for u in sorted(units)) or None)
+        caption = "; ".join(f"hd_avg in {u}" for u in sorted(units))
+        table = Table(title=plain(task), caption=plain(caption) if caption else None)
         table.add_column("metric")
         for label, entry in sets.items():
-            table.add_column(f"{label} (n={entry['n']})", justify="right", overflow="fold")
+            table.add_column(plain(f"{label} (n={entry['n']})"), justify="right", overflow="fold")
         for metric in metrics:
-            table.add_row(metric, *(_cell(entry["aggregate"].get(metric, {})) for entry in sets.values()))
+            table.add_row(plain(metric), *(_cell(entry["aggregate"].get(metric, {})) for entry in sets.values()))
         tables.append(table)
     return tables
 
 
 checkpoint_option = click.option("--checkpoint", default="best", show_default=True,
                                  help="best, last, or a path to a .safetensors checkpoint.")
+device_option = click.option("--device", type=DEVICE, default="auto", show_default=True,
+                             help="Where to run: auto (CUDA when available, else CPU), cpu, cuda or cuda:N; "
+                                  "independent of the device the run trained on.")
 
 
 @click.command("eval", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @checkpoint_option
-@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--batch-size", default=32, show_default=True, type=POSITIVE_INT)
 @click.option("--json", "as_json", is_flag=True, help="Print the full result (with per-image records) as JSON.")
+@device_option
+@max_pixels_option
 @click.pass_context
 @friendly_errors
-def eval_command(ctx, run_dir, checkpoint, batch_size, as_json):
+def eval_command(ctx, run_dir, checkpoint, batch_size, as_json, device, max_pixels):
     """Score a run on its validation split, or on test sources: --TASK-test SPEC (repeatable).
 
     \b
@@ -70,8 +79,9 @@ def eval_command(ctx, run_dir, checkpoint, batch_size, as_json):
 
     tests = parse_test_args(ctx.args) or None
     console = Console(stderr=True)
-    with decode_progress(console) as progress:
-        results = evaluate_run(run_dir, tests, checkpoint, load_host(err_console()), batch_size, progress=progress)
+    with pixel_limit(max_pixels), decode_progress(console) as progress:
+        results = evaluate_run(run_dir, tests, checkpoint, load_host(err_console()), batch_size, progress=progress,
+                               device=device)
     saved = {"checkpoint": checkpoint, "results": results}
     target = Path(run_dir) / EVAL_FILE
     target.write_text(json.dumps(saved, indent=2))
@@ -84,8 +94,8 @@ def eval_command(ctx, run_dir, checkpoint, batch_size, as_json):
     for task, sets in results.items():
         for label, entry in sets.items():
             for note in entry.get("notes", []):
-                out.print(f"[yellow]note[/] {task} · {label}: {note}", highlight=False)
-    out.print(f"Saved {target}", highlight=False)
+                say(out, "note", "yellow", f"{task} · {label}: {note}")
+    out.print(plain(f"Saved {target}"), soft_wrap=True)
 
 
 @click.command()
@@ -93,43 +103,47 @@ def eval_command(ctx, run_dir, checkpoint, batch_size, as_json):
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the outputs.")
 @checkpoint_option
-@click.option("--batch-size", default=16, show_default=True, type=int)
+@click.option("--batch-size", default=16, show_default=True, type=POSITIVE_INT)
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable images (and list them) instead of stopping.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@device_option
+@max_pixels_option
 @friendly_errors
-def predict(run_dir, inputs, out_dir, checkpoint, batch_size, skip_bad, quiet):
+def predict(run_dir, inputs, out_dir, checkpoint, batch_size, skip_bad, quiet, device, max_pixels):
     """Predict image files or folders: class probabilities (CSV), masks and maps (PNG, original size)."""
     from mtssl.inference import load_model
     from mtssl.prediction import list_inputs, predict_files
 
     console = Console(stderr=True, quiet=quiet)
-    loaded = load_model(run_dir, checkpoint, load_host(err_console()))
+    loaded = load_model(run_dir, checkpoint, load_host(err_console()), device)
     total = len(list_inputs(inputs))
-    with Progress(TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=True) as bar:
+    with pixel_limit(max_pixels), Progress(TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(),
+                                           TimeRemainingColumn(), console=console, transient=True) as bar:
         task_id = bar.add_task("predict", total=total)
         summary = predict_files(loaded, inputs, out_dir, batch_size, skip_bad,
                                 lambda n: bar.advance(task_id, n))
     for item in summary.skipped:
-        console.print(f"[yellow]skipped[/] {item.path}: {item.reason}", highlight=False)
-    console.print(f"Predicted {summary.images} image(s) with {loaded.path} (step {loaded.step}) into {out_dir}"
-                  + (f"; {len(summary.skipped)} skipped" if summary.skipped else ""), highlight=False)
+        say(console, "skipped", "yellow", f"{item.path}: {item.reason}")
+    console.print(plain(f"Predicted {summary.images} image(s) with {loaded.path} (step {loaded.step}) into {out_dir}"
+                        + (f"; {len(summary.skipped)} skipped" if summary.skipped else "")), soft_wrap=True)
     click.echo(str(out_dir))
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @checkpoint_option
-@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--batch-size", default=32, show_default=True, type=POSITIVE_INT)
+@device_option
+@max_pixels_option
 @click.pass_context
 @friendly_errors
-def report(ctx, run_dir, checkpoint, batch_size):
+def report(ctx, run_dir, checkpoint, batch_size, device, max_pixels):
     """Figures and a self-contained HTML page in RUN/report/ (test sets as in eval: --TASK-test SPEC)."""
     from mtssl.report import build_report
 
     tests = parse_test_args(ctx.args) or None
     console = Console(stderr=True)
-    with decode_progress(console) as progress:
-        index = build_report(run_dir, checkpoint, tests, load_host(err_console()), batch_size, progress)
-    console.print(f"Report: {index}", highlight=False)
+    with pixel_limit(max_pixels), decode_progress(console) as progress:
+        index = build_report(run_dir, checkpoint, tests, load_host(err_console()), batch_size, progress, device)
+    console.print(plain(f"Report: {index}"), soft_wrap=True)
     click.echo(str(index))

@@ -100,27 +100,37 @@ class RunConfig:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file into a plain dict."""
+    """Read a TOML (``.toml``), YAML (``.yaml``/``.yml``) or JSON file into a plain dict."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc.reason} at byte {exc.start})") from exc
+    return load_config(text, str(path))
+
+
+def load_config(text: str, name: str) -> dict[str, Any]:
+    """Parse config ``text`` by the suffix of ``name``; errors are one line naming ``name``."""
+    suffix = Path(name).suffix
     try:
-        if path.suffix == ".toml":
+        if suffix == ".toml":
             raw = tomllib.loads(text)
-        elif path.suffix in {".yaml", ".yml"}:
+        elif suffix in {".yaml", ".yml"}:
             import yaml
 
-            raw = yaml.safe_load(text) or {}
-        elif path.suffix == ".json":
+            raw = yaml.safe_load(text)
+            raw = {} if raw is None else raw
+        elif suffix == ".json":
             raw = json.loads(text)
         else:
-            raise ConfigError(f"{path}: unknown config format '{path.suffix}' (use .toml, .yaml or .json)")
+            raise ConfigError(f"{name}: unknown config format '{suffix}' (use .toml, .yaml or .json)")
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - parser errors differ per format
-        raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from exc
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"{name}: not valid {suffix[1:].upper()}: {detail}") from exc
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+        raise ConfigError(f"{name}: expected a mapping of settings at the top level")
     return raw

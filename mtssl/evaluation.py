@@ -147,17 +147,18 @@ def as_json(results: Mapping[str, list[EvaluatedSet]]) -> dict[str, dict[str, di
 
 
 def evaluate_run(run_dir, tests: dict[str, list[str]] | None = None, checkpoint: str = "best", host=None,
-                 batch_size: int = 32, progress: ProgressFactory | None = None) -> dict:
+                 batch_size: int = 32, progress: ProgressFactory | None = None, device: str = "auto") -> dict:
     """Score a run's checkpoint: ``{task: {spec or "val": {"n", "aggregate", "per_image", ...}}}``.
 
     ``tests`` maps a task to source specs (``synthetic:n=50,domain=2``,
     ``pairs:IMGS,MASKS``); without it each task is scored on the run's
     validation split and the ``test`` specs stored in its config.
     ``aggregate`` maps a metric to ``{"mean", "std"}``; None marks a value
-    the set cannot define, explained in ``notes``.
+    the set cannot define, explained in ``notes``. ``device`` is where to run ("auto": CUDA when
+    available, else CPU), independent of the device the run trained on.
     """
     host = host or PluginHost()
     run_dir = Path(run_dir)
-    loaded = load_model(run_dir, checkpoint, host)
+    loaded = load_model(run_dir, checkpoint, host, device)
     sets = collect_sets(loaded, run_dir, tests, host, progress)
     return as_json(score_sets(loaded, sets, batch_size))

@@ -74,7 +74,7 @@ def load_model(run_dir: str | Path, checkpoint: str = "best", host: PluginHost |
         parts.model.load_state_dict(weights)
     except RuntimeError as exc:
         raise checkpoints.CheckpointError(f"{path}: weights do not fit the model its config describes ({exc})") from exc
-    target = pick_device(device if device != "auto" else config.device)
+    target = pick_device(device)  # "auto": this machine's best device, whatever the run trained on
     parts.model.to(target).eval()
     names = {task: tuple(meta.get("class_names", {}).get(task, ())) for task in parts.tasks}
     return LoadedModel(path, config, parts, names, int(meta.get("step", 0)), target)

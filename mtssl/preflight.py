@@ -15,6 +15,7 @@ from mtssl.assemble import Components, build_components
 from mtssl.config import RunConfig, TaskData
 from mtssl.data.prepare import open_source, task_seed
 from mtssl.plugins import PluginHost
+from mtssl.seeding import pick_device
 
 RESUME_KEEPS = ("device",)
 """The only settings ``--resume`` takes from the command line; everything else comes from the run."""
@@ -35,6 +36,7 @@ def check_resume_options(tasks, bridges, config_file, skip_bad, data_args, overr
 def check_run(config: RunConfig, host: PluginHost) -> Components:
     """Raise a one-line error for anything in ``config`` that cannot run; return the built components."""
     config.check("settings")
+    pick_device(config.device)  # --device cuda on a machine without one fails now, not after decoding
     parts = build_components(config, host)
     if config.select_by != "mean":
         task = config.select_by.split("/", 1)[0]

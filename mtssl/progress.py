@@ -12,7 +12,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgress
 @contextmanager
 def decode_progress(console: Console) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
     """Yields ``factory(label, total) -> tick(n)`` that shows one bar per decoded source."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(),
                   console=console, transient=True) as progress:
 
@@ -40,8 +40,8 @@ class TrainingProgress:
     def __init__(self, console: Console, total: int, completed: int = 0):
         self.progress = Progress(
             TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            TextColumn("{task.fields[logs]}"), console=console)
+            TextColumn("{task.fields[rate]}", markup=False), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(), TextColumn("{task.fields[logs]}", markup=False), console=console)
         self.total, self.completed = total, completed
         self.task_id = None
         self._ema = None

@@ -155,11 +155,11 @@ def write_html(path: Path, title: str, summary: str, results_block: str, figures
 
 def build_report(run_dir: str | Path, checkpoint: str = "best", tests: dict[str, list[str]] | None = None,
                  host: PluginHost | None = None, batch_size: int = 32,
-                 progress: ProgressFactory | None = None) -> Path:
+                 progress: ProgressFactory | None = None, device: str = "auto") -> Path:
     """Evaluate the run (as ``mtssl eval`` does), draw every figure, write ``RUN/report/index.html``."""
     run = RunDir(run_dir)
     host = host or PluginHost()
-    loaded = load_model(run.path, checkpoint, host)
+    loaded = load_model(run.path, checkpoint, host, device)
     evaluated = score_sets(loaded, collect_sets(loaded, run.path, tests, host, progress), batch_size,
                            with_maps=True)
     figures: list[ReportFigure] = []

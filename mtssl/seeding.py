@@ -23,7 +23,14 @@ def pick_device(name: str = "auto") -> torch.device:
     """``auto`` -> CUDA when available, else CPU; an explicit name is checked."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
+        raise ValueError(f"--device {name} was asked for, but torch sees no CUDA device (use --device cpu or auto)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: torch sees only {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {name} was asked for, but torch sees no MPS device")
     return device

@@ -30,11 +30,11 @@ import re
 import shlex
 import shutil
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from mtssl.config import ConfigError, RunConfig, TaskData, load_config_file
+from mtssl.config import ConfigError, RunConfig, TaskData, load_config, load_config_file
 from mtssl.spec import parse_task
 
 Budget = int | str
@@ -108,6 +108,13 @@ class GridSpec:
     def check(self) -> None:
         if not self.models:
             raise GridError("the grid has no models: give --grid FILE or --model NAME='--task ...'")
+        for model in self.models:  # every run setting, as `mtssl train` would check it
+            try:
+                RunConfig.from_dict({**self.run, "tasks": list(model.tasks), "bridges": list(model.bridges),
+                                     "data": {t: asdict(d) for t, d in self.data.items()}},
+                                    origin=f"grid model '{model.name}'")
+            except ConfigError as exc:
+                raise GridError(str(exc)) from None
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise GridError(f"model names must be unique, got {names}")
@@ -195,6 +202,18 @@ def grid_from_dict(raw: dict[str, Any], origin: str = "grid") -> GridSpec:
 
 def load_grid(path: str | Path) -> GridSpec:
     return grid_from_dict(load_config_file(path), origin=str(path))
+
+
+PAPER_GRID = "multimix_grid.toml"
+"""The MultiMix paper's ablation grid (Table 2), shipped with the package."""
+
+
+def paper_grid() -> GridSpec:
+    """The default grid of ``mtssl bench grid``: the paper's nine models, budgets, seeds and synthetic data."""
+    from importlib.resources import files
+
+    resource = files("mtssl.bench").joinpath(PAPER_GRID)
+    return grid_from_dict(load_config(resource.read_text(), PAPER_GRID), origin=f"mtssl/bench/{PAPER_GRID}")
 
 
 @dataclass(frozen=True)
