@@ -41,6 +41,9 @@ def range_text(model: type[BaseModel], name: str) -> str | None:
         for attr, text in (("le", " <= {}"), ("lt", " < {}")):
             if getattr(rule, attr, None) is not None:
                 high = text.format(getattr(rule, attr))
+    if low and not high:  # "x >= 1" reads better than "1 <= x"
+        bound, sign = low.split(" ", 1)
+        return f"x {sign.strip().replace('<=', '>=').replace('<', '>')} {bound}"
     return f"{low}x{high}" if low or high else None
 
 
