@@ -88,7 +88,7 @@ def grid(ctx, grid_file, model_specs, only, reference, seeds, checkpoint, out, r
         models = [m.strip() for m in only.split(",") if m.strip()] if only else None
         with pixel_limit(max_pixels):
             records = run_grid(spec, out, models, host=load_host(console),
-                               log=lambda line: console.print(line, highlight=False, markup=False))
+                               log=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
     paths = write_outputs(out, records, spec.reference, spec.main_metrics)
     failed = [r for r in records if r.get("status") != "ok"]
     console.print(plain(f"{len(records) - len(failed)} cells ok, {len(failed)} failed · "

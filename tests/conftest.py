@@ -62,6 +62,12 @@ def invoke(args: list[str], **kwargs) -> Result:
     return CliRunner().invoke(main, args, catch_exceptions=False, **kwargs)
 
 
+def flat(text: str) -> str:
+    """Text with all whitespace removed: Rich wraps tables and long lines at the terminal width, so compare
+    CLI output this way and a long temporary path or a narrow terminal cannot break an assertion."""
+    return "".join(text.split())
+
+
 def train_run(*tasks: str, **kwargs) -> Path:
     """Train through the CLI and return the run directory it printed."""
     result = invoke(tiny_train_args(*tasks, **kwargs))

@@ -7,16 +7,12 @@ import json
 
 from rich.console import Console
 
-from conftest import invoke
+from conftest import flat, invoke
 from data_trees import class_tree
 from mtssl.progress import TrainingProgress, decode_progress
 from tiny_run import tiny_run
 
 WIDE = {"COLUMNS": "1000"}
-
-
-def flat(text: str) -> str:
-    return "".join(text.split())
 
 
 def test_error_quoting_a_closing_tag_prints_verbatim(tmp_path):

@@ -178,7 +178,7 @@ def test_plugins_command_lists_the_first_party_components():
                        ("strategy", "fixmatch"), ("strategy", "kl"), ("bridge", "saliency"),
                        ("source", "synthetic")]:
         assert names[(kind, name)]["distribution"] == "mtssl"
-    table = invoke(["plugins"], terminal_width=200).stdout
+    table = invoke(["plugins"], env={"COLUMNS": "200"}).stdout  # Rich reads COLUMNS
     for name in ("unet", "cls", "seg", "fixmatch", "kl", "saliency", "synthetic"):
         assert name in table
 

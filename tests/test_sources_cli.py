@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from conftest import invoke
+from conftest import flat, invoke
 from data_trees import gradient, lung_mask, pairs_tree, write
 
 
@@ -50,4 +50,5 @@ def test_data_inspect_table_for_masks(tmp_path):
     write(masks / "case002_mask.png", lung_mask(2, value=1))
     result = invoke(["data", "inspect", f"pairs:{images},{masks}"])
     assert result.exit_code == 0, result.output
-    assert "masks missing" in result.stdout and "case001.png: mask missing" in result.stdout.replace("\n", "")
+    output = flat(result.stdout)  # independent of terminal width and of the temporary path's length
+    assert flat("masks missing") in output and flat(f"{images / 'case001.png'}: mask missing") in output
