@@ -1,0 +1,227 @@
+"""Every command in README.md's code blocks runs as written, at tiny sizes, so a README command cannot
+silently break.
+
+The README is parsed, not copied: each command of a ``bash`` block (and each ``$ `` line of an output
+block) becomes one test case. Sizes, steps, seeds and data are made tiny (``--size 32 --steps 1`` and
+small synthetic sources); placeholders (``RUN``, ``scans/``) get a tiny trained run and a few images.
+Skipped, with the reason in pytest's summary: environment setup (venv, pip), the test suite itself,
+commands whose real datasets are absent, and -- unless ``MTSSL_README_SLOW=1`` -- full runs of the
+benchmark scripts, which take minutes even at tiny sizes (their options are still checked against
+``--help``).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import runpy
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import TINY_DATA, flat, invoke
+from tiny_run import tiny_run
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+SLOW = os.environ.get("MTSSL_README_SLOW") == "1"
+
+
+@dataclass(frozen=True)
+class Command:
+    words: tuple[str, ...]
+    expected: tuple[str, ...] = ()  # output lines shown under a `$ command` in the README
+    line: int = 0
+
+    def __str__(self) -> str:
+        return " ".join(self.words)
+
+
+def readme_commands(text: str) -> list[Command]:
+    """Commands of fenced code blocks: bash blocks line by line, other blocks only their ``$ `` lines."""
+    commands: list[Command] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        fence = re.match(r"^```(\w*)\s*$", lines[i])
+        if not fence:
+            i += 1
+            continue
+        language, start = fence.group(1), i + 1
+        end = next(j for j in range(start, len(lines)) if lines[j].startswith("```"))
+        block = lines[start:end]
+        if language in ("bash", "sh", "console"):
+            joined, first = "", start
+            for k, raw in enumerate(block):
+                if not joined:
+                    first = start + k + 1
+                joined += raw.rstrip()[:-1] + " " if raw.rstrip().endswith("\\") else raw
+                if not raw.rstrip().endswith("\\"):
+                    if joined.strip():
+                        for part in joined.split("&&"):
+                            words = shlex.split(part, comments=True)
+                            if words:
+                                commands.append(Command(tuple(words), line=first))
+                    joined = ""
+        elif language == "":
+            for k, raw in enumerate(block):
+                if raw.startswith("$ "):
+                    output = tuple(o for o in block[k + 1:] if o.strip() and not o.startswith("$ "))
+                    commands.append(Command(tuple(shlex.split(raw[2:])), output, start + k + 1))
+        i = end + 1
+    return commands
+
+
+COMMANDS = readme_commands(README.read_text())
+
+
+def set_option(words: list[str], name: str, value: str) -> list[str]:
+    """Replace ``name VALUE`` (or ``name=VALUE``) in ``words``, or append it."""
+    out, i, found = [], 0, False
+    while i < len(words):
+        if words[i] == name:
+            out += [name, value]
+            i, found = i + 2, True
+        elif words[i].startswith(name + "="):
+            out += [name, value]
+            i, found = i + 1, True
+        else:
+            out.append(words[i])
+            i += 1
+    return out if found else out + [name, value]
+
+
+def spec_paths(words: list[str]) -> list[str]:
+    """Dataset folders named in data specs (``kermany:/data/x:split=test``, ``pairs:a,b``)."""
+    paths = []
+    for word in words:
+        if ":" not in word or word.startswith("-") or word.startswith("synthetic"):
+            continue
+        name, _, rest = word.partition(":")
+        if name in {"kermany", "folders", "pairs", "jsrt", "montgomery", "shenzhen", "nih"}:
+            for segment in rest.split(":"):
+                if "=" not in segment:
+                    paths += [p for p in segment.split(",") if p]
+    return paths
+
+
+def tiny_train(words: list[str], out: Path) -> list[str]:
+    words = words + ["--quiet"]
+    for option, value in (("--size", "32"), ("--steps", "1"), ("--batch-size", "2"), ("--eval-every", "1"),
+                          ("--out", str(out))):
+        words = set_option(words, option, value)
+    tasks = [words[i + 1].split(":")[0] for i, w in enumerate(words) if w == "--task"]
+    for task in dict.fromkeys(tasks):
+        words += TINY_DATA.get(task, [])
+    return words
+
+
+def tiny_grid(words: list[str], out: Path) -> list[str]:
+    for option, value in (("--seeds", "1"), ("--size", "32"), ("--steps", "1"), ("--batch-size", "2"),
+                          ("--eval-every", "1"), ("--out", str(out)), ("--models", "MultiMix"),
+                          ("--cls-labels", "8"), ("--seg-labels", "4"), ("--cls-data", "synthetic:n=24"),
+                          ("--seg-data", "synthetic:n=16"), ("--cls-test", "synthetic:n=4"),
+                          ("--seg-test", "synthetic:n=4")):
+        words = set_option(words, option, value)
+    return words
+
+
+TINY_SCRIPT_ARGS = {
+    "benchmarks/speed.py": {"--sizes": "32", "--m": "2", "--steps": "1", "--warmup": "0", "--no-memory": None},
+    "benchmarks/synthetic_baselines.py": {"--size": "32", "--steps": "1", "--seeds": "1"},
+}
+
+
+def run_script(script: Path, args: list[str]) -> tuple[int, str]:
+    """Run a Python script in this process (``__main__``), return its exit code and output."""
+    out = io.StringIO()
+    old_argv, old_path = sys.argv, list(sys.path)
+    sys.argv = [str(script), *args]
+    sys.path.insert(0, str(script.parent))
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv, sys.path[:] = old_argv, old_path
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return tiny_run(tmp_path_factory)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[f"L{c.line}:{c}"[:80] for c in COMMANDS])
+def test_readme_command_runs(command, tmp_path, monkeypatch, run_dir):
+    words = list(command.words)
+    monkeypatch.chdir(tmp_path)
+    head = words[0]
+    if words[:3] == ["python", "-m", "pytest"]:
+        pytest.skip("the test suite itself")
+    if head in {"python3", "pip", "."} or words[:3] == ["python", "-m", "venv"]:
+        pytest.skip(f"environment setup, not an mtssl command: {command}")
+    missing = [p for p in spec_paths(words) if not Path(p).exists()]
+    if missing:
+        pytest.skip(f"needs real data that is not here: {', '.join(missing)}")
+
+    if head == "mtssl" and command.expected:  # an example of an error message: reproduce it exactly
+        result = invoke(words[1:] + ["--out", str(tmp_path / "runs")])
+        shown = [line for line in command.expected if line.startswith("Error:")]
+        assert result.exit_code == 2 and shown, result.output
+        assert flat(shown[0]) in flat(result.stderr)
+        return
+    if head == "mtssl" and words[1] == "train":
+        result = invoke(tiny_train(words[1:], tmp_path / "runs"))
+        assert result.exit_code == 0, result.output
+        assert (Path(result.stdout.strip().splitlines()[-1]) / "checkpoints" / "last.safetensors").is_file()
+        return
+    if head == "mtssl" and words[1] in {"eval", "predict", "report"}:
+        words = [str(run_dir) if w == "RUN" else w for w in words]
+        if words[1] == "predict":
+            for name in [w for w in words[3:] if not w.startswith("-")][:-1]:
+                target = tmp_path / name
+                if name.endswith("/"):
+                    target.mkdir(parents=True, exist_ok=True)
+                    target = target / "scan1.png"
+                Image.fromarray(np.full((40, 36), 120, np.uint8)).save(target)
+        result = invoke(words[1:])
+        assert result.exit_code == 0, result.output
+        return
+    if head == "mtssl" and words[1:3] == ["bench", "grid"]:
+        result = invoke(tiny_grid(words[1:], tmp_path / "grid"))
+        assert result.exit_code == 0, result.output
+        assert "1cellsok,0failed" in flat(result.stderr)
+        return
+    if head == "python" and words[1].startswith("benchmarks/"):
+        script = ROOT / words[1]
+        assert script.is_file(), f"README names {words[1]}, which does not exist"
+        code, usage = run_script(script, ["--help"])
+        assert code == 0, usage
+        for flag in [w.split("=")[0] for w in words[2:] if w.startswith("--")]:
+            assert flag in usage, f"{words[1]} has no option {flag}"
+        if not SLOW:
+            pytest.skip(f"benchmark script (minutes even at tiny sizes; MTSSL_README_SLOW=1 runs it): {command}")
+        args = words[2:]
+        for option, value in TINY_SCRIPT_ARGS.get(words[1], {}).items():
+            args = set_option(args, option, value) if value is not None else args + [option]
+        code, output = run_script(script, args)
+        assert code == 0, output
+        return
+    pytest.fail(f"README line {command.line}: no rule for running '{command}'; teach this test about it")
+
+
+def test_the_readme_has_the_commands_this_test_knows():
+    """The parser finds the quickstart, the training baselines, eval/predict/report and the grid."""
+    text = [str(c) for c in COMMANDS]
+    assert sum(t.startswith("mtssl train --task") for t in text) >= 9
+    for prefix in ("mtssl eval RUN", "mtssl predict RUN", "mtssl report RUN", "mtssl bench grid", "python -m pytest"):
+        assert any(t.startswith(prefix) for t in text), prefix
