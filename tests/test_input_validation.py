@@ -180,3 +180,12 @@ def test_a_validation_fraction_out_of_range_is_an_error_not_a_hang(fraction):
 def test_a_validation_fraction_leaving_no_training_images_is_an_error():
     with pytest.raises(ValueError, match="leaves no training images"):
         split_indices(3, None, 0, 0.9, labels=[0, 1, 0])
+
+
+def test_grid_file_run_settings_are_typed_and_ranged(tmp_path):
+    file = tmp_path / "grid.toml"
+    file.write_text('[models]\nEnc = "--task cls"\n[run]\nsize = "64"\nsteps = 0\n')
+    text = one_line_error(invoke(["bench", "grid", "--grid", str(file), "--out", str(tmp_path / "g")]))
+    assert f"{file}: run: " in text and "size: input should be a valid integer, got '64'" in text
+    assert "steps: must satisfy x >= 1, got 0" in text
+    assert not (tmp_path / "g").exists()

@@ -185,8 +185,9 @@ def grid_from_dict(raw: dict[str, Any], origin: str = "grid") -> GridSpec:
         raise GridError(f"{origin}: run: unknown key(s) {', '.join(bad)}; known: {', '.join(sorted(RUN_KEYS))}")
     try:
         data = RunConfig.from_dict({"data": raw.get("data") or {}}, origin).data
+        RunConfig.from_dict(run, f"{origin}: run")  # types and ranges, as `mtssl train` checks them
     except ConfigError as exc:
-        raise GridError(str(exc)) from exc
+        raise GridError(str(exc)) from None
     return GridSpec(
         models=models,
         budgets={t: parse_budgets(v) for t, v in (raw.get("budgets") or {}).items()},
