@@ -48,5 +48,5 @@ def check_run(config: RunConfig, host: PluginHost) -> Components:
         seed = task_seed(config.seed, name)
         specs = [settings.train, *([settings.val] if settings.val else []), *settings.test]
         for spec in dict.fromkeys(specs):
-            open_source(host, spec, task.target_kind, seed, skip_bad=True)
+            open_source(host, spec, task.target, seed, skip_bad=True)
     return parts

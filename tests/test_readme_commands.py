@@ -49,13 +49,13 @@ def readme_commands(text: str) -> list[Command]:
     lines = text.splitlines()
     i = 0
     while i < len(lines):
-        fence = re.match(r"^```(\w*)\s*$", lines[i])
+        fence = re.match(r"^(\s*)```(\w*)\s*$", lines[i])  # fences may be indented (inside a list item)
         if not fence:
             i += 1
             continue
-        language, start = fence.group(1), i + 1
-        end = next(j for j in range(start, len(lines)) if lines[j].startswith("```"))
-        block = lines[start:end]
+        indent, language, start = len(fence.group(1)), fence.group(2), i + 1
+        end = next(j for j in range(start, len(lines)) if lines[j].strip().startswith("```"))
+        block = [line[indent:] if line[:indent].isspace() else line for line in lines[start:end]]
         if language in ("bash", "sh", "console"):
             joined, first = "", start
             for k, raw in enumerate(block):
@@ -118,7 +118,17 @@ def tiny_train(words: list[str], out: Path) -> list[str]:
         words = set_option(words, option, value)
     tasks = [words[i + 1].split(":")[0] for i, w in enumerate(words) if w == "--task"]
     for task in dict.fromkeys(tasks):
-        words += TINY_DATA.get(task, [])
+        tiny = dict(zip(TINY_DATA.get(task, [])[::2], TINY_DATA.get(task, [])[1::2]))
+        data, labels = f"--{task}-data", f"--{task}-labels"
+        if data in words:  # keep the README's source, at the tiny size
+            given = words[words.index(data) + 1]
+            if given.startswith("synthetic") and "n=" not in given and data in tiny:
+                count = tiny[data].split("n=")[1]
+                words = set_option(words, data, given + ("," if ":" in given else ":") + f"n={count}")
+        elif data in tiny:
+            words += [data, tiny[data]]
+        if labels not in words and labels in tiny:
+            words += [labels, tiny[labels]]
     return words
 
 
@@ -155,6 +165,23 @@ def run_script(script: Path, args: list[str]) -> tuple[int, str]:
     return code, out.getvalue()
 
 
+def named_run(word: str, out: Path | None) -> Path | None:
+    """``runs/NAME`` made by an earlier README command ``mtssl train ... --name NAME``: train it (tiny) into
+    ``out`` and return its folder; with ``out`` None only say whether there is such a command."""
+    name = Path(word).name
+    if not word.startswith("runs/"):
+        return None
+    for command in COMMANDS:
+        words = list(command.words)
+        if words[:2] == ["mtssl", "train"] and "--name" in words and words[words.index("--name") + 1] == name:
+            if out is None:
+                return Path(word)
+            result = invoke(tiny_train(words[1:], out / "runs"))
+            assert result.exit_code == 0, result.output
+            return Path(result.stdout.strip().splitlines()[-1])
+    return None
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     return tiny_run(tmp_path_factory)
@@ -185,7 +212,8 @@ def test_readme_command_runs(command, tmp_path, monkeypatch, run_dir):
         assert (Path(result.stdout.strip().splitlines()[-1]) / "checkpoints" / "last.safetensors").is_file()
         return
     if head == "mtssl" and words[1] in {"eval", "predict", "report"}:
-        words = [str(run_dir) if w == "RUN" else w for w in words]
+        words = [str(run_dir) if w == "RUN" else str(named_run(w, tmp_path)) if named_run(w, None) else w
+                 for w in words]
         if words[1] == "predict":
             for name in [w for w in words[3:] if not w.startswith("-")][:-1]:
                 target = tmp_path / name
