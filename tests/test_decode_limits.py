@@ -16,6 +16,7 @@ from conftest import invoke
 from data_trees import class_tree, gradient, write
 from mtssl.data.decode import DEFAULT_MAX_PIXELS, max_pixels, pixel_limit, read_image
 from mtssl.data.errors import DataError
+from mtssl_plugins.targets import CLASS_LABEL
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -106,7 +107,7 @@ def test_a_cache_entry_missing_a_field_is_rebuilt(host, tmp_path):
     from mtssl.data.prepare import load_arrays, open_source
 
     root = class_tree(tmp_path / "d", {"a": 3, "b": 3})
-    source = open_source(host, f"folders:{root}", "class", 0)
+    source = open_source(host, f"folders:{root}", CLASS_LABEL, 0)
     first = load_arrays(source, 16, cache_dir=tmp_path / "cache")
     meta_file = tmp_path / "cache" / cache_key(source, 16) / META
     for broken in ({"kept": [0], "skipped": [], "size": 16},  # no count
