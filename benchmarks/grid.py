@@ -9,8 +9,8 @@ the paper's grid (``mtssl/bench/multimix_grid.toml``, installed with mtssl). Eve
 Real data (never copied into the project)::
 
     python benchmarks/grid.py --out grid-real \\
-        --cls-data kermany:/work/shared/data/chest_xray \\
-        --seg-data pairs:/work/shared/data/lungs/images,/work/shared/data/lungs/masks
+        --cls-data kermany:../shared/data/chest_xray \\
+        --seg-data pairs:../shared/data/lungs/images,../shared/data/lungs/masks
 """
 from __future__ import annotations
 
