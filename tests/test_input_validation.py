@@ -189,3 +189,15 @@ def test_grid_file_run_settings_are_typed_and_ranged(tmp_path):
     assert f"{file}: run: " in text and "size: input should be a valid integer, got '64'" in text
     assert "steps: must satisfy x >= 1, got 0" in text
     assert not (tmp_path / "g").exists()
+
+
+def test_the_validation_rules_cover_every_config_field():
+    """A field added to RunConfig or TaskData needs its type and range in mtssl/settings.py."""
+    from dataclasses import fields
+
+    from mtssl.config import TaskData
+    from mtssl.settings import RunSettings, TaskDataSettings
+
+    assert set(RunSettings.model_fields) == {f.name for f in fields(RunConfig)}
+    assert set(TaskDataSettings.model_fields) == {f.name for f in fields(TaskData)}
+    assert RunConfig.from_dict(RunConfig().to_dict()) == RunConfig()  # the defaults agree
