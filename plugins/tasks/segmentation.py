@@ -102,6 +102,11 @@ class SegmentationTask(Task):
             return torch.softmax(output.float(), dim=1)[:, 1:]
         return torch.sigmoid(output.float())
 
+    def output_info(self, class_names: Sequence[str] = ()) -> dict:
+        return {"shape": ["batch", 1, "size", "size"],
+                "meaning": "per-pixel foreground probability (sigmoid of the logits)",
+                "decision": "foreground where probability >= threshold", "threshold": 0.5}
+
     def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         on = output > 0 if self.activation == "sigmoid" else self.probabilities(output) >= 0.5
         pred = on.float().flatten(2)
