@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mtssl.checkpoint import CheckpointError
@@ -38,7 +39,7 @@ def friendly_errors(command):
         try:
             return command(*args, **kwargs)
         except USER_ERRORS as exc:
-            err_console().print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            err_console().print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
             sys.exit(2)
 
     return wrapper
