@@ -60,7 +60,9 @@ def check_images(loaded: LoadedModel, count: int = 3) -> np.ndarray:
     ramp = (255 * (xx + yy) / (2 * size - 2)).astype(np.uint8)
     noise = np.random.default_rng(0).integers(0, 256, (size, size), dtype=np.uint8)
     disc = np.where((yy - size / 2) ** 2 + (xx - size / 3) ** 2 < (size / 4) ** 2, 220, 40).astype(np.uint8)
-    return np.stack([ramp, noise, disc][:count])
+    planes = np.stack([ramp, noise, disc][:count])[:, None]  # [N, 1, S, S]
+    channels = loaded.parts.backbone.in_channels
+    return np.concatenate([np.roll(planes, shift, axis=-1) for shift in range(channels)], axis=1)
 
 
 def reference_outputs(loaded: LoadedModel, images: np.ndarray, outputs: GraphOutputs) -> dict[str, np.ndarray]:
@@ -95,7 +97,7 @@ def open_onnx(path: Path) -> Callable[[np.ndarray], list[np.ndarray]]:
 
 RUNNERS: dict[str, Callable[[Path], Callable[[np.ndarray], list[np.ndarray]]]] = {
     "torchscript": open_torchscript, "onnx": open_onnx}
-"""Open an exported file once; the returned function maps uint8 ``[N, S, S]`` images to the graph's outputs."""
+"""Open an exported file once; the returned function maps uint8 ``[N, C, S, S]`` images to the graph's outputs."""
 
 
 def max_difference(got: list[np.ndarray], want: dict[str, np.ndarray], outputs: GraphOutputs) -> dict[str, float]:
@@ -165,7 +167,8 @@ def metadata(loaded: LoadedModel, outputs: GraphOutputs, files: dict[str, str], 
         "input": {"name": INPUT_NAME, "shape": ["batch", channels, loaded.size, loaded.size], "dtype": "float32",
                   "size": loaded.size, "channels": channels,
                   "scaling": "uint8 pixels / 255, so values lie in [0, 1]",
-                  "preprocessing": "8-bit grayscale, resized to size x size (bilinear), as mtssl predict does"},
+                  "preprocessing": "8 bits per channel (grayscale when channels is 1), resized to size x size "
+                                   "(bilinear), as mtssl predict does"},
         "outputs": output_descriptions(loaded, outputs, host),
         "class_names": {name: list(names) for name, names in loaded.class_names.items()},
         "checkpoint": {"tag": checkpoint, "step": loaded.step},

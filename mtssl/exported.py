@@ -14,13 +14,13 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from mtssl.assemble import build_tasks
 from mtssl.config import RunConfig
 from mtssl.export import FORMAT, METADATA, RUNNERS, EXTRA_HINT
 from mtssl.export_graph import ExportError
 from mtssl.inference import Predictions
 from mtssl.interfaces import Task
 from mtssl.plugins import PluginHost
-from mtssl.spec import parse_task
 
 
 def is_export_dir(path: str | Path) -> bool:
@@ -43,6 +43,10 @@ class ExportedModel:
     _run: Callable[[np.ndarray], list[np.ndarray]] | None = None
 
     @property
+    def config(self) -> RunConfig:
+        return RunConfig.from_dict(self.meta["config"], origin=str(self.path.with_name(METADATA)))
+
+    @property
     def size(self) -> int:
         return int(self.meta["input"]["size"])
 
@@ -56,7 +60,7 @@ class ExportedModel:
 
     def predict(self, images: np.ndarray, tasks: Iterable[str] | None = None, batch_size: int = 32,
                 with_maps: bool = False, tick: Callable[[int], None] | None = None) -> Predictions:
-        """Same contract as :func:`mtssl.inference.predict`: uint8 ``[N, S, S]`` in, probabilities and maps out."""
+        """Same contract as :func:`mtssl.inference.predict`: uint8 ``[N, C, S, S]`` in, probabilities and maps out."""
         names = [o["name"] for o in self.meta["outputs"]]
         maps_named = {o["name"] for o in self.meta["outputs"] if "bridge" in o}
         wanted = set(tasks) if tasks is not None else set(self.parts.tasks)
@@ -101,9 +105,5 @@ def load_exported(folder: str | Path, host: PluginHost | None = None) -> Exporte
         except ImportError as exc:
             raise ExportError(f"{path}: running an ONNX export needs onnxruntime: {EXTRA_HINT}") from exc
     host = host or PluginHost()
-    config = RunConfig.from_dict(meta["config"], origin=str(file))
-    tasks = {}
-    for text in config.tasks:
-        spec = parse_task(text)
-        tasks[spec.name] = host.create("task", spec.name, **spec.task.options)
+    tasks, _ = build_tasks(RunConfig.from_dict(meta["config"], origin=str(file)), host)
     return ExportedModel(path, meta, _Parts(tasks), runtime)

@@ -375,7 +375,7 @@ class Source(ABC):
 class ValidationImages:
     """A few validation images of one task with what the model made of them, for loggers to draw.
 
-    ``images`` are uint8 ``[N, S, S]``; ``probabilities`` is the task's
+    ``images`` are uint8 ``[N, C, S, S]``; ``probabilities`` is the task's
     :meth:`Task.probabilities` output (numpy, first axis = image); ``maps``
     holds the bridge maps on these images (:meth:`Bridge.maps`), ``[N, S, S]``.
     """

@@ -27,16 +27,24 @@ def _unit(panel: np.ndarray) -> np.ndarray:
     return (panel - low) / (high - low) if high > low else np.zeros_like(panel)
 
 
+def _rgb(plane: np.ndarray) -> np.ndarray:
+    """``[H, W]`` grey or ``[C, H, W]`` image -> ``[H, W, 3]`` (a colour image keeps its colours)."""
+    plane = np.asarray(plane)
+    if plane.ndim == 3:
+        plane = plane.transpose(1, 2, 0) if plane.shape[0] == 3 else plane.mean(0)
+    return plane if plane.ndim == 3 else np.repeat(plane[..., None], 3, axis=2)
+
+
 def sample_grid(sample: ValidationImages) -> np.ndarray:
-    """One ``[H, W]`` float image: a row per validation image, its panels side by side."""
+    """One ``[H, W, 3]`` float image: a row per validation image, its panels side by side."""
     rows = []
     size = sample.images.shape[-2:]
     for i in range(len(sample.images)):
-        panels = [sample.images[i].astype(np.float32) / 255.0]
+        panels = [_rgb(sample.images[i].astype(np.float32) / 255.0)]
         output = np.asarray(sample.probabilities[i])
         if output.shape[-2:] == size:  # a dense output: show each channel next to the image
-            panels += [_unit(channel) for channel in output.reshape(-1, *size)]
-        panels += [_unit(maps[i]) for maps in sample.maps.values()]
+            panels += [_rgb(_unit(channel)) for channel in output.reshape(-1, *size)]
+        panels += [_rgb(_unit(maps[i])) for maps in sample.maps.values()]
         rows.append(np.concatenate(panels, axis=1))
     return np.concatenate(rows, axis=0)
 
@@ -66,7 +74,7 @@ class TensorBoardLogger(Logger):
         for key, value in metrics.items():
             self.writer.add_scalar(f"val/{key}", value, step)
         for sample in images:
-            self.writer.add_image(f"val/{sample.task}", sample_grid(sample), step, dataformats="HW")
+            self.writer.add_image(f"val/{sample.task}", sample_grid(sample), step, dataformats="HWC")
         self.writer.flush()
 
     def close(self) -> None:

@@ -103,8 +103,10 @@ class SegmentationTask(Task):
         return torch.sigmoid(output.float())
 
     def output_info(self, class_names: Sequence[str] = ()) -> dict:
-        return {"shape": ["batch", 1, "size", "size"],
-                "meaning": "per-pixel foreground probability (sigmoid of the logits)",
+        how = "sigmoid of the logits" if self.activation == "sigmoid" else "softmax, background channel dropped"
+        return {"shape": ["batch", self.channels, "size", "size"],
+                "meaning": f"per-pixel foreground probability of each structure ({how})",
+                "structures": self.structure_names(class_names),
                 "decision": "foreground where probability >= threshold", "threshold": 0.5}
 
     def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
