@@ -4,6 +4,8 @@ Plugins import from this module only; the rest of :mod:`mtssl` may change.
 """
 from __future__ import annotations
 
+import importlib
+
 import pluggy
 import torch
 import torch.nn.functional as F
@@ -19,6 +21,7 @@ from mtssl.interfaces import (
     BridgeInputs,
     EvaluatedSet,
     HeadInputs,
+    Logger,
     PredictionWriter,
     ReportFigure,
     Sample,
@@ -28,6 +31,7 @@ from mtssl.interfaces import (
     StrategyLoss,
     Task,
     TaskEvaluation,
+    ValidationImages,
     ViewRequest,
 )
 from mtssl.targets import TargetSpec
@@ -43,6 +47,19 @@ def resize_like(extra: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.interpolate(extra, size=like.shape[-2:], mode="area" if shrinking else "bilinear")
 
 
+class MissingDependency(ValueError):
+    """A component needs an optional package that is not installed; the message names the extra to install."""
+
+
+def require(module: str, extra: str, component: str):
+    """Import an optional package for a component, or fail with one line naming the ``mtssl[extra]`` to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependency(f"{component} needs the '{module}' package: pip install 'mtssl[{extra}]' "
+                                f"({exc})") from exc
+
+
 def check_options(component: str, options: dict, allowed: set[str]) -> None:
     """Reject option names a component does not know, listing the ones it does."""
     unknown = sorted(set(options) - allowed)
@@ -56,4 +73,5 @@ __all__ = [
     "StrategyInputs", "StrategyLoss", "TargetSpec", "Task", "ViewRequest", "hookimpl", "resize_like",
     "check_options", "DataError", "read_image", "read_mask", "check_mask_size",
     "EvaluatedSet", "PredictionWriter", "ReportFigure", "TaskEvaluation", "Options", "read_options",
+    "Logger", "ValidationImages", "MissingDependency", "require",
 ]

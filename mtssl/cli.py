@@ -174,6 +174,8 @@ DEFAULT_STEPS = 300
 @click.option("--amp", is_flag=True, default=None, help="bfloat16 autocast for forward passes (for GPUs).")
 @click.option("--max-loss", type=POSITIVE_FLOAT, help="Treat a loss term above this as divergence (default: only nan/inf).")
 @click.option("--skip-nonfinite", type=NON_NEGATIVE_INT, help="Skip up to N diverged steps (no update) instead of stopping (default 0).")
+@click.option("--log", callback=lambda ctx, param, value: value.split(",") if value else None,
+              metavar="NAMES", help="Also log to these tracking tools, e.g. tensorboard,mlflow (see mtssl plugins).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @max_pixels_option
 @click.option("--check", "check_only", is_flag=True,
@@ -190,6 +192,7 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, max_pix
     """
     from mtssl.data.prepare import data_summary
     from mtssl.distributed import from_environment
+    from mtssl.loggers import LoggerHub, create_loggers
     from mtssl.trainer import Trainer
 
     from mtssl.preflight import check_resume_options, check_run
@@ -210,6 +213,7 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, max_pix
         click.echo(config.to_json())
         return
     device = cluster.device_name(config.device)  # config.json keeps what was asked, not rank 0's device
+    loggers = create_loggers(host, config.log) if cluster.is_main else []  # a missing package fails before data
     with ExitStack() as stack:
         stack.enter_context(pixel_limit(max_pixels))
         with decode_progress(console) as progress:
@@ -233,9 +237,11 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, max_pix
                                     f" · device {trainer.device} · {trainer.total_steps} steps · tasks ",
                                     ", ".join(config.tasks),
                                     f" · bridges {', '.join(config.bridges)}" if config.bridges else ""))
+        hub = LoggerHub(loggers, trainer)
+        stack.callback(hub.close)
         with stopped_training(trainer, cluster.is_main):
             with TrainingProgress(console, trainer.total_steps, trainer.step) as bar:
-                summary = trainer.fit(on_step=bar.update)
+                summary = trainer.fit(on_step=lambda step, logs: (bar.update(step, logs), hub(step, logs)))
     vals = {k: v for k, v in summary.items() if k.startswith("val/")}
     console.print(plain(f"Done: {summary['steps']} steps in {summary['wall_time_s']:.1f}s · "
                         + " · ".join(f"{k[4:]} {v:.3f}" for k, v in vals.items())))
@@ -302,9 +308,10 @@ from mtssl.cli_data import data  # noqa: E402 - attached after main is defined
 
 main.add_command(data)
 
-from mtssl.cli_eval import eval_command, predict, report  # noqa: E402
+from mtssl.cli_eval import eval_command, export_command, predict, report  # noqa: E402
 
 main.add_command(eval_command)
+main.add_command(export_command)
 main.add_command(predict)
 main.add_command(report)
 from mtssl.cli_bench import bench  # noqa: E402

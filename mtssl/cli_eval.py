@@ -110,12 +110,19 @@ def eval_command(ctx, run_dir, checkpoint, batch_size, as_json, device, max_pixe
 @max_pixels_option
 @friendly_errors
 def predict(run_dir, inputs, out_dir, checkpoint, batch_size, skip_bad, quiet, device, max_pixels):
-    """Predict image files or folders: class probabilities (CSV), masks and maps (PNG, original size)."""
+    """Predict image files or folders: class probabilities (CSV), masks and maps (PNG, original size).
+
+    RUN_DIR may also be a folder written by ``mtssl export`` (it holds metadata.json).
+    """
+    from mtssl.exported import is_export_dir, load_exported
     from mtssl.inference import load_model
     from mtssl.prediction import list_inputs, predict_files
 
     console = Console(stderr=True, quiet=quiet)
-    loaded = load_model(run_dir, checkpoint, load_host(err_console()), device)
+    if is_export_dir(run_dir):
+        loaded = load_exported(run_dir, load_host(err_console()))
+    else:
+        loaded = load_model(run_dir, checkpoint, load_host(err_console()), device)
     total = len(list_inputs(inputs))
     with pixel_limit(max_pixels), Progress(TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(),
                                            TimeRemainingColumn(), console=console, transient=True) as bar:
@@ -147,3 +154,22 @@ def report(ctx, run_dir, checkpoint, batch_size, device, max_pixels):
         index = build_report(run_dir, checkpoint, tests, load_host(err_console()), batch_size, progress, device)
     console.print(plain(f"Report: {index}"), soft_wrap=True)
     click.echo(str(index))
+
+
+@click.command("export")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@checkpoint_option
+@click.option("--format", "fmt", type=click.Choice(["torchscript", "onnx", "both"]), default="both",
+              show_default=True, help="Which files to write (ONNX needs: pip install 'mtssl[export]').")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the files.")
+@friendly_errors
+def export_command(run_dir, checkpoint, fmt, out_dir):
+    """Write the model for inference (saliency computed inside) plus metadata.json."""
+    from mtssl.export import export_run
+    from mtssl.inference import load_model
+
+    host = load_host(err_console())
+    loaded = load_model(run_dir, checkpoint, host, device="cpu")
+    target = export_run(loaded, out_dir, fmt, host, checkpoint)
+    err_console().print(plain(f"Exported {loaded.path} (step {loaded.step}) as {fmt} into {out_dir}"), soft_wrap=True)
+    click.echo(str(target))

@@ -74,6 +74,7 @@ class RunConfig:
     amp: bool = False  # bfloat16 autocast for the forward passes (pays off on GPUs, not on CPUs)
     max_loss: float | None = None  # a loss term beyond this (in absolute value) counts as divergence
     skip_nonfinite: int = 0  # bad steps to skip (no update) before a divergence stops the run
+    log: list[str] = field(default_factory=list)  # extra loggers (plugins), e.g. ["tensorboard", "mlflow"]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -66,3 +66,12 @@ def register_sources(register):
     and the user's options. The source sets ``target`` (what it yields), ``channels`` (image channels)
     and, where it knows patients, answers ``groups()`` so splits keep each patient on one side.
     """
+
+
+@hookspec
+def register_loggers(register):
+    """Register :class:`mtssl.api.Logger` factories that send a run's numbers and images to a tracking tool.
+
+    A logger is enabled by name (``mtssl train --log NAME`` or the ``log`` config key) and receives every
+    step's scalars and every validation. The metrics JSONL file in the run directory is written either way.
+    """

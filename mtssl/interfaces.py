@@ -1,4 +1,4 @@
-"""The five kinds of component a plugin can contribute.
+"""The kinds of component a plugin can contribute.
 
 The core trains whatever these describe and knows none of them by name: a
 task, strategy, bridge, backbone or data source is found in the plugin
@@ -176,6 +176,10 @@ class Task(ABC):
     def report_figures(self, sets: Sequence[EvaluatedSet]) -> list[ReportFigure]:
         """Figures for the run report, one or more per evaluated test set."""
         return []
+
+    def output_info(self, class_names: Sequence[str] = ()) -> dict[str, Any]:
+        """How to read :meth:`probabilities` outside mtssl (shape, meaning, decision rule), for exported models."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -368,3 +372,49 @@ class Source(ABC):
     def load_resized(self, index: int, size: int) -> Sample | None:
         """Optional fast path: produce the item directly at ``size`` (synthetic data)."""
         return None
+
+
+@dataclass
+class ValidationImages:
+    """A few validation images of one task with what the model made of them, for loggers to draw.
+
+    ``images`` are uint8 ``[N, C, S, S]``; ``probabilities`` is the task's
+    :meth:`Task.probabilities` output (numpy, first axis = image); ``maps``
+    holds the bridge maps on these images (:meth:`Bridge.maps`), ``[N, S, S]``.
+    """
+
+    task: str
+    images: np.ndarray
+    probabilities: np.ndarray
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Logger(ABC):
+    """Sends a run's numbers (and a few images) to a tracking tool; only the main process calls it.
+
+    The core calls ``start`` once, ``log_step`` after every optimizer step,
+    ``log_validation`` after every validation, and ``close`` at the end, even
+    when training fails or is interrupted.
+    """
+
+    wants_images: ClassVar[bool] = False
+    """True when :meth:`log_validation` should receive :class:`ValidationImages` (they cost a forward pass)."""
+
+    def __init__(self, name: str, **options: Any) -> None:
+        self.name = name
+        self.options = options
+
+    @abstractmethod
+    def start(self, run_dir: Path, config: Mapping[str, Any]) -> None:
+        """Open the destination; ``config`` is the run's resolved configuration as a plain dict."""
+
+    @abstractmethod
+    def log_step(self, step: int, scalars: Mapping[str, float]) -> None:
+        """Every loss term, the pseudo-label mask rates, the learning rate, ... of one step."""
+
+    def log_validation(self, step: int, metrics: Mapping[str, float],
+                       images: Sequence[ValidationImages] = ()) -> None:
+        """Validation metrics (``TASK/METRIC``, ``score``) and, when :attr:`wants_images`, sample images."""
+
+    def close(self) -> None:
+        """Flush and release the destination (upload the run directory, ...)."""

@@ -31,6 +31,7 @@ HOOKS = {
     "strategy": "register_strategies",
     "bridge": "register_bridges",
     "source": "register_sources",
+    "logger": "register_loggers",
 }
 
 

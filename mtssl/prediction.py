@@ -8,6 +8,7 @@ original size, in ``OUT/MAP_NAME/``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -93,7 +94,8 @@ def predict_files(loaded: LoadedModel, inputs: Iterable[str | Path], out_dir: st
                 sizes.append(image.shape[-2:])
                 kept.append(name)
             if batch:
-                out = predict(loaded, np.stack(batch), list(writers), len(batch), with_maps=True)
+                run = getattr(loaded, "predict", None) or partial(predict, loaded)  # a run, or an exported folder
+                out = run(np.stack(batch), list(writers), len(batch), with_maps=True)
                 for i, name in enumerate(kept):
                     for task_name, writer in writers.items():
                         writer.write(name, out.probabilities[task_name][i], sizes[i])

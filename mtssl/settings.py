@@ -93,8 +93,9 @@ class RunSettings(BaseModel):
     amp: bool = False
     max_loss: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
     skip_nonfinite: int = Field(0, ge=0)
+    log: list[str] = Field(default_factory=list)
 
-    @field_validator("tasks", "bridges", mode="before")
+    @field_validator("tasks", "bridges", "log", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value

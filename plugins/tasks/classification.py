@@ -60,6 +60,10 @@ class ClassificationTask(Task):
     def probabilities(self, output: torch.Tensor) -> torch.Tensor:
         return torch.softmax(output.float(), dim=1)
 
+    def output_info(self, class_names: Sequence[str] = ()) -> dict:
+        return {"shape": ["batch", self.num_classes], "meaning": "class probabilities (softmax of the logits)",
+                "decision": "argmax over axis 1", "classes": self.class_names_or_default(class_names)}
+
     def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         return {"acc": (output.argmax(1) == target).float().mean().item()}
 

@@ -104,6 +104,13 @@ class SegmentationTask(Task):
             return torch.softmax(output.float(), dim=1)[:, 1:]
         return torch.sigmoid(output.float())
 
+    def output_info(self, class_names: Sequence[str] = ()) -> dict:
+        how = "sigmoid of the logits" if self.activation == "sigmoid" else "softmax, background channel dropped"
+        return {"shape": ["batch", self.channels, "size", "size"],
+                "meaning": f"per-pixel foreground probability of each structure ({how})",
+                "structures": self.structure_names(class_names),
+                "decision": "foreground where probability >= threshold", "threshold": 0.5}
+
     def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         on = output > 0 if self.activation == "sigmoid" else self.probabilities(output) >= 0.5
         pred = on.float().flatten(2)

@@ -1,0 +1,1 @@
+"""First-party loggers: TensorBoard and MLflow."""
