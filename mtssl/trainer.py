@@ -210,7 +210,7 @@ class Trainer:
         """One view of ``images``; a spatial target moves with it and keeps its declared dtype."""
         if not spec.spatial or target is None:
             return self.augmenter(images, kind)[0], target
-        moved_images, moved = self.augmenter(images, kind, target.float())
+        moved_images, moved = self.augmenter(images, kind, target.float(), spec.resample)
         if torch.empty((), dtype=target.dtype).is_floating_point():
             return moved_images, moved.to(target.dtype)
         return moved_images, moved.round().to(target.dtype)
