@@ -15,8 +15,12 @@ where that is not possible) grew over three steps beyond the resident set after 
 includes optimizer state and autograd buffers, and it is coarse (page
 granularity, allocator caching), but it is what the process really took.
 
+Throughput: the FLOPs of one mtssl step (``torch.utils.flop_counter``) over its
+median time, against a large matrix product in the step's precision on the same
+device (bf16 for ``--precision bf16``), as achieved / reference TFLOP/s.
+
     python benchmarks/speed.py --sizes 64,128,256 --m 10
-    python benchmarks/speed.py --device cuda --amp --sizes 256
+    python benchmarks/speed.py --device cuda --sizes 256 --precision bf16
     python benchmarks/speed.py --sizes 128 --profile   # where mtssl's step spends its time
 """
 from __future__ import annotations
@@ -46,9 +50,10 @@ from mtssl.trainer import Trainer  # noqa: E402
 MULTIMIX = {"tasks": ["cls:fixmatch", "seg:kl"], "bridges": ["saliency"]}
 
 
-def build_trainer(size: int, m: int, device: str, workdir: str, amp: bool = False) -> Trainer:
+def build_trainer(size: int, m: int, device: str, workdir: str, precision: str = "fp32",
+                  compile: bool = False) -> Trainer:
     config = RunConfig(**MULTIMIX, size=size, batch_size=m, steps=10**6, eval_every=10**6, save_every=10**6,
-                       device=device, out=workdir, name=f"speed-{size}", amp=amp,
+                       device=device, out=workdir, name=f"speed-{size}", precision=precision, compile=compile,
                        data={"cls": TaskData(train="synthetic:n=160", labels=50),
                              "seg": TaskData(train="synthetic:n=60,domain=1", labels=10)})
     return Trainer(config, PluginHost(), RunDir.create(config))
@@ -70,7 +75,7 @@ def sync(device: torch.device) -> None:
 
 
 def mtssl_step(trainer: Trainer) -> float:
-    trainer.train_step()  # the trainer's own --amp setting decides autocast
+    trainer.train_step()  # the trainer's own precision decides autocast
     sync(trainer.device)
     return 0.0
 
@@ -98,9 +103,49 @@ def mtssl_phases(trainer: Trainer, repeats: int = 5) -> dict[str, float]:
     return {"draw": draw, "augment": (time.perf_counter() - t0) / repeats}
 
 
-def time_pair(size: int, m: int, steps: int, warmup: int, device: str, amp: bool) -> dict:
+def step_flops(trainer: Trainer) -> int:
+    """FLOPs of one mtssl training step (forward, saliency, backward), by torch's FLOP formulas.
+
+    A dispatch mode of our own rather than ``FlopCounterMode``: the latter's
+    module hooks refuse ``autograd.grad`` with respect to the input, which the
+    saliency bridge needs.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class Count(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                Count.total += formula(*args, **kwargs, out_val=out)
+            return out
+
+    with Count():
+        trainer.train_step()
+    return Count.total
+
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int | None = None, repeats: int = 5) -> float:
+    """TFLOP/s of a large square matrix product: the device's practical peak for this precision."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e12
+
+
+def time_pair(size: int, m: int, steps: int, warmup: int, device: str, precision: str) -> dict:
     with tempfile.TemporaryDirectory() as workdir:
-        trainer = build_trainer(size, m, device, workdir, amp)
+        trainer = build_trainer(size, m, device, workdir, precision)
         reference = ReferenceStep(shared_streams(trainer), m=m, device=str(trainer.device))
         for _ in range(warmup):
             reference()
@@ -117,10 +162,14 @@ def time_pair(size: int, m: int, steps: int, warmup: int, device: str, amp: bool
             mtssl_step(trainer)
             ours.append(time.perf_counter() - t0)
         phases = mtssl_phases(trainer)
+        flops = step_flops(trainer)
+        peak = matmul_tflops(trainer.device, trainer.precision.dtype)
     rt = reference.times
     per_step = len(theirs)
     return {
-        "size": size, "m": m, "images_per_step": 5 * m, "device": str(trainer.device), "amp": amp,
+        "size": size, "m": m, "images_per_step": 5 * m, "device": str(trainer.device),
+        "precision": trainer.precision.name, "step_tflop": flops / 1e12,
+        "achieved_tflops": flops / 1e12 / statistics.median(ours), "matmul_tflops": peak,
         "reference": {"s_per_step": statistics.median(theirs), "draw": rt.draw / per_step,
                       "augment": rt.augment / per_step, "compute": rt.compute / per_step},
         "mtssl": {"s_per_step": statistics.median(ours), "draw": phases["draw"], "augment": phases["augment"],
@@ -128,11 +177,11 @@ def time_pair(size: int, m: int, steps: int, warmup: int, device: str, amp: bool
     }
 
 
-def peak_memory_mb(which: str, size: int, m: int, device: str, amp: bool) -> float:
+def peak_memory_mb(which: str, size: int, m: int, device: str, precision: str) -> float:
     """Run one implementation alone (fresh process on CPU) and report its peak memory growth in MB."""
     if torch.device(device if device != "auto" else "cpu").type == "cuda":
         with tempfile.TemporaryDirectory() as workdir:
-            trainer = build_trainer(size, m, device, workdir, amp)
+            trainer = build_trainer(size, m, device, workdir, precision)
             step = ReferenceStep(shared_streams(trainer), m=m, device=str(trainer.device)) \
                 if which == "reference" else (lambda: mtssl_step(trainer))
             torch.cuda.synchronize()
@@ -142,7 +191,7 @@ def peak_memory_mb(which: str, size: int, m: int, device: str, amp: bool) -> flo
                 step()
             return (torch.cuda.max_memory_allocated() - base) / 2**20
     out = subprocess.run([sys.executable, __file__, "--memory-of", which, "--sizes", str(size), "--m", str(m),
-                          "--device", device, "--threads", str(torch.get_num_threads())],
+                          "--device", device, "--threads", str(torch.get_num_threads()), "--precision", precision],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
 
@@ -161,9 +210,9 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def memory_child(which: str, size: int, m: int, device: str) -> None:
+def memory_child(which: str, size: int, m: int, device: str, precision: str) -> None:
     with tempfile.TemporaryDirectory() as workdir:
-        trainer = build_trainer(size, m, device, workdir)
+        trainer = build_trainer(size, m, device, workdir, precision)
         step = ReferenceStep(shared_streams(trainer), m=m, device=str(trainer.device)) \
             if which == "reference" else (lambda: mtssl_step(trainer))
         if reset_peak_rss():
@@ -179,11 +228,11 @@ def memory_child(which: str, size: int, m: int, device: str) -> None:
     print(json.dumps({"peak_mb": (peak - base) / 1024}))  # both are in KiB on Linux
 
 
-def profile_mtssl(size: int, m: int, device: str, amp: bool, rows: int = 20) -> str:
+def profile_mtssl(size: int, m: int, device: str, precision: str, rows: int = 20) -> str:
     from torch.profiler import ProfilerActivity, profile
 
     with tempfile.TemporaryDirectory() as workdir:
-        trainer = build_trainer(size, m, device, workdir, amp)
+        trainer = build_trainer(size, m, device, workdir, precision)
         mtssl_step(trainer)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.device.type == "cuda" else [])
         with profile(activities=activities) as prof:
@@ -214,8 +263,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per implementation")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--amp", action="store_true", help="mtssl's --amp (bfloat16 autocast) for its step; "
-                        "the reference stays in float32 as in the paper")
+    parser.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="mtssl's --precision for its step (default fp32); the reference stays in float32 "
+                        "as in the paper")
+    parser.add_argument("--amp", action="store_true", help="same as --precision bf16")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of mtssl's step")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice). On a "
@@ -224,16 +275,17 @@ def main() -> None:
     parser.add_argument("--memory-of", choices=["reference", "mtssl"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    precision = "bf16" if args.amp else args.precision
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_of:
-        memory_child(args.memory_of, sizes[0], args.m, args.device)
+        memory_child(args.memory_of, sizes[0], args.m, args.device, precision)
         return
     results = []
     for size in sizes:
-        result = time_pair(size, args.m, args.steps, args.warmup, args.device, args.amp)
+        result = time_pair(size, args.m, args.steps, args.warmup, args.device, precision)
         if not args.no_memory:
-            result["memory"] = {w: peak_memory_mb(w, size, args.m, args.device, args.amp)
+            result["memory"] = {w: peak_memory_mb(w, size, args.m, args.device, precision)
                                 for w in ("reference", "mtssl")}
         results.append(result)
         print(f"{size}px: reference {result['reference']['s_per_step']:.3f}s, "
@@ -241,13 +293,18 @@ def main() -> None:
               f"ratio {result['reference']['s_per_step'] / result['mtssl']['s_per_step']:.2f}x", flush=True)
     print()
     print(f"device {results[0]['device']}, m = {args.m}, {args.steps} timed steps (median), "
-          f"torch threads {torch.get_num_threads()}, amp {args.amp}")
+          f"torch threads {torch.get_num_threads()}, mtssl precision {results[0]['precision']}")
     print(markdown(results))
+    print()
+    print("| size | mtssl TFLOP per step | achieved TFLOP/s | large-matmul TFLOP/s | fraction |\n|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['size']} | {r['step_tflop']:.3f} | {r['achieved_tflops']:.3f} | {r['matmul_tflops']:.2f} | "
+              f"{r['achieved_tflops'] / r['matmul_tflops']:.1%} |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     if args.profile:
         print()
-        print(profile_mtssl(sizes[-1], args.m, args.device, args.amp))
+        print(profile_mtssl(sizes[-1], args.m, args.device, precision))
 
 
 if __name__ == "__main__":

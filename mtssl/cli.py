@@ -171,7 +171,12 @@ DEFAULT_STEPS = 300
 @click.option("--cache-dir", help="Where decoded images are cached (default: .mtssl-cache).")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable or inconsistent files (and count them) instead of stopping.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue an interrupted run directory.")
-@click.option("--amp", is_flag=True, default=None, help="bfloat16 autocast for forward passes (for GPUs).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="Autocast precision (default auto: bf16 where the device runs it natively, else fp32).")
+@click.option("--amp", is_flag=True, default=None, help="Same as --precision bf16.")
+@click.option("--compile/--no-compile", "compile", default=None, help="torch.compile backbone and heads (default off).")
+@click.option("--device-memory-budget", type=POSITIVE_FLOAT, metavar="MB",
+              help="Training arrays above this size stream from the host cache (default: automatic).")
 @click.option("--max-loss", type=POSITIVE_FLOAT, help="Treat a loss term above this as divergence (default: only nan/inf).")
 @click.option("--skip-nonfinite", type=NON_NEGATIVE_INT, help="Skip up to N diverged steps (no update) instead of stopping (default 0).")
 @click.option("--log", callback=lambda ctx, param, value: value.split(",") if value else None,
@@ -234,7 +239,8 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, max_pix
             console.print(Text.assemble("Resuming ", (str(run.path), "bold"),
                                         f" at step {trainer.step}/{trainer.total_steps}"))
         console.print(Text.assemble("Run directory: ", (str(trainer.run.path), "bold"),
-                                    f" · device {trainer.device} · {trainer.total_steps} steps · tasks ",
+                                    f" · device {trainer.device} · precision {trainer.precision.name}"
+                                    f" · {trainer.total_steps} steps · tasks ",
                                     ", ".join(config.tasks),
                                     f" · bridges {', '.join(config.bridges)}" if config.bridges else ""))
         hub = LoggerHub(loggers, trainer)

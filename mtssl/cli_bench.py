@@ -62,6 +62,8 @@ def apply_options(grid: GridSpec, model_specs, reference, seeds, checkpoint, dat
 @click.option("--cache-dir", help="Decoded-image cache folder.")
 @click.option("--backbone", help="Shared encoder spec.")
 @click.option("--amp/--no-amp", default=None, help="bfloat16 autocast for the forward passes (GPUs).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="Autocast precision of every cell (see mtssl train --precision).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Grid folder (results, runs, cells).")
 @click.option("--report-only", is_flag=True, help="Only rebuild the tables from the stored cell results.")
 @max_pixels_option

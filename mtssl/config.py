@@ -71,7 +71,10 @@ class RunConfig:
     skip_bad: bool = False
     deterministic: bool = False
     channels: int | None = None  # image channels; None: what the sources declare (resolved at training)
-    amp: bool = False  # bfloat16 autocast for the forward passes (pays off on GPUs, not on CPUs)
+    amp: bool = False  # older spelling of precision = "bf16"; kept so earlier run directories load
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (mtssl.precision); config.json holds the resolved one
+    compile: bool = False  # torch.compile the backbone and heads
+    device_memory_budget: float | None = None  # MB of training arrays kept on the device; None: automatic
     max_loss: float | None = None  # a loss term beyond this (in absolute value) counts as divergence
     skip_nonfinite: int = 0  # bad steps to skip (no update) before a divergence stops the run
     log: list[str] = field(default_factory=list)  # extra loggers (plugins), e.g. ["tensorboard", "mlflow"]

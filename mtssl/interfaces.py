@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-AugName = Literal["none", "weak", "strong"]
+AugName = Literal["none", "weak", "strong", "strong_photometric"]
 
 
 class Backbone(nn.Module, ABC):
@@ -224,10 +224,14 @@ class StrategyInputs:
 
 @dataclass
 class StrategyLoss:
-    """A weighted SSL term plus the numbers worth logging (e.g. the pseudo-label mask rate)."""
+    """A weighted SSL term plus the numbers worth logging (e.g. the pseudo-label mask rate).
+
+    Log values may be floats or 0-d tensors; the trainer fetches tensors from
+    the device in one transfer per step, so leave them as tensors (detached).
+    """
 
     loss: torch.Tensor
-    logs: dict[str, float] = field(default_factory=dict)
+    logs: dict[str, float | torch.Tensor] = field(default_factory=dict)
 
 
 class SSLStrategy(ABC):

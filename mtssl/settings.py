@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -94,6 +94,9 @@ class RunSettings(BaseModel):
     max_loss: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
     skip_nonfinite: int = Field(0, ge=0)
     log: list[str] = Field(default_factory=list)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    compile: bool = False
+    device_memory_budget: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
 
     @field_validator("tasks", "bridges", "log", mode="before")
     @classmethod

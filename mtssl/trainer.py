@@ -23,13 +23,16 @@ import torch
 from mtssl import checkpoint, run_state
 from mtssl.assemble import Components, build_components, build_tasks
 from mtssl.augment import Augmenter
+from mtssl.compile import compile_model
 from mtssl.config import RunConfig, TaskData
+from mtssl.data import placement
 from mtssl.data.prepare import ProgressFactory, TaskArrays, prepare_task_data, task_seed
 from mtssl.data.streams import BatchStream
 from mtssl.guard import DivergenceError, DivergenceGuard
 from mtssl.interfaces import StrategyInputs
 from mtssl.model import to_float
 from mtssl.plugins import PluginHost
+from mtssl.precision import Precision, resolve_precision
 from mtssl.rundir import RunDir
 from mtssl.seeding import pick_device, set_determinism
 from mtssl.stopping import StopRequest, TrainingStopped, stop_on_signals
@@ -50,9 +53,19 @@ class View:
 @dataclass
 class StepResult:
     loss: torch.Tensor
-    logs: dict[str, float] = field(default_factory=dict)
+    logs: dict[str, float | torch.Tensor] = field(default_factory=dict)
     problem: str | None = None  # why the divergence guard rejects this step (any rank), or None
     stop: bool = False  # a stop was requested on some rank (agreed by all under torchrun)
+
+
+def fetch_logs(logs: dict[str, float | torch.Tensor]) -> dict[str, float]:
+    """Log values as floats, with every tensor copied from the device in one transfer."""
+    keys = [k for k, v in logs.items() if isinstance(v, torch.Tensor)]
+    out = {k: float(v) for k, v in logs.items() if k not in set(keys)}
+    if keys:
+        values = torch.stack([logs[k].detach().float().reshape(()) for k in keys]).tolist()
+        out.update(zip(keys, values))
+    return {k: out[k] for k in logs}
 
 
 SHARED_STATE = ("optimizer", "scheduler")  # identical on every rank under DDP: saved once, by rank 0
@@ -93,6 +106,9 @@ class Trainer:
         config.channels = image_channels(self.data, config.channels)
         self.parts: Components = build_components(config, host, task_set)
         self.model = self.parts.model.to(self.device)
+        self.precision = Precision(self._resolve_precision(), self.device)
+        if config.compile:
+            compile_model(self.model, self.device)
         self.forward_model = self.model
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -129,24 +145,48 @@ class Trainer:
             return max(1, round(self.config.epochs * self.steps_per_epoch))
         raise ValueError("give --steps or --epochs")
 
+    def _resolve_precision(self) -> str:
+        """The concrete precision of this run; ``auto`` is resolved and recorded in config.json."""
+        requested = "bf16" if self.config.amp and self.config.precision == "auto" else self.config.precision
+        resolved = resolve_precision(requested, self.device)
+        if resolved != self.config.precision:
+            self.config.precision = resolved
+            if self.rank == 0:
+                self.run.write_json(RunDir.CONFIG, self.config.to_dict())
+        return resolved
+
     @staticmethod
     def _tensor_targets(arrays, index: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(arrays.targets[index]))
 
+    def _stream_rows(self, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """A task's labeled rows and the rows its strategies see unlabeled (None without strategies)."""
+        split = self.data[name].split
+        if not self.parts.strategies[name]:
+            return split.labeled, None
+        # With every image labeled ('all'), the strategies still see the training images, without labels.
+        return split.labeled, split.unlabeled if len(split.unlabeled) else split.labeled
+
     def _build_streams(self) -> None:
+        """Device-resident streams, or host-streamed ones for tasks beyond the device-memory budget."""
         bs = self.config.batch_size
+        sizes = {}
+        for name, data in self.data.items():
+            labeled, pool = self._stream_rows(name)
+            per_image, per_target = data.train.images[:1].nbytes, data.train.targets[:1].nbytes
+            sizes[name] = (len(labeled) + (0 if pool is None else len(pool))) * per_image + len(labeled) * per_target
+        self.streamed = placement.streamed_tasks(
+            sizes, placement.budget_bytes(self.device, self.config.device_memory_budget))
         for name, data in self.data.items():
             seed = task_seed(self.config.seed, name)
-            images = torch.from_numpy(data.train.images)
-            labeled = data.split.labeled
-            self.labeled[name] = BatchStream(
-                images[labeled].to(self.device), self._tensor_targets(data.train, labeled).to(self.device),
-                bs, seed, self.rank, self.world)
-            if self.parts.strategies[name]:
-                # With every image labeled ('all'), the strategies still see the training images, without labels.
-                pool = data.split.unlabeled if len(data.split.unlabeled) else labeled
-                self.unlabeled[name] = BatchStream(images[pool].to(self.device), None, bs,
-                                                   seed + 1, self.rank, self.world)
+            labeled, pool = self._stream_rows(name)
+            stream = dict(batch_size=bs, device=self.device, streamed=name in self.streamed,
+                          rank=self.rank, world=self.world)
+            self.labeled[name] = placement.make_stream(
+                data.train.images, labeled, lambda rows, d=data.train: self._tensor_targets(d, rows),
+                seed=seed, **stream)
+            if pool is not None:
+                self.unlabeled[name] = placement.make_stream(data.train.images, pool, None, seed=seed + 1, **stream)
 
     def _write_splits(self) -> None:
         if self.rank:
@@ -170,7 +210,7 @@ class Trainer:
         """One view of ``images``; a spatial target moves with it and keeps its declared dtype."""
         if not spec.spatial or target is None:
             return self.augmenter(images, kind)[0], target
-        moved_images, moved = self.augmenter(images, kind, target.float())
+        moved_images, moved = self.augmenter(images, kind, target.float(), spec.resample)
         if torch.empty((), dtype=target.dtype).is_floating_point():
             return moved_images, moved.to(target.dtype)
         return moved_images, moved.round().to(target.dtype)
@@ -225,8 +265,8 @@ class Trainer:
         return list(groups.values())
 
     def autocast(self):
-        """bfloat16 autocast when ``amp`` is on (losses still reduce in float32), else a no-op."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp)
+        """Autocast to the run's precision (a no-op in fp32); losses still reduce in float32."""
+        return self.precision.autocast()
 
     def run_pass(self, views: list[View]) -> dict[tuple[str, str], torch.Tensor]:
         """One backbone pass over the concatenated views; each head runs on its own task's rows."""
@@ -253,7 +293,7 @@ class Trainer:
         images = {(v.task, v.key): v.images for v in views}
 
         total = torch.zeros((), device=self.device, dtype=torch.float32)
-        logs: dict[str, float] = {}
+        logs: dict[str, float | torch.Tensor] = {}
         terms: dict[str, torch.Tensor] = {}  # fetched together below; logs keeps their place
         for name, task in self.parts.tasks.items():
             labeled_out, labeled_target = by_view[(name, "labeled")], targets[(name, "labeled")]
@@ -277,6 +317,7 @@ class Trainer:
         logs["loss"] = math.nan
         fetched = self.guard.fetch(list(terms.values()), self.stop.requested)  # the step's one host sync
         logs.update(zip(terms, fetched.values))
+        logs = fetch_logs(logs)  # strategies' tensor logs: one more copy, the device is idle after the sync
         problem = None
         if fetched.bad:
             problem = (self.guard.problem(list(terms), fetched.values)
@@ -298,11 +339,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         problem = result.problem
         if problem is None:
-            result.loss.backward()
-            if self.guard.skip_budget and not self.guard.gradients_finite(self.model.parameters()):
-                problem = "the gradient is not finite"
+            self.precision.backward(result.loss)
+            if (self.guard.skip_budget and self.precision.scaler is None
+                    and not self.guard.gradients_finite(self.model.parameters())):
+                problem = "the gradient is not finite"  # (in fp16 the gradient scaler skips such steps itself)
         if problem is None:
-            self.optimizer.step()
+            self.precision.step(self.optimizer)
             self.scheduler.step()
         else:
             self.guard.bad_step(self.step + 1, problem, self._checkpoint_note())
@@ -360,7 +402,7 @@ class Trainer:
         parts: dict[str, Any] = {
             "trainer": run_state.Adapter(lambda: {"step": self.step, "best_score": self.best_score},
                                          self._load_progress),
-            "optimizer": self.optimizer, "scheduler": self.scheduler, "guard": self.guard,
+            "optimizer": self.optimizer, "scheduler": self.scheduler, "guard": self.guard, "precision": self.precision,
             "rng": run_state.RngState(self.device)}
         for kind, streams in (("labeled", self.labeled), ("unlabeled", self.unlabeled)):
             for name, stream in streams.items():

@@ -26,7 +26,8 @@ def tiny_train_args(*tasks: str, bridges: tuple[str, ...] = (), out: str | Path,
                     name: str | None = None, seed: int = 0, extra: tuple[str, ...] = ()) -> list[str]:
     """CLI args for ``mtssl train`` on 32 px synthetic data with batch size 2."""
     args = ["train", "--quiet", "--size", "32", "--batch-size", "2", "--steps", str(steps),
-            "--eval-every", "1", "--save-every", "1", "--seed", str(seed), "--out", str(out)]
+            "--eval-every", "1", "--save-every", "1", "--seed", str(seed), "--out", str(out),
+            "--precision", "fp32"]  # the tests' numbers do not depend on the machine's bf16 support
     if name:
         args += ["--name", name]
     for task in tasks:
@@ -44,7 +45,7 @@ TINY_TASK_DATA = {"cls": dict(train="synthetic:n=24", labels=8), "seg": dict(tra
 def tiny_config(out: str | Path, tasks: list[str], bridges: list[str] = (), **overrides) -> RunConfig:
     """The same tiny run as :func:`tiny_train_args`, as a config for building a Trainer directly."""
     names = [t.split(":", 1)[0] for t in tasks]
-    settings = dict(size=32, batch_size=2, steps=2, eval_every=1, save_every=1, out=str(out))
+    settings = dict(size=32, batch_size=2, steps=2, eval_every=1, save_every=1, out=str(out), precision="fp32")
     settings.update(overrides)
     return RunConfig(tasks=list(tasks), bridges=list(bridges),
                      data={n: TaskData(**TINY_TASK_DATA[n]) for n in names if n in TINY_TASK_DATA}, **settings)

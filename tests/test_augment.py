@@ -112,3 +112,79 @@ def test_strong_pool_is_the_papers_and_n_ops_is_checked():
         StrongAugmentation(SIZE, n_ops=0)
     with pytest.raises(ValueError, match="unknown augmentation 'cutout'"):
         StrongAugmentation(SIZE, pool=("cutout", "hflip"))
+
+
+@pytest.mark.parametrize("kind", ["weak", "strong"])
+@pytest.mark.parametrize("channels, k", [(3, 1), (2, 4)])
+def test_any_image_channels_and_target_channels(kind, channels, k):
+    """Colour or multi-channel images with multi-channel label maps: shapes, ranges and labels survive."""
+    images = torch.rand(8, channels, SIZE, SIZE)
+    targets = (torch.rand(8, k, SIZE, SIZE) > 0.5).float()
+    out, out_targets = Augmenter(SIZE, 2)(images, kind, targets)
+    assert out.shape == images.shape and out_targets.shape == targets.shape
+    assert out.min() >= 0 and out.max() <= 1
+    assert set(out_targets.unique().tolist()) <= {0.0, 1.0}  # nearest: still labels
+
+
+def test_geometric_ops_move_every_target_channel_like_the_image():
+    """A target equal to the image (every channel) stays equal to it after geometric ops, bilinear or nearest."""
+    base = blob_batch(12)
+    images = torch.cat([base, base.flip(-1)], dim=1)  # two different channels
+    pool = tuple(sorted(GEOMETRIC))
+    torch.manual_seed(3)
+    out, moved = StrongAugmentation(SIZE, n_ops=2, pool=pool)(images, images.clone(), "bilinear")
+    assert torch.allclose(out, moved, atol=1e-6)  # continuous maps are resampled exactly like the image
+    torch.manual_seed(3)
+    out2, nearest = StrongAugmentation(SIZE, n_ops=2, pool=pool)(images, images.clone(), "nearest")
+    assert torch.equal(out, out2)  # the resample mode of the targets does not change the images
+    assert ((out > 0.5).float() == nearest).float().mean() >= 0.95
+
+
+def test_bilinear_targets_keep_fractional_values():
+    ramp = torch.linspace(0, 1, SIZE).view(1, 1, 1, SIZE).expand(6, 1, SIZE, SIZE).contiguous()
+    _, out = StrongAugmentation(SIZE, n_ops=1, pool=("rotate",))(torch.rand(6, 1, SIZE, SIZE), ramp, "bilinear")
+    assert len(out.unique()) > 2 * SIZE  # interpolated values, not only the ramp's own samples
+    with pytest.raises(ValueError, match="resample must be one of nearest, bilinear"):
+        Augmenter(SIZE)(ramp, "weak", ramp, "bicubic")
+
+
+def test_strong_photometric_keeps_geometry():
+    """The photometric strong view of an image keeps every pixel's place: its targets are untouched."""
+    images = blob_batch(16) * 0.6 + 0.2
+    targets = blob_batch(16)
+    out, out_targets = Augmenter(SIZE, 2)(images, "strong_photometric", targets)
+    assert torch.equal(out_targets, targets)
+    strong = StrongAugmentation(SIZE, n_ops=2)
+    chosen = strong.choose(500, photometric_only=True)
+    geometric = [k for k, n in enumerate(strong.names) if n in GEOMETRIC]
+    assert not chosen[:, geometric].any() and (chosen.sum(1) == 2).all()
+    assert not torch.equal(out, images)
+
+
+def test_each_operation_runs_only_on_the_rows_that_picked_it(monkeypatch):
+    strong = StrongAugmentation(SIZE, n_ops=2)
+    seen = {}
+    for name, op in zip(strong.names, strong.ops):
+        original = op.forward
+
+        def spy(x, *rest, _name=name, _original=original):
+            seen[_name] = seen.get(_name, 0) + x.shape[0]
+            return _original(x, *rest)
+        monkeypatch.setattr(op, "forward", spy)
+    images = torch.rand(40, 1, SIZE, SIZE)
+    torch.manual_seed(5)
+    chosen = strong.choose(40)
+    torch.manual_seed(5)
+    strong(images)
+    for k, name in enumerate(strong.names):
+        if name != "identity":
+            assert seen.get(name, 0) == int(chosen[:, k].sum())
+    assert sum(seen.values()) < 40 * len(strong.names) / 3  # far fewer rows than every op on every row
+
+
+def test_rows_that_picked_nothing_geometric_are_untouched_by_geometric_ops():
+    """Per-row results: with an intensity-free, geometry-free pool every row is returned as it was."""
+    images = torch.rand(10, 3, SIZE, SIZE)
+    out, _ = StrongAugmentation(SIZE, n_ops=1, pool=("identity", "hflip"))(images)
+    for before, after in zip(images, out):
+        assert torch.equal(after, before) or torch.equal(after, before.flip(-1))

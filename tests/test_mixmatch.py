@@ -101,7 +101,7 @@ def test_strategy_loss_trains_through_the_extra_forward_only():
     assert seen == [torch.Size([12, 1, 8, 8])]  # labeled m + K * m unlabeled, one pass
     assert result.logs["weight"] == pytest.approx(5.0)  # halfway through the ramp
     assert result.logs["lambda"] >= 0.5
-    expected = result.logs["mixed_ce"] + 5.0 * result.logs["l2"]
+    expected = float(result.logs["mixed_ce"]) + 5.0 * float(result.logs["l2"])
     assert result.loss.item() == pytest.approx(expected, rel=1e-5)
     result.loss.backward()
     assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0

@@ -136,7 +136,7 @@ class GridSpec:
 
 
 RUN_KEYS = {"size", "steps", "batch_size", "eval_every", "lr", "lr_step_epochs", "device", "cache_dir",
-            "backbone", "strong_ops", "epochs", "skip_bad", "select_by", "amp"}
+            "backbone", "strong_ops", "epochs", "skip_bad", "select_by", "amp", "precision"}
 GRID_KEYS = {"models", "budgets", "seeds", "reference", "main_metrics", "data", "run", "checkpoint"}
 
 

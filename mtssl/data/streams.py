@@ -1,21 +1,38 @@
-"""Endless shuffled batches from device-resident tensors.
+"""Endless shuffled batches: from device-resident tensors, or streamed from host arrays one step ahead.
 
 A stream reshuffles with a fresh permutation every pass, so a short stream
 (10 labeled masks) cycles while a long one (thousands of unlabeled images)
 walks through. It can shard by rank for distributed runs and saves its
 generator state so a resumed run continues the same sequence.
+
+:class:`BatchStream` holds its images on the device. :class:`HostBatchStream`
+walks the same index sequence but gathers each batch from host arrays (the
+memory-mapped decode cache), pins it on CUDA and copies it with
+``non_blocking=True`` in a background thread while the previous step runs, for
+data sets larger than the device's memory budget. For one seed both give the
+same batches.
 """
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
+
+import numpy as np
 import torch
+
+Batch = tuple[torch.Tensor, "torch.Tensor | None"]
 
 
 class BatchStream:
     def __init__(self, images: torch.Tensor, targets: torch.Tensor | None, batch_size: int, seed: int,
                  rank: int = 0, world: int = 1):
-        if len(images) == 0:
-            raise ValueError("cannot stream an empty set of images")
         self.images, self.targets = images, targets
+        self._init_order(len(images), batch_size, seed, rank, world)
+
+    def _init_order(self, count: int, batch_size: int, seed: int, rank: int, world: int) -> None:
+        if count == 0:
+            raise ValueError("cannot stream an empty set of images")
+        self.count = count
         self.batch_size = batch_size
         self.rank, self.world = rank, world
         self.generator = torch.Generator().manual_seed(seed)
@@ -23,18 +40,22 @@ class BatchStream:
         self.epoch = 0
 
     def __len__(self) -> int:
-        return len(self.images)
+        return self.count
 
     def _refill(self) -> None:
-        perm = torch.randperm(len(self.images), generator=self.generator)
+        perm = torch.randperm(self.count, generator=self.generator)
         self._order = torch.cat([self._order, perm[self.rank::self.world]])
         self.epoch += 1
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def take_index(self) -> torch.Tensor:
+        """The next batch's row indices (host tensor); advances the stream."""
         while len(self._order) < self.batch_size:
             self._refill()
         index, self._order = self._order[: self.batch_size], self._order[self.batch_size:]
-        index = index.to(self.images.device)
+        return index
+
+    def next(self) -> Batch:
+        index = self.take_index().to(self.images.device)
         targets = None if self.targets is None else self.targets.index_select(0, index)
         return self.images.index_select(0, index), targets
 
@@ -46,3 +67,75 @@ class BatchStream:
         self.generator.set_state(state["generator"])
         self._order = state["order"].clone()
         self.epoch = int(state["epoch"])
+
+
+class HostBatchStream(BatchStream):
+    """The same batches as :class:`BatchStream`, gathered on the host and copied to the device one step ahead.
+
+    ``gather(rows)`` returns the uint8 images (and targets, or None) of the
+    given row indices as CPU tensors. The next batch's indices are drawn as
+    soon as a batch is handed out, and its gather and copy run in a
+    background thread; :meth:`state` reports the stream as it was before
+    that look-ahead draw, so a checkpoint resumes exactly where training was.
+    """
+
+    def __init__(self, count: int, gather: Callable[[np.ndarray], Batch], batch_size: int, seed: int,
+                 device: torch.device, rank: int = 0, world: int = 1):
+        self._init_order(count, batch_size, seed, rank, world)
+        self.gather, self.device = gather, torch.device(device)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtssl-stream")
+        self._pending: Future | None = None
+        self._before_pending: dict[str, torch.Tensor] | None = None
+        self._copy_stream = None
+
+    def _fetch(self, index: torch.Tensor) -> Batch:
+        images, targets = self.gather(index.numpy())
+        if self.device.type == "cuda":
+            if self._copy_stream is None:
+                self._copy_stream = torch.cuda.Stream(self.device)
+            with torch.cuda.stream(self._copy_stream):  # copies overlap the step running on the main stream
+                images = images.pin_memory().to(self.device, non_blocking=True)
+                targets = None if targets is None else targets.pin_memory().to(self.device, non_blocking=True)
+            self._copy_stream.synchronize()  # waits in this thread, so the step that uses the batch never does
+        elif self.device.type != "cpu":
+            images = images.to(self.device)
+            targets = None if targets is None else targets.to(self.device)
+        return images, targets
+
+    def _prefetch(self) -> None:
+        self._before_pending = super().state()
+        self._pending = self._pool.submit(self._fetch, self.take_index())
+
+    def next(self) -> Batch:
+        if self._pending is None:
+            self._prefetch()
+        batch = self._pending.result()
+        if self.device.type == "cuda":  # made on the copy stream, used on the main one
+            for tensor in batch:
+                if tensor is not None:
+                    tensor.record_stream(torch.cuda.current_stream(self.device))
+        self._prefetch()
+        return batch
+
+    def _drop_pending(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+
+    def state(self) -> dict[str, torch.Tensor]:
+        if self._pending is not None:
+            return {k: v.clone() for k, v in self._before_pending.items()}
+        return super().state()
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self._drop_pending()
+        super().load_state(state)
+
+    def close(self) -> None:
+        self._drop_pending()
+        self._pool.shutdown(wait=True)
+
+    def __del__(self):
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False)

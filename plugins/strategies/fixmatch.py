@@ -30,7 +30,7 @@ class FixMatch(SSLStrategy):
 
     def loss(self, inputs: StrategyInputs) -> StrategyLoss:
         loss, mask = fixmatch_loss(inputs.views["weak"], inputs.views["strong"], self.threshold)
-        return StrategyLoss(self.weight * loss, {"mask_rate": mask.float().mean().item()})
+        return StrategyLoss(self.weight * loss, {"mask_rate": mask.float().mean()})
 
 
 @hookimpl

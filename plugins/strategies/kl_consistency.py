@@ -61,7 +61,7 @@ class KLConsistency(SSLStrategy):
             raise ValueError(f"strategy '{self.name}' needs labeled predictions of task '{inputs.task.name}'")
         reference = consistency_reference(inputs.labeled_output, self.pairing, unlabeled.shape[0])
         kl = bernoulli_kl(reference, unlabeled)
-        return StrategyLoss(self.weight * kl, {"kl": kl.item()})
+        return StrategyLoss(self.weight * kl, {"kl": kl.detach()})
 
 
 @hookimpl

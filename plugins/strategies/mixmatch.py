@@ -77,7 +77,7 @@ class MixMatch(SSLStrategy):
         unsupervised = probability_l2(logits[n:], mixed_p[n:])
         weight = self.current_weight(inputs.step)
         return StrategyLoss(supervised + weight * unsupervised,
-                            {"mixed_ce": supervised.item(), "l2": unsupervised.item(), "lambda": lam,
+                            {"mixed_ce": supervised.detach(), "l2": unsupervised.detach(), "lambda": lam,
                              "weight": weight})
 
 
