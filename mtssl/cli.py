@@ -14,8 +14,8 @@ from rich.table import Table
 from rich.text import Text
 
 from mtssl.checkpoint import CheckpointError
-from mtssl.cli_types import (DEVICE, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, RUN_NAME, FiniteFloat,
-                             option_budget, option_fraction)
+from mtssl.cli_types import (DEVICE, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, RUN_NAME,
+                             FiniteFloat, option_budget, option_fraction)
 from mtssl.config import ConfigError, RunConfig, TaskData, load_config_file
 from mtssl.data.decode import DEFAULT_MAX_PIXELS, pixel_limit
 from mtssl.output import labelled, plain, say
@@ -175,7 +175,7 @@ DEFAULT_STEPS = 300
               help="Autocast precision (default auto: bf16 where the device runs it natively, else fp32).")
 @click.option("--amp", is_flag=True, default=None, help="Same as --precision bf16.")
 @click.option("--compile/--no-compile", "compile", default=None, help="torch.compile backbone and heads (default off).")
-@click.option("--device-memory-budget", type=POSITIVE_FLOAT, metavar="MB",
+@click.option("--device-memory-budget", type=NON_NEGATIVE_FLOAT, metavar="MB",
               help="Training arrays above this size stream from the host cache (default: automatic).")
 @click.option("--max-loss", type=POSITIVE_FLOAT, help="Treat a loss term above this as divergence (default: only nan/inf).")
 @click.option("--skip-nonfinite", type=NON_NEGATIVE_INT, help="Skip up to N diverged steps (no update) instead of stopping (default 0).")

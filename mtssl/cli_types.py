@@ -72,6 +72,7 @@ class RunName(click.ParamType):
 
 
 POSITIVE_FLOAT = FiniteFloat(0.0, low_open=True)
+NON_NEGATIVE_FLOAT = FiniteFloat(0.0)
 DEVICE = Device()
 RUN_NAME = RunName()
 

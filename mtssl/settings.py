@@ -96,7 +96,7 @@ class RunSettings(BaseModel):
     log: list[str] = Field(default_factory=list)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
-    device_memory_budget: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
+    device_memory_budget: Optional[float] = Field(None, ge=0, allow_inf_nan=False)
 
     @field_validator("tasks", "bridges", "log", mode="before")
     @classmethod
