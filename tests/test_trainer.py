@@ -129,3 +129,37 @@ def test_a_task_gets_the_same_split_alone_and_in_a_multi_task_run(host, tmp_path
     for part in ("labeled", "unlabeled", "val"):
         assert np.array_equal(getattr(alone.data["seg"].split, part), getattr(together.data["seg"].split, part))
     assert torch.equal(alone.labeled["seg"].next()[0], together.labeled["seg"].next()[0])
+
+
+def test_teacher_peer_adaptive_thresholds_and_learned_weights_resume_bit_exactly(host, tmp_path):
+    """EMA teacher, CPS peer, FreeMatch statistics and uncertainty log-variances survive --resume."""
+    settings = dict(tasks=["cls:freematch:momentum=0.5", "seg:meanteacher+cps:meanteacher.rampup=0"], steps=4, eval_every=4,
+                    save_every=100, seed=2, weighting="uncertainty:lr=0.05")
+    straight = tiny_trainer(host, tmp_path / "straight", **settings)
+    straight.fit()
+
+    interrupted = tiny_trainer(host, tmp_path / "interrupted", **settings)
+
+    def stop_at_two(step, logs):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(on_step=stop_at_two)
+    run = interrupted.run.path
+    saved = checkpoint.load(run / "checkpoints" / "last.state.safetensors")[0]
+    assert saved["stateful/teacher/updates"].item() == 2
+    result = invoke(["train", "--resume", str(run)])
+    assert result.exit_code == 0, result.output
+
+    assert losses(run) == losses(straight.run.path)
+    assert same_weights(weights(run), weights(straight.run.path))
+    resumed = checkpoint.load(run / "checkpoints" / "last.state.safetensors")[0]
+    reference = checkpoint.load(straight.run.path / "checkpoints" / "last.state.safetensors")[0]
+    stateful = sorted(k for k in reference if k.startswith("stateful/"))
+    assert any(k.startswith("stateful/teacher/model.") for k in stateful)
+    assert any(k.startswith("stateful/peer/") for k in stateful)
+    assert {"stateful/strategy/cls/freematch/time_p", "stateful/weighting/log_vars"} <= set(stateful)
+    assert resumed["stateful/teacher/updates"].item() == 4
+    assert all(torch.equal(resumed[k], reference[k]) for k in stateful)
+    assert straight.parts.strategies["cls"][0].time_p.item() > 0.5  # the threshold moved from 1/C
