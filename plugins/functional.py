@@ -48,8 +48,9 @@ def fixmatch_loss(weak_logits: torch.Tensor, strong_logits: torch.Tensor, thresh
     return (per_image * mask.float()).mean(), mask
 
 
-def bernoulli_kl(p: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
-    """Mean per-pixel KL(Bernoulli(p) || Bernoulli(sigmoid(q_logits))).
+def bernoulli_kl(p: torch.Tensor, q_logits: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Per-pixel KL(Bernoulli(p) || Bernoulli(sigmoid(q_logits))), averaged (``mean``) or summed
+    over each image's pixels and averaged over images (``sum``).
 
     ``p`` is the reference probability (no gradient flows into it); the
     gradient with respect to ``q_logits`` is ``(sigmoid(q) - p) / N``, which
@@ -60,6 +61,10 @@ def bernoulli_kl(p: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
     q_logits = q_logits.float()
     log_q, log_not_q = F.logsigmoid(q_logits), F.logsigmoid(-q_logits)
     kl = (torch.special.xlogy(p, p) - p * log_q) + (torch.special.xlogy(1 - p, 1 - p) - (1 - p) * log_not_q)
+    if reduction == "sum":
+        return kl.flatten(1).sum(1).mean()
+    if reduction != "mean":
+        raise ValueError(f"bernoulli_kl: reduction must be 'mean' or 'sum', got '{reduction}'")
     return kl.mean()
 
 
