@@ -85,3 +85,13 @@ def test_grid_models_may_carry_a_weighting(tmp_path):
     assert "--weighting uncertainty" in model.describe()
     config = cell_config(grid, Cell(model, (("cls", "default"), ("seg", "default")), 0), tmp_path)
     assert config.weighting == "uncertainty"
+
+
+def test_weighting_is_a_config_key_and_the_flag_overrides_it(tmp_path):
+    from mtssl.cli import resolve_config
+
+    file = tmp_path / "run.toml"
+    file.write_text('tasks = ["cls", "seg"]\nweighting = "uncertainty:init=1"\n')
+    assert resolve_config(file, (), (), [], {}, False).weighting == "uncertainty:init=1"
+    assert resolve_config(file, (), (), [], {"weighting": "pcgrad"}, False).weighting == "pcgrad"
+    assert resolve_config(None, ("cls",), (), [], {}, False).weighting == "equal"
