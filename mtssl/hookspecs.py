@@ -65,7 +65,7 @@ def register_strategies(register):
       ``state_dict()`` are saved with the run state and handed back to ``load_state_dict()`` on
       ``--resume``;
     * geometry-aligned views for dense targets: ``ViewRequest("strong", aug="strong_photometric",
-      source="weak")`` augments the weak view's images with photometric operations only, so a
+      of="weak")`` augments the weak view's images with photometric operations only, so a
       pixel-wise pseudo-label from the weak view lines up with the strong view.
     """
 

@@ -44,7 +44,7 @@ def test_mean_teacher_loss_by_hand(host, task_name, student, teacher):
 
 def test_mean_teacher_plans_aligned_or_independent_teacher_views(host):
     aligned = host.create("strategy", "meanteacher").plan()
-    assert aligned[1] == ViewRequest("teacher", "unlabeled", "none", grad=False, model="teacher", source="student")
+    assert aligned[1] == ViewRequest("teacher", "unlabeled", "none", grad=False, model="teacher", of="student")
     independent = host.create("strategy", "meanteacher", views="independent").plan()
     assert independent[1] == ViewRequest("teacher", "unlabeled", "weak", grad=False, model="teacher")
     with pytest.raises(ValueError, match="views must be 'aligned' or 'independent'"):
@@ -54,7 +54,7 @@ def test_mean_teacher_plans_aligned_or_independent_teacher_views(host):
 def test_dense_fixmatch_loss_by_hand(host):
     task = host.create("task", "seg")
     strategy = host.create("strategy", "fixmatch-seg", threshold=0.9, weight=2.0)
-    assert strategy.plan()[1] == ViewRequest("strong", "unlabeled", "strong_photometric", source="weak")
+    assert strategy.plan()[1] == ViewRequest("strong", "unlabeled", "strong_photometric", of="weak")
     weak = torch.tensor([[[[3.0, -3.0], [0.1, -0.1]]]])    # confidences .953, .953, .525, .525
     strong = torch.tensor([[[[0.0, 0.0], [5.0, 5.0]]]], requires_grad=True)
     out = strategy.loss(StrategyInputs(task, {"weak": weak, "strong": strong}, None, None, step=0))
@@ -128,10 +128,11 @@ def test_strong_photometric_view_lines_up_with_the_weak_pseudo_label(host, tmp_p
     for i in range(n):  # a bright square at a different place in each image, on a mid-grey ground
         y, x = 4 + 2 * i, 20 - 2 * i
         square[i, :, y:y + 10, x:x + 10] = 1.0
-    images = 0.3 + 0.4 * square
-    weak, _ = trainer.augmenter(images, "weak")
+    images = (255 * (0.3 + 0.4 * square)).round().to(torch.uint8)
+    trainer.unlabeled["seg"].next = lambda: (images, None)  # the trainer's own view building, on known images
+    views = {v.key: v.images for v in trainer.gather_views()}
+    weak, strong = views["fixmatch-dense/weak"], views["fixmatch-dense/strong"]
     label = weak > 0.5                                    # a perfect pseudo-labeller on the weak view
-    strong, _ = trainer.augmenter(weak, "strong_photometric")
     moved, _ = trainer.augmenter(weak, "strong")          # the full strong pool moves pixels
     inner = -F.max_pool2d(-label.float(), 3, 1, 1) > 0.5  # pseudo-label interior (sharpness touches edges)
     inside = -F.max_pool2d(-(weak > 0.05).float(), 3, 1, 1) > 0.5  # away from the crop's zero padding
@@ -152,8 +153,8 @@ def test_strong_photometric_view_lines_up_with_the_weak_pseudo_label(host, tmp_p
 def test_a_view_derived_from_an_unplanned_view_is_a_clear_error(host, tmp_path):
     trainer = tiny_trainer(host, tmp_path, ["seg:fixmatch-seg"])
     strategy = trainer.parts.strategies["seg"][0]
-    strategy.plan = lambda: [ViewRequest("strong", aug="strong_photometric", source="weak")]
-    with pytest.raises(ValueError, match="view 'strong' derives from 'weak', which it does not plan before it"):
+    strategy.plan = lambda: [ViewRequest("strong", aug="strong_photometric", of="weak")]
+    with pytest.raises(ValueError, match="view 'strong' is made of view 'weak', which it does not plan before it"):
         trainer.gather_views()
 
 

@@ -26,7 +26,9 @@ def cross_pseudo_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.T
 
 
 class CrossPseudoSupervision(SSLStrategy):
-    compatible_targets = ("mask",)
+    def serves(self, target):
+        """Binary maps: hard labels are sigmoid >= 0.5 per pixel and channel."""
+        return target.spatial and target.binary
 
     def __init__(self, name: str, **options):
         check_options(f"strategy '{name}'", options, {"weight", "rampup"})
@@ -41,7 +43,7 @@ class CrossPseudoSupervision(SSLStrategy):
 
     def plan(self):
         return [ViewRequest("unlabeled", "unlabeled", "weak"),
-                ViewRequest("peer", "unlabeled", "none", model="peer", source="unlabeled"),
+                ViewRequest("peer", "unlabeled", "none", model="peer", of="unlabeled"),
                 ViewRequest("peer_labeled", "labeled", "weak", model="peer")]
 
     def loss(self, inputs: StrategyInputs) -> StrategyLoss:

@@ -1,7 +1,7 @@
 """FixMatch for binary masks: pixel-wise pseudo-labels from a weak view train a strong view of the same pixels.
 
 The strong view is derived from the weak view with photometric operations
-only (``aug="strong_photometric", source="weak"``), so the pseudo-label map
+only (``aug="strong_photometric", of="weak"``), so the pseudo-label map
 lines up with the strong view pixel for pixel. Each pixel (and channel) is a
 Bernoulli variable: label ``sigmoid >= 0.5``, kept where ``max(p, 1 - p) >=
 threshold`` (0.95, as UniMatch).
@@ -15,7 +15,9 @@ from mtssl_plugins.functional import dense_pseudo_label_loss
 class DenseFixMatch(SSLStrategy):
     """weight * mean over pixels of mask * BCE(strong, [sigmoid(weak) >= 0.5])."""
 
-    compatible_targets = ("mask",)
+    def serves(self, target):
+        """Binary maps, one Bernoulli per pixel and channel (a sigmoid-activated head)."""
+        return target.spatial and target.binary
 
     def __init__(self, name: str, **options):
         check_options(f"strategy '{name}'", options, {"threshold", "weight"})
@@ -28,7 +30,7 @@ class DenseFixMatch(SSLStrategy):
 
     def plan(self):
         return [ViewRequest("weak", "unlabeled", "weak", grad=False),
-                ViewRequest("strong", "unlabeled", "strong_photometric", source="weak")]
+                ViewRequest("strong", "unlabeled", "strong_photometric", of="weak")]
 
     def loss(self, inputs: StrategyInputs) -> StrategyLoss:
         loss, mask = dense_pseudo_label_loss(inputs.views["weak"], inputs.views["strong"], self.threshold)

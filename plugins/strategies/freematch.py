@@ -20,7 +20,9 @@ from mtssl_plugins.functional import freematch_fairness, freematch_mask, freemat
 class FreeMatch(SSLStrategy):
     """weight * masked CE(strong, argmax weak) + fairness * SAF, with adaptive class-wise thresholds."""
 
-    compatible_targets = ("class",)
+    def serves(self, target):
+        """One class per image: thresholds are class-wise."""
+        return target.categorical
     STATE = ("time_p", "p_model", "label_hist")
 
     def __init__(self, name: str, **options):

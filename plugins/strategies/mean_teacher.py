@@ -21,7 +21,9 @@ from mtssl_plugins.functional import probability_mse, sigmoid_rampup
 class MeanTeacher(SSLStrategy):
     """weight * rampup(step) * MSE(p_student(weak), p_teacher(weak))."""
 
-    compatible_targets = ("class", "mask")
+    def serves(self, target):
+        """Any target whose head has probabilities (the consistency is on task.probabilities)."""
+        return True
 
     def __init__(self, name: str, **options):
         check_options(f"strategy '{name}'", options, {"weight", "rampup", "ema", "views"})
@@ -43,7 +45,7 @@ class MeanTeacher(SSLStrategy):
     def plan(self):
         student = ViewRequest("student", "unlabeled", "weak")
         if self.views == "aligned":
-            return [student, ViewRequest("teacher", "unlabeled", "none", grad=False, model="teacher", source="student")]
+            return [student, ViewRequest("teacher", "unlabeled", "none", grad=False, model="teacher", of="student")]
         return [student, ViewRequest("teacher", "unlabeled", "weak", grad=False, model="teacher")]
 
     def current_weight(self, step: int) -> float:
