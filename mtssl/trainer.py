@@ -3,8 +3,10 @@
 Each step draws one batch from every stream (labeled and unlabeled, per
 task), builds the views the tasks and strategies ask for on the device,
 runs them through the backbone in as few concatenated passes as their
-gradients allow (:meth:`Trainer.plan_passes`), and sums the supervised
-losses with the weighted SSL terms.
+gradients allow (:meth:`Trainer.plan_passes`), adds each task's weighted
+SSL terms to its supervised loss, and lets the run's task weighting combine
+the tasks (a plain sum by default). Teachers, second networks, strategy
+state and learned weights are gathered in :meth:`Trainer.stateful`.
 """
 from __future__ import annotations
 
