@@ -54,6 +54,9 @@ class FreeMatch(SSLStrategy):
         weak, strong = inputs.views["weak"], inputs.views["strong"]
         probs = torch.softmax(weak.detach().float(), dim=1)
         self._initialise(probs.shape[1], probs.device)
+        if self.p_model.device != probs.device:  # restored from a checkpoint on another device
+            self.time_p, self.p_model, self.label_hist = (t.to(probs.device) for t in
+                                                          (self.time_p, self.p_model, self.label_hist))
         self.time_p, self.p_model, self.label_hist = freematch_update(
             self.time_p, self.p_model, self.label_hist, probs, self.momentum)
         mask = freematch_mask(probs, self.time_p, self.p_model)
