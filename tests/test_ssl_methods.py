@@ -141,9 +141,10 @@ def test_strong_photometric_view_lines_up_with_the_weak_pseudo_label(host, tmp_p
     for i in range(n):
         for view, counter in ((strong, "aligned"), (moved, "moved")):
             fg, bg = view[i][inner[i]], view[i][outer[i]]
-            separated = bool(fg.std() < 1e-3 and bg.std() < 1e-3 and (fg.mean() - bg.mean()).abs() > 0.05)
+            constant = bool(fg.std() < 1e-3 and bg.std() < 1e-3)  # an intensity op may merge the two levels
+            separated = constant and bool((fg.mean() - bg.mean()).abs() > 0.05)
             if counter == "aligned":
-                aligned += separated
+                aligned += constant
             else:
                 misaligned += not separated
     assert aligned == n  # every image: the label's pixels are one value, the rest another
