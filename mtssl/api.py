@@ -33,6 +33,8 @@ from mtssl.interfaces import (
     TaskEvaluation,
     ValidationImages,
     ViewRequest,
+    WeightedLoss,
+    Weighting,
 )
 from mtssl.targets import TargetSpec
 
@@ -73,5 +75,5 @@ __all__ = [
     "StrategyInputs", "StrategyLoss", "TargetSpec", "Task", "ViewRequest", "hookimpl", "resize_like",
     "check_options", "DataError", "read_image", "read_mask", "check_mask_size",
     "EvaluatedSet", "PredictionWriter", "ReportFigure", "TaskEvaluation", "Options", "read_options",
-    "Logger", "ValidationImages", "MissingDependency", "require",
+    "Logger", "ValidationImages", "MissingDependency", "require", "Weighting", "WeightedLoss",
 ]

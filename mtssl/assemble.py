@@ -4,7 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mtssl.config import RunConfig
-from mtssl.interfaces import Backbone, Bridge, SSLStrategy, Task
+import torch
+
+from mtssl.interfaces import Backbone, Bridge, SSLStrategy, Task, Weighting
 from mtssl.model import MultiTaskModel
 from mtssl.plugins import PluginHost
 from mtssl.targets import TargetSpec
@@ -69,3 +71,25 @@ def build_components(config: RunConfig, host: PluginHost, task_set: TaskSet | No
     backbone.check_input_size(config.size, config.size)
     model = MultiTaskModel(backbone, tasks, bridges)
     return Components(tasks, strategies, bridges, backbone, model)
+
+
+def build_weighting(config: RunConfig, host: PluginHost) -> Weighting:
+    """The run's task weighting from ``weighting = "NAME[:key=value]"`` (default ``equal``)."""
+    spec = parse_source(config.weighting or "equal")  # same NAME[:key=value] shape
+    if spec.path:
+        raise ValueError(f"--weighting '{config.weighting}': expected NAME[:key=value,...]")
+    return host.create("weighting", spec.name, **spec.options)
+
+
+PEER_SEED_OFFSET = 7919
+
+
+def build_peer(config: RunConfig, host: PluginHost) -> MultiTaskModel:
+    """A second model of the same components, initialised from its own seed (cross pseudo supervision).
+
+    The global random stream is left as it was, so asking for a peer does not
+    change the first model's initialisation or the run's augmentations.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed + PEER_SEED_OFFSET)
+        return build_components(config, host).model

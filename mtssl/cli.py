@@ -152,6 +152,10 @@ DEFAULT_STEPS = 300
 @click.option("--bridge", "bridges", multiple=True, metavar="NAME[:SRC->DST][:k=v]",
               help="A bridge between two tasks, e.g. saliency or saliency:cls->seg.")
 @click.option("--backbone", default=None, help="Shared encoder, e.g. unet (default) or timm:model=resnet18.")
+@click.option("--weighting", default=None, metavar="NAME[:k=v]",
+              help="How task losses combine: equal (default), uncertainty, pcgrad.")
+@click.option("--log-grad-shares", type=int, metavar="N",
+              help="Every N steps, log each loss term's share of the shared encoder's gradient norm.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML/YAML config; flags override it.")
 @click.option("--size", type=POSITIVE_INT, help="Training image side in pixels (default 64).")
 @click.option("--batch-size", type=POSITIVE_INT, help="Images per stream per step, m (default 10).")

@@ -51,6 +51,7 @@ class RunConfig:
     tasks: list[str] = field(default_factory=list)
     bridges: list[str] = field(default_factory=list)
     backbone: str = "unet"
+    weighting: str = "equal"  # how task losses combine: NAME[:key=value], e.g. uncertainty or pcgrad
     data: dict[str, TaskData] = field(default_factory=dict)
     size: int = 64
     batch_size: int = 10
@@ -78,6 +79,7 @@ class RunConfig:
     max_loss: float | None = None  # a loss term beyond this (in absolute value) counts as divergence
     skip_nonfinite: int = 0  # bad steps to skip (no update) before a divergence stops the run
     log: list[str] = field(default_factory=list)  # extra loggers (plugins), e.g. ["tensorboard", "mlflow"]
+    log_grad_shares: int = 0  # every N steps, log each loss term's share of the encoder gradient (0: off)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -50,7 +50,35 @@ def register_tasks(register):
 
 @hookspec
 def register_strategies(register):
-    """Register :class:`mtssl.api.SSLStrategy` factories that turn unlabeled data into a loss."""
+    """Register :class:`mtssl.api.SSLStrategy` factories that turn unlabeled data into a loss.
+
+    A strategy plans views (:class:`mtssl.api.ViewRequest`) and scores their outputs; it never runs
+    the model. Beyond views, the core offers it, on request:
+
+    * an EMA teacher: ``teacher_decay()`` returns the decay; views planned with ``model="teacher"``
+      run through the teacher without autograd. The trainer updates it after every optimizer step
+      (``a = min(decay, 1 - 1/(updates+1))``) and checkpoints it (:mod:`mtssl.teacher`);
+    * a second network for cross pseudo supervision: ``needs_peer()`` returns True; views planned
+      with ``model="peer"`` run through an independently initialised copy of the model that the
+      optimizer trains alongside it and the checkpoint keeps;
+    * persistent state (class-wise statistics, adaptive thresholds): tensors returned by
+      ``state_dict()`` are saved with the run state and handed back to ``load_state_dict()`` on
+      ``--resume``;
+    * geometry-aligned views for dense targets: ``ViewRequest("strong", aug="strong_photometric",
+      of="weak")`` augments the weak view's images with photometric operations only, so a
+      pixel-wise pseudo-label from the weak view lines up with the strong view.
+    """
+
+
+@hookspec
+def register_weightings(register):
+    """Register :class:`mtssl.api.Weighting` factories that combine the per-task losses into one signal.
+
+    Chosen with ``mtssl train --weighting NAME[:key=value]`` (config key ``weighting``); ``equal`` (the
+    plain sum) is the default. A weighting may learn parameters (``parameters()`` join the optimizer,
+    ``state_dict()`` the checkpoint) and may take over the backward pass to edit per-task gradients
+    on the shared encoder (``backward``, with ``needs_task_gradients = True``).
+    """
 
 
 @hookspec

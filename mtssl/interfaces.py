@@ -1,7 +1,7 @@
 """The kinds of component a plugin can contribute.
 
 The core trains whatever these describe and knows none of them by name: a
-task, strategy, bridge, backbone or data source is found in the plugin
+task, strategy, bridge, backbone, data source or task weighting is found in the plugin
 registry and talks to the trainer only through the methods below.
 """
 from __future__ import annotations
@@ -18,6 +18,9 @@ import torch
 from torch import nn
 
 AugName = Literal["none", "weak", "strong", "strong_photometric"]
+
+ModelName = Literal["student", "teacher", "peer"]
+"""Which network runs a view: the trained model, its EMA teacher (no autograd), or a second trained network."""
 
 
 class Backbone(nn.Module, ABC):
@@ -198,6 +201,10 @@ class ViewRequest:
     of: str | None = None
     """Key of an earlier view of the same strategy to augment instead of the stream's batch (``stream`` is
     then ignored): a strong view of the weak view shares its geometry, and spatial targets follow both."""
+    model: ModelName = "student"
+    """``teacher``: run through the EMA teacher (the strategy must return a decay from
+    :meth:`SSLStrategy.teacher_decay`); ``peer``: through the second network
+    (:meth:`SSLStrategy.needs_peer`)."""
 
 
 @dataclass
@@ -235,7 +242,18 @@ class StrategyLoss:
 
 
 class SSLStrategy(ABC):
-    """Turns unlabeled data into a loss for one task without running the model itself."""
+    """Turns unlabeled data into a loss for one task without running the model itself.
+
+    What the core offers beyond views, each asked for declaratively:
+
+    * an EMA teacher: return its decay from :meth:`teacher_decay` and plan views with
+      ``model="teacher"``; the trainer updates it after every optimizer step and checkpoints it;
+    * a second network (cross pseudo supervision): return True from :meth:`needs_peer` and plan
+      views with ``model="peer"``; it is trained with the model and checkpointed;
+    * state that persists across steps and ``--resume`` (class-wise statistics, adaptive
+      thresholds): keep it in tensors returned by :meth:`state_dict` and restored by
+      :meth:`load_state_dict`.
+    """
 
     def __init__(self, name: str, **options: Any) -> None:
         self.name = name
@@ -245,6 +263,23 @@ class SSLStrategy(ABC):
         """Whether this strategy can train a task with these targets (checked before training starts)."""
         return True
 
+    def teacher_decay(self) -> float | None:
+        """EMA decay of the teacher this strategy reads (None: it needs no teacher)."""
+        return None
+
+    def needs_peer(self) -> bool:
+        """True when the strategy trains a second, independently initialised network."""
+        return False
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors that must survive a checkpoint (empty for stateless strategies)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        if state:
+            raise ValueError(f"strategy '{self.name}' keeps no state, but the checkpoint holds {sorted(state)}")
+
     @abstractmethod
     def plan(self) -> Sequence[ViewRequest]:
         """The views this strategy needs each step."""
@@ -252,6 +287,61 @@ class SSLStrategy(ABC):
     @abstractmethod
     def loss(self, inputs: StrategyInputs) -> StrategyLoss:
         """Score the planned views (already run by the trainer)."""
+
+
+@dataclass
+class WeightedLoss:
+    """The total of the per-task losses and the weight each task got (logged as ``weight/TASK``)."""
+
+    loss: torch.Tensor
+    weights: dict[str, float] = field(default_factory=dict)
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class Weighting(ABC):
+    """How per-task losses become one training signal (equal sum, learned weights, gradient surgery).
+
+    The trainer calls :meth:`setup` once with the task names and device, adds
+    :meth:`parameters` (learned weights) to the optimizer, calls :meth:`combine`
+    every step and then :meth:`backward`, which must leave gradients in every
+    parameter's ``.grad``. Learned values and any other state go through
+    :meth:`state_dict`, so ``--resume`` restores them.
+    """
+
+    lr: float | None = None
+    """Learning rate for :meth:`parameters` (None: the run's ``--lr``)."""
+    needs_task_gradients: ClassVar[bool] = False
+    """True for gradient-based methods: :meth:`backward` differentiates each task separately
+    (not supported with several processes, where DistributedDataParallel owns the backward)."""
+
+    def __init__(self, name: str, **options: Any) -> None:
+        self.name = name
+        self.options = options
+
+    def setup(self, tasks: Sequence[str], device: torch.device) -> None:
+        """Called once before training with the run's task names."""
+
+    def parameters(self) -> list[nn.Parameter]:
+        """Learned weighting parameters the optimizer should train (none by default)."""
+        return []
+
+    @abstractmethod
+    def combine(self, losses: Mapping[str, torch.Tensor], step: int) -> WeightedLoss:
+        """The weighted total of ``{task: loss}`` (float32 scalars)."""
+
+    def backward(self, losses: Mapping[str, torch.Tensor], combined: WeightedLoss,
+                 shared: Sequence[nn.Parameter], others: Sequence[nn.Parameter]) -> dict[str, float]:
+        """Fill ``.grad`` of ``shared`` (the encoder's parameters) and ``others`` (every other trained
+        parameter); the default backpropagates the combined loss. Returns numbers to log."""
+        combined.loss.backward()
+        return {}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        if state:
+            raise ValueError(f"weighting '{self.name}' keeps no state, but the checkpoint holds {sorted(state)}")
 
 
 @dataclass

@@ -32,6 +32,7 @@ HOOKS = {
     "bridge": "register_bridges",
     "source": "register_sources",
     "logger": "register_loggers",
+    "weighting": "register_weightings",
 }
 
 

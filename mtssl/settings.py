@@ -97,6 +97,8 @@ class RunSettings(BaseModel):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
     device_memory_budget: Optional[float] = Field(None, ge=0, allow_inf_nan=False)
+    weighting: str = Field("equal", min_length=1)
+    log_grad_shares: int = Field(0, ge=0)
 
     @field_validator("tasks", "bridges", "log", mode="before")
     @classmethod

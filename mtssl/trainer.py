@@ -3,8 +3,10 @@
 Each step draws one batch from every stream (labeled and unlabeled, per
 task), builds the views the tasks and strategies ask for on the device,
 runs them through the backbone in as few concatenated passes as their
-gradients allow (:meth:`Trainer.plan_passes`), and sums the supervised
-losses with the weighted SSL terms.
+gradients allow (:meth:`Trainer.plan_passes`), adds each task's weighted
+SSL terms to its supervised loss, and lets the run's task weighting combine
+the tasks (a plain sum by default). Teachers, second networks, strategy
+state and learned weights are gathered in :meth:`Trainer.stateful`.
 """
 from __future__ import annotations
 
@@ -21,15 +23,16 @@ import numpy as np
 import torch
 
 from mtssl import checkpoint, run_state
-from mtssl.assemble import Components, build_components, build_tasks
+from mtssl.assemble import Components, build_components, build_peer, build_tasks, build_weighting
 from mtssl.augment import Augmenter
 from mtssl.compile import compile_model
 from mtssl.config import RunConfig, TaskData
 from mtssl.data import placement
 from mtssl.data.prepare import ProgressFactory, TaskArrays, prepare_task_data, task_seed
 from mtssl.data.streams import BatchStream
+from mtssl.grad_shares import gradient_shares
 from mtssl.guard import DivergenceError, DivergenceGuard
-from mtssl.interfaces import StrategyInputs
+from mtssl.interfaces import StrategyInputs, WeightedLoss
 from mtssl.model import to_float
 from mtssl.plugins import PluginHost
 from mtssl.precision import Precision, resolve_precision
@@ -37,6 +40,7 @@ from mtssl.rundir import RunDir
 from mtssl.seeding import pick_device, set_determinism
 from mtssl.stopping import StopRequest, TrainingStopped, stop_on_signals
 from mtssl.targets import TargetSpec
+from mtssl.teacher import EMATeacher, requested_decay
 
 
 @dataclass
@@ -48,6 +52,7 @@ class View:
     images: torch.Tensor
     target: torch.Tensor | None = None
     grad: bool = True
+    model: str = "student"
 
 
 @dataclass
@@ -56,6 +61,9 @@ class StepResult:
     logs: dict[str, float | torch.Tensor] = field(default_factory=dict)
     problem: str | None = None  # why the divergence guard rejects this step (any rank), or None
     stop: bool = False  # a stop was requested on some rank (agreed by all under torchrun)
+    task_losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    combined: WeightedLoss | None = None
 
 
 def fetch_logs(logs: dict[str, float | torch.Tensor]) -> dict[str, float]:
@@ -127,7 +135,12 @@ class Trainer:
         self.steps_per_epoch = max(math.ceil(len(s) / (config.batch_size * world))
                                    for s in [*self.labeled.values(), *self.unlabeled.values()])
         self.total_steps = self._total_steps()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self._build_companions(config, host, world)
+        groups = [{"params": [*self.model.parameters(), *(self.peer.parameters() if self.peer else ())]}]
+        if self.weighting.parameters():
+            groups.append({"params": self.weighting.parameters(),
+                           **({"lr": self.weighting.lr} if self.weighting.lr else {})})
+        self.optimizer = torch.optim.Adam(groups, lr=config.lr)
         step_size = max(1, round(config.lr_step_epochs * self.steps_per_epoch))
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size, gamma=config.lr_gamma)
         self.step = 0
@@ -138,6 +151,18 @@ class Trainer:
         self.saved_step: int | None = None  # step of the committed 'last' checkpoint
 
     # -- setup -------------------------------------------------------------
+    def _build_companions(self, config: RunConfig, host: PluginHost, world: int) -> None:
+        """The EMA teacher and second network strategies ask for, and the task weighting."""
+        strategies = [s for group in self.parts.strategies.values() for s in group]
+        decay = requested_decay(strategies)
+        self.teacher = EMATeacher(self.model, decay) if decay is not None else None
+        self.peer = build_peer(config, host).to(self.device) if any(s.needs_peer() for s in strategies) else None
+        self.weighting = build_weighting(config, host)
+        self.weighting.setup(list(self.parts.tasks), self.device)
+        if world > 1 and (self.peer is not None or self.weighting.needs_task_gradients):
+            raise ValueError("a second network (cps) and gradient-based weightings (pcgrad) run in one process "
+                             "only; drop torchrun or choose another strategy/weighting")
+
     def _total_steps(self) -> int:
         if self.config.steps is not None:
             return int(self.config.steps)
@@ -245,7 +270,8 @@ class Trainer:
                         xv, tv = self.augment(labeled_images, request.aug, target, spec)
                     else:
                         xv, tv = self.augment(unlabeled_images, request.aug, None, spec)
-                    built[request.key] = View(name, f"{strategy.name}/{request.key}", xv, tv, request.grad)
+                    built[request.key] = View(name, f"{strategy.name}/{request.key}", xv, tv,
+                                              request.grad and request.model != "teacher", request.model)
                 views.extend(built.values())
         return views
 
@@ -259,9 +285,9 @@ class Trainer:
         keeps images independent, so grouping does not change any output.
         """
         differentiated = {b.target for b in self.parts.bridges if b.needs_input_grad}
-        groups: dict[tuple[bool, bool], list[View]] = {}
-        for view in views:
-            groups.setdefault((view.grad, view.grad and view.task in differentiated), []).append(view)
+        groups: dict[tuple[bool, bool, str], list[View]] = {}
+        for view in views:  # the teacher and the peer are other networks: passes of their own
+            groups.setdefault((view.grad, view.grad and view.task in differentiated, view.model), []).append(view)
         return list(groups.values())
 
     def autocast(self):
@@ -276,8 +302,12 @@ class Trainer:
             rows[view.task] = slice(first.start, start + len(view.images))
             start += len(view.images)
         batch = torch.cat([v.images for v in views])
+        network = {"student": self.forward_model, "teacher": self.teacher, "peer": self.peer}[views[0].model]
+        if network is None:
+            raise ValueError(f"a strategy planned '{views[0].model}' views without asking for that network "
+                             "(teacher_decay() / needs_peer())")
         with nullcontext() if views[0].grad else torch.no_grad(), self.autocast():
-            outputs = self.forward_model(batch, rows)
+            outputs = network(batch, rows)
         by_view, offsets = {}, {name: 0 for name in rows}
         for view in views:
             out = outputs[view.task][offsets[view.task]: offsets[view.task] + len(view.images)]
@@ -292,13 +322,13 @@ class Trainer:
         targets = {(v.task, v.key): v.target for v in views}
         images = {(v.task, v.key): v.images for v in views}
 
-        total = torch.zeros((), device=self.device, dtype=torch.float32)
         logs: dict[str, float | torch.Tensor] = {}
         terms: dict[str, torch.Tensor] = {}  # fetched together below; logs keeps their place
+        task_losses: dict[str, torch.Tensor] = {}
         for name, task in self.parts.tasks.items():
             labeled_out, labeled_target = by_view[(name, "labeled")], targets[(name, "labeled")]
             sup = task.supervised_loss(labeled_out, labeled_target)
-            total = total + sup
+            total = torch.zeros((), device=self.device, dtype=torch.float32) + sup
             terms[f"{name}/sup"] = sup
             logs[f"{name}/sup"] = math.nan
             for strategy in self.parts.strategies[name]:
@@ -313,7 +343,12 @@ class Trainer:
                 terms[f"{name}/{strategy.name}"] = result.loss
                 logs[f"{name}/{strategy.name}"] = math.nan
                 logs.update({f"{name}/{strategy.name}/{k}": v for k, v in result.logs.items()})
-        terms["loss"] = total
+            task_losses[name] = total
+        loss_terms = dict(terms)
+        combined = self.weighting.combine(task_losses, self.step)
+        logs.update({f"weight/{k}": v for k, v in combined.weights.items()})
+        logs.update({f"weighting/{k}": v for k, v in combined.logs.items()})
+        terms["loss"] = combined.loss
         logs["loss"] = math.nan
         fetched = self.guard.fetch(list(terms.values()), self.stop.requested)  # the step's one host sync
         logs.update(zip(terms, fetched.values))
@@ -322,7 +357,7 @@ class Trainer:
         if fetched.bad:
             problem = (self.guard.problem(list(terms), fetched.values)
                        or "a loss term on another process is not finite or exceeds --max-loss")
-        return StepResult(total, logs, problem, fetched.stop)
+        return StepResult(combined.loss, logs, problem, fetched.stop, task_losses, loss_terms, combined)
 
     def _head_forward(self, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         """Task ``name``'s output for new images: one more backbone pass, for strategies that need it."""
@@ -334,18 +369,31 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         """One update; a step the divergence guard rejects updates nothing (or stops the run)."""
-        self.model.train()
+        for network in (self.model, self.teacher, self.peer):
+            if network is not None:
+                network.train()
         result = self.compute_loss(self.gather_views())
+        shared = list(self.model.backbone.parameters())
+        every = self.config.log_grad_shares
+        if every and (self.step + 1) % every == 0:
+            result.logs.update(gradient_shares(result.terms, shared))
         self.optimizer.zero_grad(set_to_none=True)
         problem = result.problem
         if problem is None:
-            self.precision.backward(result.loss)
+            shared_ids = {id(p) for p in shared}
+            others = [p for group in self.optimizer.param_groups for p in group["params"] if id(p) not in shared_ids]
+            if self.weighting.needs_task_gradients:  # it backpropagates each task itself (no fp16 loss scaling)
+                result.logs.update(self.weighting.backward(result.task_losses, result.combined, shared, others))
+            else:
+                self.precision.backward(result.loss)
             if (self.guard.skip_budget and self.precision.scaler is None
                     and not self.guard.gradients_finite(self.model.parameters())):
                 problem = "the gradient is not finite"  # (in fp16 the gradient scaler skips such steps itself)
         if problem is None:
             self.precision.step(self.optimizer)
             self.scheduler.step()
+            if self.teacher is not None:
+                self.teacher.update(self.model)
         else:
             self.guard.bad_step(self.step + 1, problem, self._checkpoint_note())
             self.optimizer.zero_grad(set_to_none=True)
@@ -412,6 +460,11 @@ class Trainer:
         for key, plugin in plugins:
             if callable(getattr(plugin, "state_dict", None)) and callable(getattr(plugin, "load_state_dict", None)):
                 parts[key] = plugin
+        if self.teacher is not None:  # what strategies asked the core for (see _build_companions)
+            parts["teacher"] = self.teacher
+        if self.peer is not None:
+            parts["peer"] = self.peer
+        parts["weighting"] = self.weighting
         return parts
 
     def _load_progress(self, state: dict) -> None:

@@ -48,8 +48,9 @@ def fixmatch_loss(weak_logits: torch.Tensor, strong_logits: torch.Tensor, thresh
     return (per_image * mask.float()).mean(), mask
 
 
-def bernoulli_kl(p: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
-    """Mean per-pixel KL(Bernoulli(p) || Bernoulli(sigmoid(q_logits))).
+def bernoulli_kl(p: torch.Tensor, q_logits: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Per-pixel KL(Bernoulli(p) || Bernoulli(sigmoid(q_logits))), averaged (``mean``) or summed
+    over each image's pixels and averaged over images (``sum``).
 
     ``p`` is the reference probability (no gradient flows into it); the
     gradient with respect to ``q_logits`` is ``(sigmoid(q) - p) / N``, which
@@ -60,6 +61,10 @@ def bernoulli_kl(p: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
     q_logits = q_logits.float()
     log_q, log_not_q = F.logsigmoid(q_logits), F.logsigmoid(-q_logits)
     kl = (torch.special.xlogy(p, p) - p * log_q) + (torch.special.xlogy(1 - p, 1 - p) - (1 - p) * log_not_q)
+    if reduction == "sum":
+        return kl.flatten(1).sum(1).mean()
+    if reduction != "mean":
+        raise ValueError(f"bernoulli_kl: reduction must be 'mean' or 'sum', got '{reduction}'")
     return kl.mean()
 
 
@@ -120,3 +125,84 @@ def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torc
 def probability_l2(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
     """MixMatch's unlabeled loss: squared distance of softmax to the guessed labels, averaged over images and classes."""
     return (torch.softmax(logits.float(), dim=1) - target_probs.float()).pow(2).mean()
+
+
+def sigmoid_rampup(step: int, length: int) -> float:
+    """``exp(-5 (1 - t)^2)`` with ``t = min(step / length, 1)`` (Laine & Aila 2017); 1 when ``length`` is 0."""
+    if length <= 0:
+        return 1.0
+    t = min(max(step, 0) / length, 1.0)
+    return float(torch.exp(torch.tensor(-5.0 * (1.0 - t) ** 2, dtype=torch.float64)))
+
+
+def probability_mse(student_probs: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of probabilities over every element (Mean Teacher's consistency cost).
+
+    The teacher side is detached: it is a target.
+    """
+    return (student_probs.float() - teacher_probs.detach().float()).pow(2).mean()
+
+
+def binary_pseudo_labels(logits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel (per-channel) hard labels ``sigmoid >= 0.5`` and the mask of ``max(p, 1 - p) >= threshold``.
+
+    Detached: pseudo-labels are targets.
+    """
+    p = torch.sigmoid(logits.detach().float())
+    labels = (p >= 0.5).float()
+    return labels, torch.maximum(p, 1 - p) >= threshold
+
+
+def dense_pseudo_label_loss(weak_logits: torch.Tensor, strong_logits: torch.Tensor,
+                            threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """FixMatch for binary masks: BCE of strong logits against weak hard labels where confident.
+
+    Averaged over every pixel of the batch (masked pixels count as zero), as
+    FixMatch averages over the unlabeled batch. Returns (loss, mask).
+    """
+    labels, mask = binary_pseudo_labels(weak_logits, threshold)
+    per_pixel = F.binary_cross_entropy_with_logits(strong_logits.float(), labels, reduction="none")
+    return (per_pixel * mask.float()).mean(), mask
+
+
+def freematch_update(time_p: torch.Tensor, p_model: torch.Tensor, label_hist: torch.Tensor,
+                     probs: torch.Tensor, momentum: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """FreeMatch's EMA statistics after one batch of weak-view probabilities ``[B, C]``.
+
+    Global threshold ``tau = m tau + (1-m) mean_b max_c p``; class-wise mean
+    probability ``p~ = m p~ + (1-m) mean_b p``; histogram of predicted classes
+    ``h = m h + (1-m) hist/B`` (for the fairness term).
+    """
+    max_probs, max_idx = probs.max(dim=1)
+    time_p = momentum * time_p + (1 - momentum) * max_probs.mean()
+    p_model = momentum * p_model + (1 - momentum) * probs.mean(dim=0)
+    hist = torch.bincount(max_idx, minlength=probs.shape[1]).to(probs.dtype)
+    label_hist = momentum * label_hist + (1 - momentum) * hist / hist.sum()
+    return time_p, p_model, label_hist
+
+
+def freematch_mask(probs: torch.Tensor, time_p: torch.Tensor, p_model: torch.Tensor) -> torch.Tensor:
+    """Self-adaptive class-wise thresholds: keep an image when ``max p >= tau * p~(c) / max p~`` for its class c."""
+    max_probs, max_idx = probs.max(dim=1)
+    thresholds = time_p * p_model / p_model.max()
+    return max_probs >= thresholds[max_idx]
+
+
+def freematch_fairness(mask: torch.Tensor, strong_logits: torch.Tensor, p_model: torch.Tensor,
+                       label_hist: torch.Tensor) -> torch.Tensor:
+    """FreeMatch's self-adaptive fairness term (as in USB): ``sum_c mod(p~)_c log mod(mean p_s)_c``.
+
+    ``mod`` divides by the (EMA or batch) histogram of predicted classes and
+    renormalises. Zero when no strong prediction passes the mask.
+    """
+    logits = strong_logits.float()[mask]
+    if logits.shape[0] == 0:
+        return strong_logits.float().sum() * 0.0
+    prob_s = logits.softmax(dim=1)
+    hist_s = torch.bincount(prob_s.argmax(1), minlength=prob_s.shape[1]).to(prob_s.dtype)
+    hist_s = hist_s / hist_s.sum()
+    scaled_model = p_model * torch.nan_to_num(1 / label_hist, nan=0.0, posinf=0.0, neginf=0.0)
+    scaled_model = scaled_model / scaled_model.sum()
+    scaled_s = prob_s.mean(dim=0) * torch.nan_to_num(1 / hist_s, nan=0.0, posinf=0.0, neginf=0.0)
+    scaled_s = scaled_s / scaled_s.sum()
+    return (scaled_model.detach() * torch.log(scaled_s + 1e-12)).sum()

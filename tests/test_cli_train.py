@@ -39,8 +39,9 @@ def test_baseline_trains_and_leaves_a_complete_run_directory(tmp_path, baseline)
     lines = read_metrics(run)
     assert [line["step"] for line in lines] == [1, 2]
     for line in lines:
-        losses = {k for k in line if k not in RUN_KEYS and not k.startswith("val/") and k != "loss"}
+        losses = {k for k in line if k not in RUN_KEYS and not k.startswith(("val/", "weight/")) and k != "loss"}
         assert losses == terms
+        assert {k: v for k, v in line.items() if k.startswith("weight/")} == {f"weight/{n}": 1.0 for n in names}
         summed = sum(v for k, v in line.items() if k in terms and k.count("/") == 1)
         assert line["loss"] == pytest.approx(summed, rel=1e-5)  # the total is the sum of its terms
         assert all(torch.isfinite(torch.tensor(line[k])) for k in terms)

@@ -190,7 +190,7 @@ def test_every_hook_is_documented_for_plugin_authors():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("register_")]
-    assert len(hooks) == 6
+    assert len(hooks) == 7
     for name in hooks:
         assert (getattr(hookspecs, name).__doc__ or "").strip(), f"hook {name} has no docstring"
         assert name in readme, f"hook {name} is not in the README"

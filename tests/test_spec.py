@@ -71,7 +71,7 @@ def test_values_are_typed(text, value):
 
 
 @pytest.mark.parametrize("kind, name, suggestion, listed", [
-    ("strategy", "fixmach", "fixmatch", "fixmatch, kl"),
+    ("strategy", "fixmach", "fixmatch", "fixmatch, fixmatch-dense"),
     ("task", "sgm", "seg", "cls"),
     ("bridge", "salience", "saliency", "saliency"),
     ("source", "synthetc", "synthetic", "synthetic"),

@@ -1,6 +1,8 @@
 """The FixMatch and KL consistency strategies: their plans, weights, references and option checks."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -46,7 +48,7 @@ def test_fixmatch_rejects_bad_options(host, options, message):
 
 
 def test_kl_rejects_bad_options(host):
-    with pytest.raises(ValueError, match="known: pairing, weight"):
+    with pytest.raises(ValueError, match="known: pairing, preset, reduction, weight"):
         host.create("strategy", "kl", beta=0.1)
     with pytest.raises(ValueError, match="option pairing: input should be 'mean' or 'index', got 'random'"):
         host.create("strategy", "kl", pairing="random")
@@ -122,3 +124,23 @@ def test_kl_on_several_structures_is_the_mean_of_per_channel_terms():
     both = bernoulli_kl(reference, unlabeled)
     per_channel = [bernoulli_kl(reference[:, c:c + 1], unlabeled[:, c:c + 1]) for c in range(2)]
     assert both.item() == pytest.approx(sum(per_channel).item() / 2, rel=1e-6)
+
+
+def test_kl_sum_reduction_sums_pixels_and_averages_images_by_hand():
+    p = torch.full((2, 1, 2, 2), 0.75)
+    per_pixel = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)  # KL(Bern(.75) || Bern(.5))
+    assert bernoulli_kl(p, torch.zeros(2, 1, 2, 2)).item() == pytest.approx(per_pixel, rel=1e-6)
+    assert bernoulli_kl(p, torch.zeros(2, 1, 2, 2), "sum").item() == pytest.approx(4 * per_pixel, rel=1e-6)
+
+
+def test_kl_paper_preset_is_beta_001_with_the_sum_and_options_override_it(host):
+    paper = host.create("strategy", "kl", preset="paper")
+    assert (paper.weight, paper.reduction, paper.pairing) == (0.01, "sum", "mean")
+    tuned = host.create("strategy", "kl", preset="paper", weight=0.1)
+    assert (tuned.weight, tuned.reduction) == (0.1, "sum")
+    default = host.create("strategy", "kl")
+    assert default.reduction == "mean"
+    with pytest.raises(ValueError, match="preset"):
+        host.create("strategy", "kl", preset="papr")
+    with pytest.raises(ValueError, match="reduction"):
+        host.create("strategy", "kl", reduction="max")

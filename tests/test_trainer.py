@@ -129,3 +129,34 @@ def test_a_task_gets_the_same_split_alone_and_in_a_multi_task_run(host, tmp_path
     for part in ("labeled", "unlabeled", "val"):
         assert np.array_equal(getattr(alone.data["seg"].split, part), getattr(together.data["seg"].split, part))
     assert torch.equal(alone.labeled["seg"].next()[0], together.labeled["seg"].next()[0])
+
+
+def test_teacher_peer_adaptive_thresholds_and_learned_weights_resume_bit_exactly(host, tmp_path):
+    """EMA teacher, CPS peer, FreeMatch statistics and uncertainty log-variances survive --resume."""
+    settings = dict(tasks=["cls:freematch:momentum=0.5", "seg:meanteacher+cps:meanteacher.rampup=0"], steps=4, eval_every=4,
+                    save_every=100, seed=2, weighting="uncertainty:lr=0.05")
+    straight = tiny_trainer(host, tmp_path / "straight", **settings)
+    straight.fit()
+
+    interrupted = tiny_trainer(host, tmp_path / "interrupted", **settings)
+
+    def stop_at_two(step, logs):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(on_step=stop_at_two)
+    run = interrupted.run.path
+    result = invoke(["train", "--resume", str(run)])
+    assert result.exit_code == 0, result.output
+
+    assert losses(run) == losses(straight.run.path)
+    assert same_weights(weights(run), weights(straight.run.path))
+    name = "state/last-00000004-rank0.safetensors"
+    resumed = checkpoint.load(run / "checkpoints" / name)[0]
+    reference = checkpoint.load(straight.run.path / "checkpoints" / name)[0]
+    assert resumed.keys() == reference.keys()
+    for part in ("teacher", "peer", "freematch", "weighting"):
+        assert any(part in k for k in reference), f"no {part} state in the checkpoint"
+    assert all(torch.equal(resumed[k], reference[k]) for k in reference)
+    assert straight.parts.strategies["cls"][0].time_p.item() > 0.5  # the threshold moved from 1/C

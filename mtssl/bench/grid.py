@@ -47,11 +47,12 @@ class GridError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A named model: the task and bridge specs ``mtssl train`` would get."""
+    """A named model: the task, bridge and weighting specs ``mtssl train`` would get."""
 
     name: str
     tasks: tuple[str, ...]
     bridges: tuple[str, ...] = ()
+    weighting: str | None = None  # None: the grid's run setting, else the default (equal)
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -59,12 +60,15 @@ class ModelSpec:
 
     @classmethod
     def parse(cls, name: str, spec: str | dict, origin: str = "grid") -> "ModelSpec":
-        """From ``"--task a:s --task b --bridge x"`` or ``{tasks = [...], bridges = [...]}``."""
+        """From ``"--task a:s --task b --bridge x [--weighting w]"`` or ``{tasks = [...], bridges = [...]}``."""
+        weighting = None
         if isinstance(spec, dict):
-            unknown = sorted(set(spec) - {"tasks", "bridges"})
+            unknown = sorted(set(spec) - {"tasks", "bridges", "weighting"})
             if unknown:
-                raise GridError(f"{origin}: model '{name}': unknown key(s) {', '.join(unknown)} (tasks, bridges)")
+                raise GridError(f"{origin}: model '{name}': unknown key(s) {', '.join(unknown)} "
+                                "(tasks, bridges, weighting)")
             tasks, bridges = list(spec.get("tasks", [])), list(spec.get("bridges", []))
+            weighting = spec.get("weighting")
         else:
             tasks, bridges = [], []
             words = shlex.split(str(spec))
@@ -73,17 +77,20 @@ class ModelSpec:
                     tasks.append(value)
                 elif flag == "--bridge":
                     bridges.append(value)
+                elif flag == "--weighting":
+                    weighting = value
                 else:
-                    raise GridError(f"{origin}: model '{name}': expected '--task SPEC' and '--bridge SPEC' pairs, "
-                                    f"got '{flag}'")
+                    raise GridError(f"{origin}: model '{name}': expected '--task SPEC', '--bridge SPEC' and "
+                                    f"'--weighting SPEC' pairs, got '{flag}'")
             if len(words) % 2:
                 raise GridError(f"{origin}: model '{name}': '{words[-1]}' has no value")
         if not tasks:
             raise GridError(f"{origin}: model '{name}' has no --task")
-        return cls(name, tuple(tasks), tuple(bridges))
+        return cls(name, tuple(tasks), tuple(bridges), weighting)
 
     def describe(self) -> str:
-        return " ".join([*(f"--task {t}" for t in self.tasks), *(f"--bridge {b}" for b in self.bridges)])
+        return " ".join([*(f"--task {t}" for t in self.tasks), *(f"--bridge {b}" for b in self.bridges),
+                         *([f"--weighting {self.weighting}"] if self.weighting else [])])
 
 
 @dataclass
@@ -136,7 +143,7 @@ class GridSpec:
 
 
 RUN_KEYS = {"size", "steps", "batch_size", "eval_every", "lr", "lr_step_epochs", "device", "cache_dir",
-            "backbone", "strong_ops", "epochs", "skip_bad", "select_by", "amp", "precision"}
+            "backbone", "strong_ops", "epochs", "skip_bad", "select_by", "amp", "precision", "weighting"}
 GRID_KEYS = {"models", "budgets", "seeds", "reference", "main_metrics", "data", "run", "checkpoint"}
 
 
@@ -275,6 +282,8 @@ def cell_config(grid: GridSpec, cell: Cell, runs_dir: Path) -> RunConfig:
     run.setdefault("eval_every", min(100, int(run["steps"])) if run.get("steps") else 100)
     config = RunConfig(tasks=list(cell.model.tasks), bridges=list(cell.model.bridges), data=data,
                        seed=cell.seed, out=str(runs_dir), name=cell.cell_id, **run)
+    if cell.model.weighting:
+        config.weighting = cell.model.weighting
     config.save_every = config.steps or config.save_every  # one resumable checkpoint at the end is enough
     return config
 

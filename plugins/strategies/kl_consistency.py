@@ -11,6 +11,13 @@ a per-pixel shape prior, and every unlabeled prediction is pulled toward it.
 ``pairing=index`` pairs image i with image i, as the paper's equation reads.
 The labeled side is detached: the term trains the unlabeled predictions,
 and the Dice term alone trains the labeled ones.
+
+Reduction: ``mean`` (default) averages the per-pixel KL over pixels and
+images; ``sum`` sums it over the pixels of an image and averages over
+images, which is what the paper's KL between two segmentation maps (products
+of per-pixel Bernoullis) implies. A sum grows with the image area, so the two
+need very different betas: ``preset=paper`` is the paper's beta = 0.01 with
+``reduction=sum``; options given beside a preset override it.
 """
 from __future__ import annotations
 
@@ -35,13 +42,18 @@ def consistency_reference(labeled_logits: torch.Tensor, pairing: str, unlabeled_
     return probs[:unlabeled_count]
 
 
+PRESETS = {"paper": {"weight": 0.01, "reduction": "sum"}}
+
+
 class KLOptions(Options):
-    weight: float = Field(0.01, ge=0.0)
+    weight: float | None = Field(None, ge=0.0)  # None: the preset's, else 0.01
     pairing: Literal["mean", "index"] = "mean"
+    reduction: Literal["mean", "sum"] | None = None  # None: the preset's, else mean
+    preset: Literal["paper"] | None = None
 
 
 class KLConsistency(SSLStrategy):
-    """beta * mean Bernoulli KL between labeled and unlabeled per-pixel predictions, per channel."""
+    """beta * Bernoulli KL between labeled and unlabeled per-pixel predictions, per channel (mean or per-image sum)."""
 
     def serves(self, target):
         """Binary maps, one Bernoulli per pixel and channel (a sigmoid-activated head)."""
@@ -50,7 +62,10 @@ class KLConsistency(SSLStrategy):
     def __init__(self, name: str, **options):
         settings = read_options(f"strategy '{name}'", options, KLOptions)
         super().__init__(name, **options)
-        self.weight, self.pairing = settings.weight, settings.pairing
+        preset = PRESETS.get(settings.preset or "", {})
+        self.weight = settings.weight if settings.weight is not None else preset.get("weight", 0.01)
+        self.reduction = settings.reduction or preset.get("reduction", "mean")
+        self.pairing = settings.pairing
 
     def plan(self):
         return [ViewRequest("plain", "unlabeled", "none")]
@@ -60,7 +75,7 @@ class KLConsistency(SSLStrategy):
         if inputs.labeled_output is None:
             raise ValueError(f"strategy '{self.name}' needs labeled predictions of task '{inputs.task.name}'")
         reference = consistency_reference(inputs.labeled_output, self.pairing, unlabeled.shape[0])
-        kl = bernoulli_kl(reference, unlabeled)
+        kl = bernoulli_kl(reference, unlabeled, self.reduction)
         return StrategyLoss(self.weight * kl, {"kl": kl.detach()})
 
 
@@ -68,4 +83,4 @@ class KLConsistency(SSLStrategy):
 def register_strategies(register):
     register("kl", KLConsistency, aliases=("kl-consistency",),
              description="Bernoulli KL pulling unlabeled masks toward labeled ones; options weight=0.01, "
-                         "pairing=mean|index")
+                         "pairing=mean|index, reduction=mean|sum, preset=paper (beta 0.01, sum)")

@@ -1,0 +1,64 @@
+"""Cross pseudo supervision (Chen et al., CVPR 2021) for binary masks.
+
+Two networks of the same design, initialised differently (the core's
+``peer``, asked for with ``needs_peer``), each learn from the other's hard
+pixel-wise labels on the same unlabeled pixels:
+``weight * rampup(step) * (BCE(a, [p_b >= 0.5]) + BCE(b, [p_a >= 0.5]))``.
+The peer also learns from the labeled batch (the task's own supervised loss
+on a labeled view it runs). Validation, evaluation and prediction use the
+first network only.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mtssl.api import SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, check_options, hookimpl
+from mtssl_plugins.functional import sigmoid_rampup
+
+
+def cross_pseudo_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """``BCE(a, [sigmoid(b) >= 0.5]) + BCE(b, [sigmoid(a) >= 0.5])``, each averaged over pixels."""
+    label_a = (torch.sigmoid(logits_a.detach().float()) >= 0.5).float()
+    label_b = (torch.sigmoid(logits_b.detach().float()) >= 0.5).float()
+    return (F.binary_cross_entropy_with_logits(logits_a.float(), label_b)
+            + F.binary_cross_entropy_with_logits(logits_b.float(), label_a))
+
+
+class CrossPseudoSupervision(SSLStrategy):
+    def serves(self, target):
+        """Binary maps: hard labels are sigmoid >= 0.5 per pixel and channel."""
+        return target.spatial and target.binary
+
+    def __init__(self, name: str, **options):
+        check_options(f"strategy '{name}'", options, {"weight", "rampup"})
+        super().__init__(name, **options)
+        self.weight = float(options.get("weight", 1.5))
+        self.rampup = int(options.get("rampup", 0))
+        if self.rampup < 0:
+            raise ValueError(f"strategy '{name}': rampup must be >= 0 steps, got {self.rampup}")
+
+    def needs_peer(self) -> bool:
+        return True
+
+    def plan(self):
+        return [ViewRequest("unlabeled", "unlabeled", "weak"),
+                ViewRequest("peer", "unlabeled", "none", model="peer", of="unlabeled"),
+                ViewRequest("peer_labeled", "labeled", "weak", model="peer")]
+
+    def loss(self, inputs: StrategyInputs) -> StrategyLoss:
+        target = inputs.view_targets.get("peer_labeled")
+        if target is None:
+            raise ValueError(f"strategy '{self.name}' needs the targets of its labeled peer view")
+        peer_sup = inputs.task.supervised_loss(inputs.views["peer_labeled"], target)
+        cross = cross_pseudo_loss(inputs.views["unlabeled"], inputs.views["peer"])
+        weight = self.weight * sigmoid_rampup(inputs.step, self.rampup)
+        return StrategyLoss(peer_sup + weight * cross, {"peer_sup": peer_sup.item(), "cross": cross.item(),
+                                                        "weight": weight})
+
+
+@hookimpl
+def register_strategies(register):
+    register("cps", CrossPseudoSupervision,
+             description="cross pseudo supervision with a second network (core's peer); options weight=1.5, "
+                         "rampup=0")

@@ -1,0 +1,23 @@
+"""Equal weighting: the plain sum of the task losses (the default, MultiMix's Algorithm 1)."""
+from __future__ import annotations
+
+from mtssl.api import Weighting, WeightedLoss, check_options, hookimpl
+
+
+class Equal(Weighting):
+    """sum_t L_t: every task's loss counts once."""
+
+    def __init__(self, name: str, **options):
+        check_options(f"weighting '{name}'", options, set())
+        super().__init__(name, **options)
+
+    def combine(self, losses, step):
+        total = None
+        for loss in losses.values():
+            total = loss if total is None else total + loss
+        return WeightedLoss(total, {task: 1.0 for task in losses})
+
+
+@hookimpl
+def register_weightings(register):
+    register("equal", Equal, description="plain sum of the task losses (default)")

@@ -1,0 +1,58 @@
+"""Uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018): learned homoscedastic log-variances.
+
+Each task t gets a learned ``s_t = log sigma_t^2`` and contributes
+``exp(-s_t) / 2 * L_t + s_t / 2``: a noisy task (large loss) earns a large
+variance and a small weight, and the ``s_t / 2`` term keeps the variances
+from growing without bound. (The same form as LibMTL's ``UW``.) The log-variances
+start at ``init`` (0: weight 1/2) and are trained by the run's optimizer, at
+``lr`` when given (they move slowly at the model's 1e-4).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtssl.api import Weighting, WeightedLoss, check_options, hookimpl
+
+
+def uncertainty_weighted(losses: torch.Tensor, log_vars: torch.Tensor) -> torch.Tensor:
+    """``sum_t exp(-s_t) / 2 * L_t + s_t / 2`` for stacked losses and log-variances."""
+    return (0.5 * torch.exp(-log_vars) * losses + 0.5 * log_vars).sum()
+
+
+class Uncertainty(Weighting):
+    def __init__(self, name: str, **options):
+        check_options(f"weighting '{name}'", options, {"init", "lr"})
+        super().__init__(name, **options)
+        self.init = float(options.get("init", 0.0))
+        self.lr = float(options["lr"]) if options.get("lr") is not None else None
+        if self.lr is not None and self.lr <= 0:
+            raise ValueError(f"weighting '{name}': lr must be > 0, got {self.lr}")
+        self.tasks: list[str] = []
+        self.log_vars: nn.Parameter | None = None
+
+    def setup(self, tasks, device):
+        self.tasks = list(tasks)
+        self.log_vars = nn.Parameter(torch.full((len(self.tasks),), self.init, device=device))
+
+    def parameters(self):
+        return [self.log_vars]
+
+    def combine(self, losses, step):
+        stacked = torch.stack([losses[t].float() for t in self.tasks])
+        weights = (0.5 * torch.exp(-self.log_vars.detach())).tolist()
+        return WeightedLoss(uncertainty_weighted(stacked, self.log_vars), dict(zip(self.tasks, weights)),
+                            {f"log_var/{t}": v for t, v in zip(self.tasks, self.log_vars.detach().tolist())})
+
+    def state_dict(self):
+        return {"log_vars": self.log_vars.detach().clone()}
+
+    def load_state_dict(self, state):
+        with torch.no_grad():
+            self.log_vars.copy_(state["log_vars"])
+
+
+@hookimpl
+def register_weightings(register):
+    register("uncertainty", Uncertainty, aliases=("uw",),
+             description="learned log-variances, exp(-s)/2*L + s/2 (Kendall et al. 2018); options init=0, lr")
