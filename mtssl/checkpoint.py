@@ -18,11 +18,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from mtssl.errors import CheckpointError  # noqa: F401 - raised here; defined where the CLI can catch it cheaply
+
 FORMAT = "mtssl-checkpoint-1"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, truncated, or not an mtssl checkpoint; names the file."""
 
 
 def atomic_save(tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, Any] | None = None) -> None:

@@ -7,8 +7,7 @@ import click
 
 from mtssl.bench.grid import (GridSpec, ModelSpec, load_grid, load_records, paper_grid, parse_budgets, parse_seeds,
                               run_grid)
-from mtssl.bench.summary import write_outputs
-from mtssl.cli import err_console, friendly_errors, load_host, max_pixels_option, parse_task_data_args
+from mtssl.cli_common import err_console, friendly_errors, load_host, max_pixels_option, parse_task_data_args
 from mtssl.cli_types import DEVICE, POSITIVE_FLOAT, POSITIVE_INT
 from mtssl.data.decode import pixel_limit
 from mtssl.output import plain
@@ -91,6 +90,7 @@ def grid(ctx, grid_file, model_specs, only, reference, seeds, checkpoint, out, r
         with pixel_limit(max_pixels):
             records = run_grid(spec, out, models, host=load_host(console),
                                log=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
+    from mtssl.bench.summary import write_outputs  # scipy: only when a grid is summarised
     paths = write_outputs(out, records, spec.reference, spec.main_metrics)
     failed = [r for r in records if r.get("status") != "ok"]
     console.print(plain(f"{len(records) - len(failed)} cells ok, {len(failed)} failed · "

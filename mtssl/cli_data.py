@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from mtssl.cli import err_console, friendly_errors, load_host, max_pixels_option
+from mtssl.cli_common import err_console, friendly_errors, load_host, max_pixels_option
 from mtssl.data.decode import pixel_limit
 from mtssl.output import plain, say
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mtssl.cli import err_console, friendly_errors, load_host, max_pixels_option, parse_task_data_args
+from mtssl.cli_common import err_console, friendly_errors, load_host, max_pixels_option, parse_task_data_args
 from mtssl.cli_types import DEVICE, POSITIVE_INT
 from mtssl.data.decode import pixel_limit
 from mtssl.output import plain, say
