@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mtssl.cli_common import err_console, friendly_errors, load_host, max_pixels_option, parse_task_data_args
-from mtssl.cli_types import DEVICE, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, RUN_NAME
+from mtssl.cli_types import DEVICE, LEARNING_RATE, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, RUN_NAME
 from mtssl.config import RunConfig, TaskData, load_config_file
 from mtssl.data.decode import pixel_limit
 from mtssl.output import plain, say
@@ -75,7 +75,7 @@ DEFAULT_STEPS = 300
 @click.option("--batch-size", type=POSITIVE_INT, help="Images per stream per step, m (default 10).")
 @click.option("--steps", type=POSITIVE_INT, help=f"Optimizer steps (default {DEFAULT_STEPS} unless --epochs).")
 @click.option("--epochs", type=POSITIVE_FLOAT, help="Epochs over the longest stream, instead of --steps.")
-@click.option("--lr", type=POSITIVE_FLOAT, help="Adam learning rate (default 1e-4).")
+@click.option("--lr", type=LEARNING_RATE, help="Adam learning rate, 0 < LR <= 1e30 (default 1e-4).")
 @click.option("--lr-step-epochs", type=POSITIVE_FLOAT, help="Multiply lr by 0.1 every this many epochs (default 8).")
 @click.option("--seed", type=NON_NEGATIVE_INT, help="Seed for splits, initialisation and augmentation (default 0).")
 @click.option("--device", type=DEVICE, help="auto (default), cpu, cuda or cuda:N.")

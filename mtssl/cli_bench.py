@@ -8,7 +8,7 @@ import click
 from mtssl.bench.grid import (GridSpec, ModelSpec, load_grid, load_records, paper_grid, parse_budgets, parse_seeds,
                               run_grid)
 from mtssl.cli_common import err_console, friendly_errors, load_host, max_pixels_option, parse_task_data_args
-from mtssl.cli_types import DEVICE, POSITIVE_FLOAT, POSITIVE_INT
+from mtssl.cli_types import DEVICE, LEARNING_RATE, POSITIVE_INT
 from mtssl.data.decode import pixel_limit
 from mtssl.output import plain
 from mtssl.config import TaskData
@@ -56,7 +56,7 @@ def apply_options(grid: GridSpec, model_specs, reference, seeds, checkpoint, dat
 @click.option("--steps", type=POSITIVE_INT, help="Optimizer steps per cell.")
 @click.option("--batch-size", type=POSITIVE_INT, help="Images per stream per step.")
 @click.option("--eval-every", type=POSITIVE_INT, help="Validate (for the best checkpoint) every N steps.")
-@click.option("--lr", type=POSITIVE_FLOAT, help="Adam learning rate.")
+@click.option("--lr", type=LEARNING_RATE, help="Adam learning rate, 0 < LR <= 1e30.")
 @click.option("--device", type=DEVICE, help="auto, cpu, cuda or cuda:N.")
 @click.option("--cache-dir", help="Decoded-image cache folder.")
 @click.option("--backbone", help="Shared encoder spec.")

@@ -73,6 +73,8 @@ class RunName(click.ParamType):
 
 POSITIVE_FLOAT = FiniteFloat(0.0, low_open=True)
 NON_NEGATIVE_FLOAT = FiniteFloat(0.0)
+LEARNING_RATE = FiniteFloat(0.0, 1e30, low_open=True)
+"""Far above any useful rate, and below what torch can hold (a float32 overflows near 3.4e38)."""
 DEVICE = Device()
 RUN_NAME = RunName()
 

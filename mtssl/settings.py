@@ -75,7 +75,7 @@ class RunSettings(BaseModel):
     batch_size: int = Field(10, ge=1)
     steps: Optional[int] = Field(None, ge=1)
     epochs: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
-    lr: float = Field(1e-4, gt=0, allow_inf_nan=False)
+    lr: float = Field(1e-4, gt=0, le=1e30, allow_inf_nan=False)
     lr_step_epochs: float = Field(8.0, gt=0, allow_inf_nan=False)
     lr_gamma: float = Field(0.1, gt=0, le=1, allow_inf_nan=False)
     seed: int = Field(0, ge=0, lt=2**63)

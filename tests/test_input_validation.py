@@ -40,6 +40,7 @@ def check(*args: str, out: Path) -> object:
     (("--epochs", "-2"), "Invalid value for '--epochs': -2 is not in the range x>0"),
     (("--lr", "inf"), "Invalid value for '--lr': 'inf' is not a finite number"),
     (("--lr", "nan"), "Invalid value for '--lr': 'nan' is not a finite number"),
+    (("--lr", "1e39"), "Invalid value for '--lr': 1e39 is not in the range x>0 and x<=1e+30"),
     (("--seed", "-1"), "Invalid value for '--seed': -1 is not in the range x>=0"),
     (("--strong-ops", "16"), "Invalid value for '--strong-ops': 16 is not in the range 1<=x<=15"),
     (("--device", "tpu"), "Invalid value for '--device': 'tpu' is not a device; use auto, cpu, cuda, cuda:N or mps"),
