@@ -135,5 +135,6 @@ def test_all_loss_terms_reach_the_host_in_one_transfer(host, tmp_path, monkeypat
     result = trainer.compute_loss(views)
     monkeypatch.undo()
     assert calls == ["tolist"]
-    assert set(result.logs) == {"cls/sup", "seg/sup", "loss"} and result.problem is None
+    assert set(result.logs) == {"cls/sup", "seg/sup", "loss", "weight/cls", "weight/seg"} and result.problem is None
+    assert result.logs["weight/cls"] == result.logs["weight/seg"] == 1.0  # the default weighting is a plain sum
     assert result.logs["loss"] == pytest.approx(result.logs["cls/sup"] + result.logs["seg/sup"], rel=1e-6)
