@@ -146,7 +146,7 @@ def test_sigterm_sigint_and_sigkill_at_random_moments_still_end_bit_exact(tmp_pa
     """Signal the same run again and again at random delays after each new checkpoint, resuming in between."""
     draw = random.Random(7)
     run = tmp_path / "run"
-    child, signalled = start(tmp_path, steps=8), []
+    child, signalled, finished = start(tmp_path, steps=8), [], False
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
         done = committed_step(run)
         if not wait_for(lambda: committed_step(run) > done, child, "a new checkpoint"):
@@ -154,7 +154,8 @@ def test_sigterm_sigint_and_sigkill_at_random_moments_still_end_bit_exact(tmp_pa
         time.sleep(draw.uniform(0, 1.0))
         child.send_signal(signum)
         _, err = child.communicate()
-        if child.returncode == 0:  # finished before the signal arrived
+        if child.returncode == 0 or (committed_step(run) == 8 and "Done:" in flat(err)):
+            finished = True  # the run ended before the signal arrived (on a loaded machine it may land at exit)
             break
         expected = -signal.SIGKILL if signum == signal.SIGKILL else 128 + signum
         assert child.returncode == expected, err
@@ -164,10 +165,12 @@ def test_sigterm_sigint_and_sigkill_at_random_moments_still_end_bit_exact(tmp_pa
         assert [line["step"] for line in lines][:committed_step(run)] == list(range(1, committed_step(run) + 1))
         signalled.append(signum)
         child = start(tmp_path, resume=run)
-    child.communicate()
-    assert signalled and child.returncode in (0, -signal.SIGKILL)
-    if child.returncode != 0:
-        finish(run)
+    if not finished:
+        child.communicate()
+        assert child.returncode in (0, -signal.SIGKILL)
+        if child.returncode != 0:
+            finish(run)
+    assert signalled
     assert_same_run(run, reference(8))
 
 
