@@ -14,7 +14,6 @@ and label budget::
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,7 @@ from pydantic import ValidationError
 
 from mtssl.settings import explain, validate_settings
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the backport of the same parser
-    import tomli as tomllib
+import tomllib
 
 DEFAULT_SOURCE = "synthetic"
 
