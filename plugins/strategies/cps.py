@@ -53,7 +53,7 @@ class CrossPseudoSupervision(SSLStrategy):
         peer_sup = inputs.task.supervised_loss(inputs.views["peer_labeled"], target)
         cross = cross_pseudo_loss(inputs.views["unlabeled"], inputs.views["peer"])
         weight = self.weight * sigmoid_rampup(inputs.step, self.rampup)
-        return StrategyLoss(peer_sup + weight * cross, {"peer_sup": peer_sup.item(), "cross": cross.item(),
+        return StrategyLoss(peer_sup + weight * cross, {"peer_sup": peer_sup.detach(), "cross": cross.detach(),
                                                         "weight": weight})
 
 

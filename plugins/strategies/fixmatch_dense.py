@@ -34,7 +34,7 @@ class DenseFixMatch(SSLStrategy):
 
     def loss(self, inputs: StrategyInputs) -> StrategyLoss:
         loss, mask = dense_pseudo_label_loss(inputs.views["weak"], inputs.views["strong"], self.threshold)
-        return StrategyLoss(self.weight * loss, {"mask_rate": mask.float().mean().item()})
+        return StrategyLoss(self.weight * loss, {"mask_rate": mask.float().mean().detach()})
 
 
 @hookimpl

@@ -62,11 +62,11 @@ class FreeMatch(SSLStrategy):
         mask = freematch_mask(probs, self.time_p, self.p_model)
         ce = (F.cross_entropy(strong.float(), probs.argmax(1), reduction="none") * mask.float()).mean()
         loss = self.weight * ce
-        logs = {"mask_rate": mask.float().mean().item(), "tau": self.time_p.item()}
+        logs = {"mask_rate": mask.float().mean().detach(), "tau": self.time_p.detach().clone()}
         if self.fairness:
             fair = freematch_fairness(mask, strong, self.p_model, self.label_hist)
             loss = loss + self.fairness * fair
-            logs["fairness"] = fair.item()
+            logs["fairness"] = fair.detach()
         return StrategyLoss(loss, logs)
 
     def state_dict(self):

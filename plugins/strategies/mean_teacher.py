@@ -55,7 +55,7 @@ class MeanTeacher(SSLStrategy):
         task = inputs.task
         mse = probability_mse(task.probabilities(inputs.views["student"]), task.probabilities(inputs.views["teacher"]))
         weight = self.current_weight(inputs.step)
-        return StrategyLoss(weight * mse, {"mse": mse.item(), "weight": weight})
+        return StrategyLoss(weight * mse, {"mse": mse.detach(), "weight": weight})
 
 
 @hookimpl
