@@ -34,6 +34,9 @@ class MultiTaskModel(nn.Module):
                 if bridge.target == name:
                     extras[bridge.stride] = extras.get(bridge.stride, 0) + bridge.extra_channels
             self.heads[name] = task.build_head(HeadInputs(tuple(backbone.channels), tuple(backbone.strides), extras))
+        # the batch norms a bridge's input gradient would run through, found once (not every forward)
+        self._batch_norms = {b.source: [m for part in (backbone, self.heads[b.source]) for m in part.modules()
+                                        if isinstance(m, nn.modules.batchnorm._BatchNorm)] for b in self.bridges}
 
     def _check_bridges(self) -> None:
         targets = {b.target for b in self.bridges}
@@ -101,28 +104,23 @@ class MultiTaskModel(nn.Module):
         norms on their running statistics; per-image norms (the default
         encoder's instance norm) need nothing extra.
         """
-        if not (bridge.needs_input_grad and self._batch_coupled(bridge.source)):
+        layers = [m for m in self._batch_norms[bridge.source] if m.training] if bridge.needs_input_grad else []
+        if not layers:
             return self.heads[bridge.source](feats, {})
-        with self._per_image_norms(bridge.source):
+        with _running_statistics(layers):
             return self.heads[bridge.source](self.backbone(images[rows]), {})
 
-    def _coupled_norms(self, source: str) -> list[nn.Module]:
-        modules = [*self.backbone.modules(), *self.heads[source].modules()]
-        return [m for m in modules if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
 
-    def _batch_coupled(self, source: str) -> bool:
-        return bool(self._coupled_norms(source))
-
-    @contextmanager
-    def _per_image_norms(self, source: str) -> Iterator[None]:
-        layers = self._coupled_norms(source)
+@contextmanager
+def _running_statistics(layers: list[nn.Module]) -> Iterator[None]:
+    """Batch norms in eval mode for the block, so each image is normalised on its own."""
+    for layer in layers:
+        layer.eval()
+    try:
+        yield
+    finally:
         for layer in layers:
-            layer.eval()
-        try:
-            yield
-        finally:
-            for layer in layers:
-                layer.train()
+            layer.train()
 
 
 def _nonempty(rows: slice) -> bool:

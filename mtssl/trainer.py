@@ -126,7 +126,7 @@ class Trainer:
             torch.manual_seed(config.seed + rank)  # same weights everywhere, different augmentations
         self.augmenter = Augmenter(config.size, config.strong_ops).to(self.device)
         if rank == 0:
-            run.write_json(RunDir.CONFIG, config.to_dict())  # now with what the data resolved (channels)
+            run.write_json(RunDir.CONFIG, config.to_dict())  # once, with what was resolved: channels, precision
         self._write_splits()
         self.labeled: dict[str, BatchStream] = {}
         self.unlabeled: dict[str, BatchStream] = {}
@@ -171,14 +171,10 @@ class Trainer:
         raise ValueError("give --steps or --epochs")
 
     def _resolve_precision(self) -> str:
-        """The concrete precision of this run; ``auto`` is resolved and recorded in config.json."""
+        """The concrete precision of this run; ``auto`` is resolved here and recorded with the config below."""
         requested = "bf16" if self.config.amp and self.config.precision == "auto" else self.config.precision
-        resolved = resolve_precision(requested, self.device)
-        if resolved != self.config.precision:
-            self.config.precision = resolved
-            if self.rank == 0:
-                self.run.write_json(RunDir.CONFIG, self.config.to_dict())
-        return resolved
+        self.config.precision = resolve_precision(requested, self.device)
+        return self.config.precision
 
     @staticmethod
     def _tensor_targets(arrays, index: np.ndarray) -> torch.Tensor:
