@@ -37,12 +37,11 @@ def test_same_seed_same_run_other_seed_other_run(tmp_path):
     assert not same_weights(weights(first), weights(other))
 
 
-def test_interrupted_run_resumes_to_the_same_weights_and_log(host, tmp_path, monkeypatch):
-    settings = dict(steps=4, eval_every=2, save_every=100, seed=1)
-    straight = tiny_trainer(host, tmp_path / "straight", **MULTIMIX, **settings)
+def straight_and_stopped_at_two(host, tmp_path, **settings):
+    """The same tiny run twice: once to the end, once interrupted (Ctrl-C) after step 2."""
+    straight = tiny_trainer(host, tmp_path / "straight", **settings)
     straight.fit()
-
-    interrupted = tiny_trainer(host, tmp_path / "interrupted", **MULTIMIX, **settings)
+    interrupted = tiny_trainer(host, tmp_path / "interrupted", **settings)
 
     def stop_at_two(step, logs):
         if step == 2:
@@ -50,6 +49,12 @@ def test_interrupted_run_resumes_to_the_same_weights_and_log(host, tmp_path, mon
 
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit(on_step=stop_at_two)
+    return straight, interrupted
+
+
+def test_interrupted_run_resumes_to_the_same_weights_and_log(host, tmp_path, monkeypatch):
+    settings = dict(steps=4, eval_every=2, save_every=100, seed=1)
+    straight, interrupted = straight_and_stopped_at_two(host, tmp_path, **MULTIMIX, **settings)
     run = interrupted.run.path
     assert [line["step"] for line in read_metrics(run)] == [1, 2]
     assert checkpoint.load(run / "checkpoints" / "last.safetensors")[1]["step"] == 2  # saved on interrupt
@@ -135,17 +140,7 @@ def test_teacher_peer_adaptive_thresholds_and_learned_weights_resume_bit_exactly
     """EMA teacher, CPS peer, FreeMatch statistics and uncertainty log-variances survive --resume."""
     settings = dict(tasks=["cls:freematch:momentum=0.5", "seg:meanteacher+cps:meanteacher.rampup=0"], steps=4, eval_every=4,
                     save_every=100, seed=2, weighting="uncertainty:lr=0.05")
-    straight = tiny_trainer(host, tmp_path / "straight", **settings)
-    straight.fit()
-
-    interrupted = tiny_trainer(host, tmp_path / "interrupted", **settings)
-
-    def stop_at_two(step, logs):
-        if step == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        interrupted.fit(on_step=stop_at_two)
+    straight, interrupted = straight_and_stopped_at_two(host, tmp_path, **settings)
     run = interrupted.run.path
     result = invoke(["train", "--resume", str(run)])
     assert result.exit_code == 0, result.output
