@@ -16,11 +16,11 @@ import time
 
 import torch
 
-from mtssl.config import RunConfig, TaskData
+from mtssl.run.config import RunConfig, TaskData
 from mtssl.data.prepare import load_arrays, open_source
 from mtssl.plugins import PluginHost
-from mtssl.rundir import RunDir
-from mtssl.trainer import Trainer
+from mtssl.run.rundir import RunDir
+from mtssl.training.trainer import Trainer
 from mtssl_plugins.targets import CLASS_LABEL, binary_masks
 
 

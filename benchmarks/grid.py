@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from mtssl.cli import main
+from mtssl.cli.app import main
 
 if __name__ == "__main__":
     main(["bench", "grid", *sys.argv[1:]], prog_name="benchmarks/grid.py")

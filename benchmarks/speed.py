@@ -41,11 +41,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_step import ReferenceStep, Streams  # noqa: E402
 
-from mtssl.config import RunConfig, TaskData  # noqa: E402
+from mtssl.run.config import RunConfig, TaskData  # noqa: E402
 from mtssl.plugins import PluginHost  # noqa: E402
-from mtssl.rundir import RunDir  # noqa: E402
-from mtssl.model import to_float  # noqa: E402
-from mtssl.trainer import Trainer  # noqa: E402
+from mtssl.run.rundir import RunDir  # noqa: E402
+from mtssl.model.network import to_float  # noqa: E402
+from mtssl.training.trainer import Trainer  # noqa: E402
 
 MULTIMIX = {"tasks": ["cls:fixmatch", "seg:kl"], "bridges": ["saliency"]}
 
@@ -64,9 +64,10 @@ def shared_streams(trainer: Trainer) -> Streams:
     cls, seg = trainer.data["cls"], trainer.data["seg"]
     cls_unlabeled = cls.split.unlabeled if len(cls.split.unlabeled) else cls.split.labeled
     seg_unlabeled = seg.split.unlabeled if len(seg.split.unlabeled) else seg.split.labeled
-    return Streams(cls.train.images[cls.split.labeled], cls.train.targets[cls.split.labeled],
-                   seg.train.images[seg.split.labeled], seg.train.targets[seg.split.labeled],
-                   cls.train.images[cls_unlabeled], seg.train.images[seg_unlabeled])
+    grey = 0  # the trainer keeps [N, C, S, S] arrays; the paper's step reads one grey channel, [N, S, S]
+    return Streams(cls.train.images[cls.split.labeled][:, grey], cls.train.targets[cls.split.labeled],
+                   seg.train.images[seg.split.labeled][:, grey], seg.train.targets[seg.split.labeled][:, grey],
+                   cls.train.images[cls_unlabeled][:, grey], seg.train.images[seg_unlabeled][:, grey])
 
 
 def sync(device: torch.device) -> None:

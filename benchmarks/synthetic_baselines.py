@@ -17,11 +17,11 @@ import time
 
 import numpy as np
 
-from mtssl.config import RunConfig, TaskData
-from mtssl.evaluation import evaluate_run
+from mtssl.run.config import RunConfig, TaskData
+from mtssl.evaluation.evaluate import evaluate_run
 from mtssl.plugins import PluginHost
-from mtssl.rundir import RunDir
-from mtssl.trainer import Trainer
+from mtssl.run.rundir import RunDir
+from mtssl.training.trainer import Trainer
 
 
 def score(run: RunDir, host: PluginHost, task: str, metric: str, spec: str) -> float:

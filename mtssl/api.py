@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import importlib
 
-import pluggy
 import torch
 import torch.nn.functional as F
 
 from mtssl.data.decode import check_mask_size, read_image, read_mask
 from mtssl.data.errors import DataError
-from mtssl.hookspecs import PROJECT
+from mtssl.hookspecs import hookimpl
 from mtssl.options import Options, read_options
 from mtssl.interfaces import (
     AugName,
@@ -38,7 +37,6 @@ from mtssl.interfaces import (
 )
 from mtssl.targets import TargetSpec
 
-hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 def resize_like(extra: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -16,8 +16,12 @@ component::
 
 ``register(name, factory, *, aliases=(), description="")`` — ``factory`` is
 called with ``name=...`` plus the user's ``key=value`` options and must return
-an instance of the matching interface from :mod:`mtssl.api`. Registering a
-name another plugin already holds is an error naming both plugins.
+an instance of the matching interface from :mod:`mtssl.api`. It may also be a
+reference, ``"my_package.depth:DepthTask"``, imported only when the component
+is first built: a plugin module that registers references and imports nothing
+heavy keeps ``mtssl plugins`` and ``--help`` fast (mtssl's own plugins do
+this, in ``mtssl_plugins.catalog``). Registering a name another plugin already
+holds is an error naming both plugins.
 
 Targets are declared, never assumed. A task sets ``target`` to a
 :class:`mtssl.api.TargetSpec` — e.g. ``TargetSpec("depth", "float32", (1,),
@@ -36,6 +40,7 @@ import pluggy
 
 PROJECT = "mtssl"
 hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)  # re-exported by mtssl.api; defined here so it imports no torch
 
 
 @hookspec
@@ -57,7 +62,7 @@ def register_strategies(register):
 
     * an EMA teacher: ``teacher_decay()`` returns the decay; views planned with ``model="teacher"``
       run through the teacher without autograd. The trainer updates it after every optimizer step
-      (``a = min(decay, 1 - 1/(updates+1))``) and checkpoints it (:mod:`mtssl.teacher`);
+      (``a = min(decay, 1 - 1/(updates+1))``) and checkpoints it (:mod:`mtssl.training.teacher`);
     * a second network for cross pseudo supervision: ``needs_peer()`` returns True; views planned
       with ``model="peer"`` run through an independently initialised copy of the model that the
       optimizer trains alongside it and the checkpoint keeps;

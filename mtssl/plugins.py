@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import pluggy
 
 from mtssl import hookspecs
-from mtssl.registry import Entry, Registry, RegistryError
+from mtssl.registry import Entry, Registry, RegistryError, is_reference
 
 STRICT_ENV = "MTSSL_PLUGINS_STRICT"
 ALLOW_ENV = "MTSSL_PLUGINS"
@@ -190,8 +190,9 @@ class PluginHost:
         def register(name: str, factory, *, aliases: Iterable[str] = (), description: str = "") -> None:
             if not isinstance(name, str) or not name:
                 raise TypeError(f"{kind} name must be a non-empty string, got {name!r}")
-            if not callable(factory):
-                raise TypeError(f"{kind} '{name}' factory is not callable")
+            if not (callable(factory) or is_reference(factory)):
+                raise TypeError(f"{kind} '{name}' factory is neither callable nor a 'package.module:attribute' "
+                                f"reference: {factory!r}")
             staged.append(Entry(kind, name, factory, info.name, info.distribution, tuple(aliases), description))
 
         return register
@@ -203,7 +204,8 @@ class PluginHost:
     def create(self, kind: str, name: str, **kwargs: Any) -> Any:
         """Instantiate a registered component; option errors name the component."""
         entry = self.registries[kind].get(name)
+        factory = entry.resolve()
         try:
-            return entry.factory(name=entry.name, **kwargs)
+            return factory(name=entry.name, **kwargs)
         except TypeError as exc:
             raise RegistryError(f"{kind} '{name}' rejected its options {sorted(kwargs)}: {exc}") from exc

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -10,15 +11,46 @@ class RegistryError(ValueError):
     """A name that is unknown, or claimed twice."""
 
 
+def is_reference(factory: object) -> bool:
+    """Whether ``factory`` is a ``"package.module:attribute"`` reference to import on first use."""
+    if not isinstance(factory, str) or factory.count(":") != 1:
+        return False
+    module, attribute = factory.split(":")
+    return all(part.isidentifier() for part in [*module.split("."), *attribute.split(".")])
+
+
 @dataclass(frozen=True)
 class Entry:
+    """A registered component. ``factory`` is a callable, or a reference imported when first built.
+
+    References let a plugin register without importing its implementation
+    (and torch), so listing plugins and showing help stay fast.
+    """
+
     kind: str
     name: str
-    factory: Callable[..., Any]
+    factory: Callable[..., Any] | str
     plugin: str
     distribution: str
     aliases: tuple[str, ...] = ()
     description: str = ""
+
+    def resolve(self) -> Callable[..., Any]:
+        """The factory itself, importing a reference; a broken one is an error naming the plugin."""
+        if not isinstance(self.factory, str):
+            return self.factory
+        module, attribute = self.factory.split(":")
+        try:
+            found: Any = importlib.import_module(module)
+            for part in attribute.split("."):
+                found = getattr(found, part)
+        except Exception as exc:  # noqa: BLE001 - any failure of a plugin's code is reported as the plugin's
+            raise RegistryError(f"{self.kind} '{self.name}' of plugin '{self.plugin}' ({self.distribution}) "
+                                f"could not be loaded from '{self.factory}': {type(exc).__name__}: {exc}") from exc
+        if not callable(found):
+            raise RegistryError(f"{self.kind} '{self.name}' of plugin '{self.plugin}' ({self.distribution}): "
+                                f"'{self.factory}' is not callable")
+        return found
 
 
 @dataclass

@@ -10,10 +10,10 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 
-from mtssl.cli import main
-from mtssl.config import RunConfig, TaskData
+from mtssl.cli.app import main
+from mtssl.run.config import RunConfig, TaskData
 from mtssl.plugins import PluginHost
-from mtssl.rundir import RunDir
+from mtssl.run.rundir import RunDir
 
 # Tiny synthetic data: enough images for a labeled, an unlabeled and a validation split.
 TINY_DATA = {
@@ -52,7 +52,7 @@ def tiny_config(out: str | Path, tasks: list[str], bridges: list[str] = (), **ov
 
 
 def tiny_trainer(host: PluginHost, out: str | Path, tasks: list[str], bridges: list[str] = (), **overrides):
-    from mtssl.trainer import Trainer
+    from mtssl.training.trainer import Trainer
 
     config = tiny_config(out, tasks, bridges, **overrides)
     return Trainer(config, host, RunDir.create(config))

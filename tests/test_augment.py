@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtssl.augment import GEOMETRIC, STRONG_POOL, Augmenter, StrongAugmentation, WeakAugmentation
+from mtssl.training.augment import GEOMETRIC, STRONG_POOL, Augmenter, StrongAugmentation, WeakAugmentation
 
 SIZE = 32
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import invoke
 from data_trees import class_tree, gradient, lung_mask, pairs_tree, write
 
-from mtssl.config import TaskData
+from mtssl.run.config import TaskData
 from mtssl.data.errors import DataError
 from mtssl_plugins.targets import CLASS_LABEL, binary_masks
 from mtssl.data.prepare import data_summary, load_arrays, open_source, prepare_task_data

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from mtssl.bench.grid import GridError, GridSpec, ModelSpec, expand_cells, grid_from_dict, parse_seeds
 from mtssl.bench.summary import collect, paired_p, paired_tests, to_csv
-from mtssl.cli import main
+from mtssl.cli.app import main
 
 
 def test_model_spec_reads_flags_and_rejects_the_rest():

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mtssl import checkpoint
-from mtssl.checkpoint import CheckpointError, atomic_save, flatten_optimizer, load, unflatten_optimizer
+from mtssl.run import checkpoint
+from mtssl.run.checkpoint import CheckpointError, atomic_save, flatten_optimizer, load, unflatten_optimizer
 
 
 def refuse(*args, **kwargs):

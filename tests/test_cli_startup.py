@@ -4,29 +4,51 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import click
 import pytest
+
+from mtssl.cli.app import COMMANDS, main
 
 PROBE = """
 import sys
 from click.testing import CliRunner
-from mtssl.cli import main
+from mtssl.cli.app import main
 result = CliRunner().invoke(main, {args!r})
 assert result.exit_code == 0, result.output
-print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
+print(sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r}))
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["eval", "--help"], ["data", "--help"],
-                                  ["bench", "--help"]], ids=" ".join)
-def test_help_imports_no_torch(args):
-    out = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], capture_output=True, text=True,
-                         timeout=300)
+def loaded_after(args: list[str], heavy: set[str]) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", PROBE.format(args=args, heavy=heavy)], capture_output=True,
+                         text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    return eval(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("module", ["mtssl.cli_common", "mtssl.cli_data", "mtssl.cli_eval", "mtssl.cli_bench",
-                                    "mtssl.cli"])
+def test_top_level_help_imports_only_click():
+    assert loaded_after(["--help"], {"torch", "numpy", "rich", "pydantic", "PIL", "mtssl_plugins"}) == []
+
+
+@pytest.mark.parametrize("args", [["train", "--help"], ["eval", "--help"], ["data", "--help"], ["bench", "--help"],
+                                  ["export", "--help"], ["plugins"]], ids=" ".join)
+def test_commands_import_no_torch(args):
+    assert loaded_after(args, {"torch"}) == []
+
+
+@pytest.mark.parametrize("module", sorted({m for m, _, _ in COMMANDS.values()} | {"mtssl.cli.common", "mtssl.cli"}))
 def test_each_command_module_imports_on_its_own(module):
     out = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_listed_summary_is_the_commands_own(name):
+    command = main.get_command(click.Context(main), name)
+    assert command.name == name
+    assert COMMANDS[name][2] == command.get_short_help_str(limit=200)
+
+
+def test_unknown_command_is_a_usage_error():
+    result = click.testing.CliRunner().invoke(main, ["trian"])
+    assert result.exit_code == 2 and "No such command 'trian'" in result.output

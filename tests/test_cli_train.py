@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import invoke, read_metrics, tiny_train_args, train_run
-from mtssl import checkpoint
+from mtssl.run import checkpoint
 
 RUN_KEYS = {"step", "epoch", "lr", "step_time"}
 

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from conftest import invoke
-from mtssl.cli import resolve_config
-from mtssl.config import ConfigError, RunConfig, TaskData, load_config_file
+from mtssl.cli.train import resolve_config
+from mtssl.run.config import ConfigError, RunConfig, TaskData, load_config_file
 
 TOML = """
 tasks = ["cls:fixmatch", "seg:kl"]

@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mtssl.plugins import PluginHost
-from mtssl.rundir import RunDir
+from mtssl.run.rundir import RunDir
 from conftest import tiny_config
 
 
@@ -24,8 +24,8 @@ def _worker(rank: int, world: int, port: int, out: str, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from mtssl.distributed import from_environment
-    from mtssl.trainer import Trainer
+    from mtssl.training.distributed import from_environment
+    from mtssl.training.trainer import Trainer
 
     cluster = from_environment()
     config = tiny_config(out, ["cls:fixmatch", "seg:kl"], ["saliency"], steps=2, name="ddp")
@@ -63,9 +63,9 @@ def _resume_worker(rank: int, world: int, port: int, out: str, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from mtssl.distributed import from_environment
-    from mtssl.stopping import TrainingStopped
-    from mtssl.trainer import Trainer
+    from mtssl.training.distributed import from_environment
+    from mtssl.training.stopping import TrainingStopped
+    from mtssl.training.trainer import Trainer
 
     cluster = from_environment()
 
@@ -99,7 +99,7 @@ def _resume_worker(rank: int, world: int, port: int, out: str, results) -> None:
 def test_two_processes_stop_together_and_resume_each_rank_bit_exactly(tmp_path):
     import json
 
-    from mtssl import checkpoint
+    from mtssl.run import checkpoint
 
     manager = mp.Manager()
     results = manager.dict()
@@ -130,9 +130,9 @@ def _diverge_worker(rank: int, world: int, port: int, out: str, results) -> None
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from mtssl.distributed import from_environment
-    from mtssl.guard import DivergenceError
-    from mtssl.trainer import Trainer
+    from mtssl.training.distributed import from_environment
+    from mtssl.training.guard import DivergenceError
+    from mtssl.training.trainer import Trainer
 
     cluster = from_environment()
     config = tiny_config(out, ["cls:fixmatch"], steps=4, save_every=100, eval_every=100, skip_nonfinite=1,

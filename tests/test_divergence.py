@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import invoke, read_metrics, tiny_train_args, tiny_trainer
-from mtssl import checkpoint
-from mtssl.guard import DIVERGED_EXIT, DivergenceError, DivergenceGuard
+from mtssl.run import checkpoint
+from mtssl.training.guard import DIVERGED_EXIT, DivergenceError, DivergenceGuard
 
 
 def flat(text: str) -> str:

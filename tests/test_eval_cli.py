@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mtssl.cli import main
-from mtssl.evaluation import evaluate_run
+from mtssl.cli.app import main
+from mtssl.evaluation.evaluate import evaluate_run
 from conftest import flat
 from tiny_run import tiny_run
 

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from conftest import invoke
-from mtssl import checkpoint
-from mtssl.inference import load_model
+from mtssl.run import checkpoint
+from mtssl.evaluation.inference import load_model
 from tiny_run import tiny_run
 
 

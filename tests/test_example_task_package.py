@@ -26,7 +26,7 @@ def site(tmp_path_factory) -> Path:
 def mtssl(site: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", "from mtssl.cli import main; main()", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-c", "from mtssl.cli.app import main; main()", *args], capture_output=True, text=True, env=env,
                           timeout=600)
 
 

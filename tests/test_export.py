@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
 
-from mtssl.cli import main
-from mtssl.export_graph import REWRITES
-from mtssl.inference import load_model, predict
+from mtssl.cli.app import main
+from mtssl.export.graph import REWRITES
+from mtssl.evaluation.inference import load_model, predict
 from tiny_run import tiny_run
 
 PROBABILITY_TOLERANCE = 1e-4  # softmax / sigmoid outputs in [0, 1]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import read_metrics, tiny_trainer
-from mtssl.grad_shares import gradient_shares
+from mtssl.training.grad_shares import gradient_shares
 
 
 def test_gradient_shares_by_hand():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import invoke, tiny_train_args
-from mtssl.config import ConfigError, RunConfig, load_config_file
+from mtssl.run.config import ConfigError, RunConfig, load_config_file
 from mtssl.data.splits import split_indices
 
 
@@ -138,7 +138,7 @@ def test_resume_refuses_settings_it_would_ignore(tmp_path):
 
 
 def test_run_names_cannot_leave_out(tmp_path):
-    from mtssl.rundir import RunDir
+    from mtssl.run.rundir import RunDir
 
     for name in ("../x", "/abs", "a/../../b", ".."):
         with pytest.raises(ValueError, match="plain folder name"):
@@ -151,7 +151,7 @@ def test_run_names_cannot_leave_out(tmp_path):
 def test_a_full_or_read_only_disk_is_one_line_naming_the_path(tmp_path, monkeypatch, code, expected):
     import os
 
-    from mtssl import checkpoint
+    from mtssl.run import checkpoint
 
     def refuse(tensors, path, metadata=None):
         raise OSError(code, os.strerror(code), str(path))
@@ -193,11 +193,11 @@ def test_grid_file_run_settings_are_typed_and_ranged(tmp_path):
 
 
 def test_the_validation_rules_cover_every_config_field():
-    """A field added to RunConfig or TaskData needs its type and range in mtssl/settings.py."""
+    """A field added to RunConfig or TaskData needs its type and range in mtssl/run/settings.py."""
     from dataclasses import fields
 
-    from mtssl.config import TaskData
-    from mtssl.settings import RunSettings, TaskDataSettings
+    from mtssl.run.config import TaskData
+    from mtssl.run.settings import RunSettings, TaskDataSettings
 
     assert set(RunSettings.model_fields) == {f.name for f in fields(RunConfig)}
     assert set(TaskDataSettings.model_fields) == {f.name for f in fields(TaskData)}

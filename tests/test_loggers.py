@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from conftest import invoke, read_metrics, tiny_train_args
-from mtssl.config import RunConfig
-from mtssl.loggers import logger_names
+from mtssl.run.config import RunConfig
+from mtssl.training.loggers import logger_names
 
 
 @pytest.fixture(scope="module")

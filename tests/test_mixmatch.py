@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from mtssl.api import StrategyInputs
-from mtssl.config import RunConfig, TaskData
+from mtssl.run.config import RunConfig, TaskData
 from mtssl.plugins import PluginHost
-from mtssl.rundir import RunDir
-from mtssl.trainer import Trainer
+from mtssl.run.rundir import RunDir
+from mtssl.training.trainer import Trainer
 from mtssl_plugins.functional import (guess_labels, mixup, mixup_lambda, probability_l2, sharpen,
                                       soft_cross_entropy)
 from mtssl_plugins.strategies.mixmatch import MixMatch

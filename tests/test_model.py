@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from conftest import tiny_trainer
-from mtssl.assemble import build_components
-from mtssl.config import RunConfig
+from mtssl.model.assemble import build_components
+from mtssl.run.config import RunConfig
 
 
 def conv_params(cin: int, cout: int, k: int = 3) -> int:

@@ -4,11 +4,11 @@ from __future__ import annotations
 import itertools
 import math
 
-from mtssl import checkpoint
-from mtssl.config import RunConfig, TaskData
+from mtssl.run import checkpoint
+from mtssl.run.config import RunConfig, TaskData
 from mtssl.plugins import PluginHost
-from mtssl.rundir import RunDir
-from mtssl.trainer import Trainer
+from mtssl.run.rundir import RunDir
+from mtssl.training.trainer import Trainer
 
 
 def make_trainer(tmp_path, steps=5):

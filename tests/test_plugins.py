@@ -208,3 +208,40 @@ def test_the_example_plugin_package_trains(tmp_path, monkeypatch):
     logs = trainer.train_step()
     assert logs["cls/entropy"] == pytest.approx(0.5 * logs["cls/entropy/entropy"])
     assert 0 < logs["cls/entropy/entropy"] <= 0.6932  # entropy of two classes is at most ln 2
+
+
+def test_every_first_party_component_is_registered_by_a_reference_that_builds():
+    host = PluginHost()
+    first_party = [e for registry in host.registries.values() for e in registry if e.distribution == "mtssl"]
+    assert len(first_party) >= 25
+    for entry in first_party:
+        assert isinstance(entry.factory, str), entry.name  # listing them imports none of their modules
+        factory = entry.resolve()
+        module, attribute = entry.factory.split(":")
+        assert factory.__module__ == module and factory.__name__ == attribute
+
+
+def test_a_lazy_third_party_component_builds_and_a_broken_reference_names_its_plugin():
+    class Lazy:
+        @hookimpl
+        def register_weightings(self, register):
+            register("sum-again", "mtssl_plugins.weightings.equal:Equal", description="by reference")
+            register("gone", "mtssl_no_such_package.weighting:Gone")
+
+    host = PluginHost([("lazy", Lazy())])
+    assert not host.failures
+    assert type(host.create("weighting", "sum-again")).__name__ == "Equal"
+    with pytest.raises(ValueError, match=r"weighting 'gone' of plugin 'lazy' \(\(in-process\)\) could not be "
+                                         r"loaded from 'mtssl_no_such_package.weighting:Gone': ModuleNotFoundError"):
+        host.create("weighting", "gone")
+
+
+def test_a_factory_that_is_neither_callable_nor_a_reference_disables_the_plugin():
+    class Wrong:
+        @hookimpl
+        def register_tasks(self, register):
+            register("oops", "not a reference")
+
+    host = PluginHost([("wrong", Wrong())])
+    assert [f.plugin for f in host.failures] == ["wrong"]
+    assert "neither callable nor a 'package.module:attribute' reference" in host.failures[0].error

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from mtssl.precision import Precision, cpu_flags, native_bf16, resolve_precision
+from mtssl.training.precision import Precision, cpu_flags, native_bf16, resolve_precision
 from tests.conftest import tiny_trainer
 
 CPU = torch.device("cpu")
@@ -82,13 +82,13 @@ def test_trainer_records_the_resolved_precision_and_resumes_the_scaler(host, tmp
     fp16.precision.scaler.update(123.0)
     fp16.save("last", with_state=True)
     again = tiny_trainer(host, tmp_path, ["cls"], precision="fp16", name="half-again")
-    again.run = fp16.run
+    again.run = again.checkpoints.run = fp16.run  # resume the first run's checkpoint
     again.resume("last")
     assert again.precision.scaler.get_scale() == 123.0
 
 
 def test_compile_without_a_cpp_compiler_is_a_clear_error(monkeypatch):
-    from mtssl import compile as compile_module
+    from mtssl.model import compile as compile_module
 
     monkeypatch.setenv("CXX", "no-such-compiler")
     monkeypatch.setattr(compile_module.shutil, "which", lambda name: None)

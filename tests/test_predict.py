@@ -9,8 +9,8 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from mtssl.cli import main
-from mtssl.inference import load_model, predict
+from mtssl.cli.app import main
+from mtssl.evaluation.inference import load_model, predict
 from tiny_run import tiny_run
 
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import invoke
-from mtssl.config import ConfigError, RunConfig, load_config_file
+from mtssl.run.config import ConfigError, RunConfig, load_config_file
 from mtssl.registry import RegistryError
 from mtssl.spec import SpecError, parse_bridge, parse_source, parse_task
 
@@ -65,7 +65,7 @@ def test_spec_grammar_parses_or_raises_a_spec_error(text):
 @given(structured_spec)
 def test_any_task_spec_builds_or_gives_a_one_line_error(host, text):
     """From spec to live components: parsing plus every component's option checks."""
-    from mtssl.assemble import build_components
+    from mtssl.model.assemble import build_components
 
     config = RunConfig(tasks=[text], size=32)
     with no_hang():

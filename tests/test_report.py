@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from mtssl.cli import main
+from mtssl.cli.app import main
 from tiny_run import tiny_run
 
 

@@ -1,4 +1,4 @@
-"""mtssl.run_state: the tree codec, the generic name -> state_dict mechanism, and the commit rule."""
+"""mtssl.run.state: the tree codec, the generic name -> state_dict mechanism, and the commit rule."""
 from __future__ import annotations
 
 import math
@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from conftest import tiny_trainer
-from mtssl import checkpoint, run_state
-from mtssl.checkpoint import CheckpointError
-from mtssl.distributed import Distributed
-from mtssl.rundir import RunDir
-from mtssl.stopping import TrainingStopped
-from mtssl.trainer import Trainer
+from mtssl.run import checkpoint
+from mtssl.run import state as run_state
+from mtssl.run.checkpoint import CheckpointError
+from mtssl.training.distributed import Distributed
+from mtssl.run.rundir import RunDir
+from mtssl.training.stopping import TrainingStopped
+from mtssl.training.trainer import Trainer
 
 
 def same(a, b) -> bool:
@@ -159,7 +160,7 @@ def test_config_json_keeps_the_asked_device_not_the_one_this_process_resolved(tm
         def device_name(self, requested: str) -> str:  # stands in for rank 0 taking cuda:0
             return "cpu"
 
-    monkeypatch.setattr("mtssl.distributed.from_environment", lambda: Resolving())
+    monkeypatch.setattr("mtssl.training.distributed.from_environment", lambda: Resolving())
     result = invoke(tiny_train_args("cls", out=tmp_path, name="r", steps=1, extra=("--device", "auto")))
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "r" / "config.json").read_text())["device"] == "auto"

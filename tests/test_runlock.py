@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import invoke, train_run
-from mtssl.runlock import LOCK_FILE, RunLock, RunLockedError, pid_alive
+from mtssl.run.runlock import LOCK_FILE, RunLock, RunLockedError, pid_alive
 
 
 def write_lock(run: Path, pid: int, host: str | None = None) -> Path:
@@ -55,7 +55,7 @@ def test_resume_while_a_live_process_owns_the_run_is_refused_naming_it(run):
 
 HOLDER = """
 import sys, time
-from mtssl.runlock import RunLock
+from mtssl.run.runlock import RunLock
 RunLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(120)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtssl.assemble import build_components
-from mtssl.config import RunConfig
+from mtssl.model.assemble import build_components
+from mtssl.run.config import RunConfig
 
 
 def build(host, bridges=("saliency",), tasks=("cls", "seg"), size=32):

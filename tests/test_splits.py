@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from mtssl.config import RunConfig, TaskData
+from mtssl.run.config import RunConfig, TaskData
 from mtssl.data.splits import parse_budget, split_indices
-from mtssl.rundir import RunDir
-from mtssl.trainer import Trainer
+from mtssl.run.rundir import RunDir
+from mtssl.training.trainer import Trainer
 
 LABELS = [0] * 30 + [1] * 90
 

@@ -17,8 +17,9 @@ import torch
 from safetensors import safe_open
 
 from conftest import invoke, read_metrics, tiny_train_args, tiny_trainer
-from mtssl import checkpoint, run_state
-from mtssl.stopping import TrainingStopped
+from mtssl.run import checkpoint
+from mtssl.run import state as run_state
+from mtssl.training.stopping import TrainingStopped
 
 TASKS = ("cls:fixmatch",)
 EXTRA = ("--save-every", "2", "--eval-every", "3")  # later flags override the defaults
@@ -74,7 +75,7 @@ def start(out: Path, env_extra: dict[str, str] | None = None, resume: Path | Non
     env.update(env_extra or {})
     args = (["train", "--resume", str(resume)] if resume
             else tiny_train_args(*TASKS, out=out, name="run", steps=steps, extra=EXTRA))
-    return subprocess.Popen([sys.executable, "-c", "from mtssl.cli import main; main()", *args], env=env,
+    return subprocess.Popen([sys.executable, "-c", "from mtssl.cli.app import main; main()", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

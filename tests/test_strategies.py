@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from mtssl.api import StrategyInputs, ViewRequest
-from mtssl.assemble import build_components
-from mtssl.config import RunConfig
+from mtssl.model.assemble import build_components
+from mtssl.run.config import RunConfig
 from mtssl.registry import RegistryError
 from mtssl_plugins.functional import bernoulli_kl, fixmatch_loss
 from mtssl_plugins.strategies.kl_consistency import consistency_reference

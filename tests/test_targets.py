@@ -128,7 +128,7 @@ def test_colour_folder_source_trains_and_predicts_end_to_end(tmp_path):
                 "--cls-labels", "4")
     config = json.loads((run / "config.json").read_text())
     assert config["channels"] == 3
-    from mtssl.inference import load_model
+    from mtssl.evaluation.inference import load_model
 
     loaded = load_model(run, "last")
     first_conv = next(m for m in loaded.model.backbone.modules() if isinstance(m, torch.nn.Conv2d))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import tiny_trainer
-from mtssl.teacher import EMATeacher, requested_decay
+from mtssl.training.teacher import EMATeacher, requested_decay
 
 
 def test_ema_update_by_hand():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import invoke, read_metrics, tiny_trainer, train_run
-from mtssl import checkpoint
+from mtssl.run import checkpoint
 
 MULTIMIX = dict(tasks=["cls:fixmatch", "seg:kl"], bridges=["saliency"])
 

@@ -88,7 +88,7 @@ def test_grid_models_may_carry_a_weighting(tmp_path):
 
 
 def test_weighting_is_a_config_key_and_the_flag_overrides_it(tmp_path):
-    from mtssl.cli import resolve_config
+    from mtssl.cli.train import resolve_config
 
     file = tmp_path / "run.toml"
     file.write_text('tasks = ["cls", "seg"]\nweighting = "uncertainty:init=1"\n')

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from mtssl.cli import main
+from mtssl.cli.app import main
 
 _RUNS: dict[str, Path] = {}
 

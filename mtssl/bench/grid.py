@@ -1,7 +1,7 @@
 """An ablation grid: named models (task/bridge specs) x per-task label budgets x seeds.
 
-Each cell is one training run (the same :class:`~mtssl.trainer.Trainer` as
-``mtssl train``) followed by :func:`mtssl.evaluation.evaluate_run` on the
+Each cell is one training run (the same :class:`~mtssl.training.trainer.Trainer` as
+``mtssl train``) followed by :func:`mtssl.evaluation.evaluate.evaluate_run` on the
 run's checkpoint. A cell's result is a JSON file in ``OUT/cells/``; a re-run
 skips every cell whose file says it finished with the same settings, and
 retries failed ones. A failing cell is recorded and the grid goes on.
@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from mtssl.config import ConfigError, RunConfig, TaskData, load_config, load_config_file
+from mtssl.run.config import ConfigError, RunConfig, TaskData, load_config, load_config_file
 from mtssl.spec import parse_task
 
 Budget = int | str
@@ -301,9 +301,9 @@ Evaluator = Callable[..., dict]
 
 def default_evaluator() -> Evaluator:
     try:
-        from mtssl.evaluation import evaluate_run
+        from mtssl.evaluation.evaluate import evaluate_run
     except ImportError as exc:  # pragma: no cover - only while the evaluation module is missing
-        raise GridError(f"the grid needs mtssl.evaluation.evaluate_run, which cannot be imported ({exc})") from exc
+        raise GridError(f"the grid needs mtssl.evaluation.evaluate.evaluate_run, which cannot be imported ({exc})") from exc
     return evaluate_run
 
 
@@ -316,8 +316,8 @@ def strip_per_image(result: dict) -> dict:
 
 def run_cell(grid: GridSpec, cell: Cell, out: Path, host, evaluate: Evaluator) -> dict:
     """Train and evaluate one cell; return its record (never raises for a cell's own failure)."""
-    from mtssl.rundir import RunDir
-    from mtssl.trainer import Trainer
+    from mtssl.run.rundir import RunDir
+    from mtssl.training.trainer import Trainer
 
     runs_dir = out / "runs"
     record: dict[str, Any] = {"cell": cell.cell_id, "model": cell.model.name, "spec": cell.model.describe(),

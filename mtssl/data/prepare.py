@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from mtssl.config import TaskData
+from mtssl.run.config import TaskData
 from mtssl.data.arrays import SourceArrays, decode_all
 from mtssl.data.cache import cached_arrays, is_cacheable
 from mtssl.data.errors import DataError, Skipped

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from pydantic import Field
 
-from mtssl.api import Backbone, Options, hookimpl, read_options
+from mtssl.api import Backbone, Options, read_options
 
 
 class TimmBackbone(Backbone):
@@ -52,8 +52,3 @@ def build(name: str, in_channels: int = 1, **options) -> TimmBackbone:
     except (RuntimeError, ValueError, TypeError, KeyError) as exc:  # e.g. a model without features_only
         raise ValueError(f"backbone '{name}': timm cannot build '{settings.model}' as a feature extractor "
                          f"({type(exc).__name__}: {exc})") from None
-
-
-@hookimpl
-def register_backbones(register):
-    register("timm", build, description="any timm encoder (features_only); option model=NAME, checkpoint=PATH")

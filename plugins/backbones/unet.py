@@ -6,7 +6,7 @@ from torch import nn
 
 from pydantic import Field
 
-from mtssl.api import Backbone, Options, hookimpl, read_options
+from mtssl.api import Backbone, Options, read_options
 from mtssl_plugins.layers import double_conv
 
 
@@ -59,9 +59,3 @@ def build(name: str, in_channels: int = 1, **options) -> UNetEncoder:
         raise ValueError(f"backbone '{name}': option widths: expected positive channel counts such as "
                          f"16-32-64-128-256, got {settings.widths!r}")
     return UNetEncoder(in_channels, widths, settings.dropout)
-
-
-@hookimpl
-def register_backbones(register):
-    register("unet", build, aliases=("multimix",),
-             description="paper encoder: 5 double-conv blocks 16-256, InstanceNorm, LeakyReLU(0.2), dropout 0.25")

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from pydantic import Field
 
-from mtssl.api import Bridge, BridgeInputs, Options, Task, hookimpl, read_options
+from mtssl.api import Bridge, BridgeInputs, Options, Task, read_options
 from mtssl_plugins.functional import input_saliency
 
 
@@ -62,10 +62,3 @@ class SaliencyBridge(Bridge):
             raise ValueError("bridge 'saliency' cannot infer its route: give it as saliency:SRC->DST "
                              f"(classification tasks: {sources or 'none'}, decoder tasks: {targets or 'none'})")
         return sources[0], targets[0]
-
-
-@hookimpl
-def register_bridges(register):
-    register("saliency", SaliencyBridge,
-             description="|d max logit / d input| of the source task, with the image, into the target decoder; "
-                         "options stride=8, normalize=true")

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from mtssl.api import Logger, ValidationImages, check_options, hookimpl, require
+from mtssl.api import Logger, ValidationImages, check_options, require
 
 PARAM_LIMIT = 500  # MLflow's limit on a param value's length
 
@@ -86,10 +86,3 @@ class MLflowLogger(Logger):
         self.client.log_artifacts(self.run_id, str(self.run_dir))
         self.client.set_terminated(self.run_id, "FINISHED" if (self.run_dir / "summary.json").exists() else "FAILED")
         self.client = None
-
-
-@hookimpl
-def register_loggers(register):
-    register("mlflow", MLflowLogger,
-             description="MLflow tracking: config as params, metrics, the run directory as artifacts "
-                         "(pip install 'mtssl[mlflow]')")

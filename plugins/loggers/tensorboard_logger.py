@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from mtssl.api import Logger, ValidationImages, check_options, hookimpl, require
+from mtssl.api import Logger, ValidationImages, check_options, require
 
 
 def _unit(panel: np.ndarray) -> np.ndarray:
@@ -81,10 +81,3 @@ class TensorBoardLogger(Logger):
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-
-
-@hookimpl
-def register_loggers(register):
-    register("tensorboard", TensorBoardLogger,
-             description="TensorBoard event files in RUN/tensorboard: scalars, validation metrics and images "
-                         "(pip install 'mtssl[tensorboard]')")

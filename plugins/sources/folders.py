@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mtssl.api import DataError, check_options, hookimpl
+from mtssl.api import DataError, check_options
 from mtssl_plugins.sources.files import FileSource, list_images, require_dir, scan_class_folders, subfolders, target_mode
 
 
@@ -26,9 +26,3 @@ def build(name: str, path: str | None = None, target=None, seed: int = 0, **opti
     if not path:
         raise ValueError(f"source '{name}' needs a path: {name}:ROOT with one sub-folder per class")
     return open_folders(str(Path(path)), int(options.get("channels", 1))).group_by(options.get("group"))
-
-
-@hookimpl
-def register_sources(register):
-    register("folders", build, description="folders:ROOT, one sub-folder per class (sorted names = classes); options channels=1|3, "
-                                           "group=REGEX (patient key from the file name)")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtssl.api import DataError, check_options, check_mask_size, hookimpl
+from mtssl.api import DataError, check_options, check_mask_size
 from mtssl_plugins.sources.files import (IMAGE_SUFFIXES, FileSource, Item, list_images, require_dir,
                                          target_mode)
 
@@ -143,9 +143,3 @@ def build(name: str, path: str | None = None, target=None, seed: int = 0, **opti
     masks = options.get("masks")
     structures = tuple(parse_structures(options.get("structures", "lungs")))
     return open_jsrt(path, mode, str(masks) if masks else None, bool(options.get("invert", True)), structures)
-
-
-@hookimpl
-def register_sources(register):
-    register("jsrt", build, description="jsrt:IMAGES[:masks=SCR_ROOT][:structures=lungs+heart+clavicles], .IMG raw or PNG + "
-                                      "SCR masks, one channel per structure")

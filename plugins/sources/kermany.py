@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mtssl.api import DataError, check_options, hookimpl
+from mtssl.api import DataError, check_options
 from mtssl_plugins.sources.files import FileSource, require_dir, scan_class_folders, subfolders, target_mode
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
@@ -40,10 +40,3 @@ def build(name: str, path: str | None = None, target=None, seed: int = 0, **opti
     folder = find_split(path, str(options.get("split", "train")))
     items, problems = scan_class_folders(folder, CLASS_NAMES)
     return FileSource("class", items, CLASS_NAMES, problems).group_by(str(options.get("group", PATIENT)))
-
-
-@hookimpl
-def register_sources(register):
-    register("kermany", build,
-             description="kermany:chest_xray[:split=train|val|test], NORMAL=0 / PNEUMONIA=1 folders, "
-                                           "split by child (group=REGEX overrides)")

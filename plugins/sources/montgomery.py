@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mtssl.api import DataError, check_options, hookimpl
+from mtssl.api import DataError, check_options
 from mtssl_plugins.sources.files import FileSource, Item, list_images, require_dir, stem_class, target_mode
 
 CLASS_NAMES = ("normal", "tuberculosis")
@@ -67,9 +67,3 @@ def build(name: str, path: str | None = None, target=None, seed: int = 0, **opti
     if not path:
         raise ValueError(f"source '{name}' needs a path: {name}:ROOT (holding CXR_png/ and ManualMask/)")
     return open_montgomery(path, mode)
-
-
-@hookimpl
-def register_sources(register):
-    register("montgomery", build,
-             description="montgomery:ROOT, CXR_png/ + ManualMask/{left,right}Mask/ (masks, or TB labels)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from mtssl.api import DataError, check_options, hookimpl
+from mtssl.api import DataError, check_options
 from mtssl_plugins.sources.files import FileSource, Item, list_images, require_dir, target_mode
 
 DEFAULT_CLASSES = "No Finding|Pneumonia"
@@ -82,8 +82,3 @@ def build(name: str, path: str | None = None, target=None, seed: int = 0, **opti
         raise ValueError(f"source '{name}' needs a path: {name}:ROOT[:classes=No Finding|Pneumonia]")
     table = options.get("csv")
     return open_nih(path, options.get("classes", DEFAULT_CLASSES), str(table) if table else None)
-
-
-@hookimpl
-def register_sources(register):
-    register("nih", build, description="nih:ROOT[:classes=No Finding|Pneumonia], Data_Entry_2017.csv + images")

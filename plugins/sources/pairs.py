@@ -7,7 +7,7 @@ mask, a mask with no image, or an image with two matching masks is a bad item.
 """
 from __future__ import annotations
 
-from mtssl.api import DataError, check_options, hookimpl
+from mtssl.api import DataError, check_options
 from mtssl_plugins.sources.files import FileSource, list_images, pair_by_stem, require_dir, target_mode
 
 
@@ -28,9 +28,3 @@ def build(name: str, path: str | None = None, target=None, seed: int = 0, **opti
     if len(parts) != 2 or not all(parts):
         raise ValueError(f"source '{name}' needs two folders: {name}:IMAGES_DIR,MASKS_DIR (got '{path or ''}')")
     return open_pairs(parts[0], parts[1], int(options.get("channels", 1))).group_by(options.get("group"))
-
-
-@hookimpl
-def register_sources(register):
-    register("pairs", build, description="pairs:IMAGES_DIR,MASKS_DIR, masks matched by stem (a.png <- a_mask.png); "
-                                         "options channels=1|3, group=REGEX")

@@ -6,7 +6,7 @@ label (``_0`` normal, ``_1`` TB).
 """
 from __future__ import annotations
 
-from mtssl.api import DataError, check_options, hookimpl
+from mtssl.api import DataError, check_options
 from mtssl_plugins.sources.files import FileSource, list_images, pair_by_stem, require_dir, target_mode
 from mtssl_plugins.sources.montgomery import CLASS_NAMES, image_folder, labelled_items
 
@@ -30,8 +30,3 @@ def build(name: str, path: str | None = None, target=None, seed: int = 0, **opti
     if not path:
         raise ValueError(f"source '{name}' needs a path: {name}:ROOT (holding CXR_png/ and mask/)")
     return open_shenzhen(path, mode)
-
-
-@hookimpl
-def register_sources(register):
-    register("shenzhen", build, description="shenzhen:ROOT, CXR_png/ + mask/<stem>_mask.png (masks, or TB labels)")

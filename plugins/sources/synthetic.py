@@ -20,7 +20,7 @@ from scipy.ndimage import gaussian_filter
 
 from pydantic import Field
 
-from mtssl.api import Options, Sample, Source, hookimpl, read_options
+from mtssl.api import Options, Sample, Source, read_options
 from mtssl_plugins.targets import CLASS_LABEL, binary_masks, wants_masks
 
 CLASS_NAMES = ("normal", "pneumonia")
@@ -177,9 +177,3 @@ def build(name: str, path: str | None = None, target=None, seed: int = 0, **opti
     if path:
         raise ValueError(f"source '{name}' generates its images and takes no path (got '{path}')")
     return SyntheticChest(masks=wants_masks(target), seed=seed, **settings.model_dump())
-
-
-@hookimpl
-def register_sources(register):
-    register("synthetic", build, description="built-in chest phantom; options n, domain=0..3, prevalence, size, "
-                                               "structures=lungs|lungs+heart (masks)")

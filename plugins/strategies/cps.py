@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mtssl.api import SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, check_options, hookimpl
+from mtssl.api import SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, check_options
 from mtssl_plugins.functional import sigmoid_rampup
 
 
@@ -55,10 +55,3 @@ class CrossPseudoSupervision(SSLStrategy):
         weight = self.weight * sigmoid_rampup(inputs.step, self.rampup)
         return StrategyLoss(peer_sup + weight * cross, {"peer_sup": peer_sup.detach(), "cross": cross.detach(),
                                                         "weight": weight})
-
-
-@hookimpl
-def register_strategies(register):
-    register("cps", CrossPseudoSupervision,
-             description="cross pseudo supervision with a second network (core's peer); options weight=1.5, "
-                         "rampup=0")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from mtssl.api import Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, hookimpl, read_options
+from mtssl.api import Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, read_options
 from mtssl_plugins.functional import fixmatch_loss
 
 
@@ -31,9 +31,3 @@ class FixMatch(SSLStrategy):
     def loss(self, inputs: StrategyInputs) -> StrategyLoss:
         loss, mask = fixmatch_loss(inputs.views["weak"], inputs.views["strong"], self.threshold)
         return StrategyLoss(self.weight * loss, {"mask_rate": mask.float().mean()})
-
-
-@hookimpl
-def register_strategies(register):
-    register("fixmatch", FixMatch, description="pseudo-labels from weak view (conf >= threshold) train strong view; "
-                                               "options threshold=0.7, weight=0.25")

@@ -8,7 +8,7 @@ threshold`` (0.95, as UniMatch).
 """
 from __future__ import annotations
 
-from mtssl.api import SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, check_options, hookimpl
+from mtssl.api import SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, check_options
 from mtssl_plugins.functional import dense_pseudo_label_loss
 
 
@@ -35,10 +35,3 @@ class DenseFixMatch(SSLStrategy):
     def loss(self, inputs: StrategyInputs) -> StrategyLoss:
         loss, mask = dense_pseudo_label_loss(inputs.views["weak"], inputs.views["strong"], self.threshold)
         return StrategyLoss(self.weight * loss, {"mask_rate": mask.float().mean().detach()})
-
-
-@hookimpl
-def register_strategies(register):
-    register("fixmatch-dense", DenseFixMatch, aliases=("fixmatch-seg",),
-             description="pixel-wise FixMatch for masks: weak -> photometric strong of the same pixels; "
-                         "options threshold=0.95, weight=1")

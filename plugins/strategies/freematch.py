@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mtssl.api import SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, check_options, hookimpl
+from mtssl.api import SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, check_options
 from mtssl_plugins.functional import freematch_fairness, freematch_mask, freematch_update
 
 
@@ -78,9 +78,3 @@ class FreeMatch(SSLStrategy):
         if state:
             for key in self.STATE:
                 setattr(self, key, state[key].clone())
-
-
-@hookimpl
-def register_strategies(register):
-    register("freematch", FreeMatch, description="FixMatch with self-adaptive class-wise thresholds (state "
-                                                 "persists); options weight=1, momentum=0.999, fairness=0.01")

@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from mtssl.api import Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, hookimpl, read_options
+from mtssl.api import Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, read_options
 from mtssl_plugins.functional import bernoulli_kl
 
 
@@ -77,10 +77,3 @@ class KLConsistency(SSLStrategy):
         reference = consistency_reference(inputs.labeled_output, self.pairing, unlabeled.shape[0])
         kl = bernoulli_kl(reference, unlabeled, self.reduction)
         return StrategyLoss(self.weight * kl, {"kl": kl.detach()})
-
-
-@hookimpl
-def register_strategies(register):
-    register("kl", KLConsistency, aliases=("kl-consistency",),
-             description="Bernoulli KL pulling unlabeled masks toward labeled ones; options weight=0.01, "
-                         "pairing=mean|index, reduction=mean|sum, preset=paper (beta 0.01, sum)")

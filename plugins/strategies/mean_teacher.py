@@ -14,7 +14,7 @@ the geometry no longer lines up).
 """
 from __future__ import annotations
 
-from mtssl.api import SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, check_options, hookimpl
+from mtssl.api import SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, check_options
 from mtssl_plugins.functional import probability_mse, sigmoid_rampup
 
 
@@ -56,10 +56,3 @@ class MeanTeacher(SSLStrategy):
         mse = probability_mse(task.probabilities(inputs.views["student"]), task.probabilities(inputs.views["teacher"]))
         weight = self.current_weight(inputs.step)
         return StrategyLoss(weight * mse, {"mse": mse.detach(), "weight": weight})
-
-
-@hookimpl
-def register_strategies(register):
-    register("meanteacher", MeanTeacher, aliases=("mean-teacher", "mt"),
-             description="EMA teacher; MSE of probabilities, sigmoid ramp-up; options weight=1, rampup=200, "
-                         "ema=0.99, views=aligned|independent")

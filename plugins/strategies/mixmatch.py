@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from pydantic import Field
 
-from mtssl.api import Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, hookimpl, read_options
+from mtssl.api import Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, read_options
 from mtssl_plugins.functional import guess_labels, mixup, mixup_lambda, probability_l2, soft_cross_entropy
 
 
@@ -79,9 +79,3 @@ class MixMatch(SSLStrategy):
         return StrategyLoss(supervised + weight * unsupervised,
                             {"mixed_ce": supervised.detach(), "l2": unsupervised.detach(), "lambda": lam,
                              "weight": weight})
-
-
-@hookimpl
-def register_strategies(register):
-    register("mixmatch", MixMatch, description="MixMatch: K weak views, sharpened guesses, mixup, extra forward; "
-                                               "options K=2, T=0.5, alpha=0.75, weight=75, rampup=500")

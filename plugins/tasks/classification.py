@@ -12,8 +12,7 @@ from torch import nn
 
 from pydantic import Field
 
-from mtssl.api import (EvaluatedSet, HeadInputs, Options, PredictionWriter, ReportFigure, Task, TaskEvaluation,
-                       hookimpl, read_options)
+from mtssl.api import (EvaluatedSet, HeadInputs, Options, PredictionWriter, ReportFigure, Task, TaskEvaluation, read_options)
 from mtssl_plugins.metrics.classification import binary_roc, classification_scores
 from mtssl_plugins.targets import CLASS_LABEL
 from mtssl_plugins.tasks import plots
@@ -183,9 +182,3 @@ def maps_by_class_figure(task: str, data: EvaluatedSet, names: list[str], map_na
     return ReportFigure(f"{task} {map_name} maps by predicted class · {data.label}", fig,
                         f"{map_name} map over the input image, one row per predicted class, "
                         "its most confident predictions first.")
-
-
-@hookimpl
-def register_tasks(register):
-    register("cls", ClassificationTask, aliases=("classification",),
-             description="image classification (pool + FC, cross-entropy); options classes, weight")

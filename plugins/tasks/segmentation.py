@@ -18,8 +18,7 @@ from torch import nn
 
 from pydantic import Field
 
-from mtssl.api import (EvaluatedSet, HeadInputs, Options, PredictionWriter, ReportFigure, Task, TaskEvaluation,
-                       hookimpl, read_options, resize_like)
+from mtssl.api import (EvaluatedSet, HeadInputs, Options, PredictionWriter, ReportFigure, Task, TaskEvaluation, read_options, resize_like)
 from mtssl_plugins.metrics.aggregate import summarize
 from mtssl_plugins.metrics.segmentation import image_diagonal, mask_metrics
 from mtssl_plugins.tasks import plots
@@ -299,10 +298,3 @@ def best_worst_figure(task: str, data: EvaluatedSet) -> ReportFigure:
     return ReportFigure(f"{task} best and worst cases by Dice · {data.label}", fig,
                         "Green: ground truth; red: prediction" + (f"; right: {', '.join(map_names)} map"
                                                                  if map_names else "") + ".")
-
-
-@hookimpl
-def register_tasks(register):
-    register("seg", SegmentationTask, aliases=("segmentation",),
-             description="segmentation of one or more structures (U-Net decoder, alpha * Dice); options alpha, "
-                         "dropout, channels=1, activation=sigmoid|softmax")

@@ -1,7 +1,7 @@
 """Equal weighting: the plain sum of the task losses (the default, MultiMix's Algorithm 1)."""
 from __future__ import annotations
 
-from mtssl.api import Weighting, WeightedLoss, check_options, hookimpl
+from mtssl.api import Weighting, WeightedLoss, check_options
 
 
 class Equal(Weighting):
@@ -16,8 +16,3 @@ class Equal(Weighting):
         for loss in losses.values():
             total = loss if total is None else total + loss
         return WeightedLoss(total, {task: 1.0 for task in losses})
-
-
-@hookimpl
-def register_weightings(register):
-    register("equal", Equal, description="plain sum of the task losses (default)")

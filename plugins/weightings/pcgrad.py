@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from mtssl.api import Weighting, WeightedLoss, check_options, hookimpl
+from mtssl.api import Weighting, WeightedLoss, check_options
 
 
 def project_conflicts(grads: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
@@ -54,9 +54,3 @@ class PCGrad(Weighting):
             p.grad = combined_grad[offset: offset + p.numel()].view_as(p).clone()
             offset += p.numel()
         return {"pcgrad/projections": float(count)}
-
-
-@hookimpl
-def register_weightings(register):
-    register("pcgrad", PCGrad, description="project conflicting task gradients on the shared encoder "
-                                           "(Yu et al. 2020)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mtssl.api import Weighting, WeightedLoss, check_options, hookimpl
+from mtssl.api import Weighting, WeightedLoss, check_options
 
 
 def uncertainty_weighted(losses: torch.Tensor, log_vars: torch.Tensor) -> torch.Tensor:
@@ -50,9 +50,3 @@ class Uncertainty(Weighting):
     def load_state_dict(self, state):
         with torch.no_grad():
             self.log_vars.copy_(state["log_vars"])
-
-
-@hookimpl
-def register_weightings(register):
-    register("uncertainty", Uncertainty, aliases=("uw",),
-             description="learned log-variances, exp(-s)/2*L + s/2 (Kendall et al. 2018); options init=0, lr")

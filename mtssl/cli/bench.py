@@ -1,0 +1,98 @@
+"""``mtssl bench grid``: run an ablation grid (models x label budgets x seeds) and tabulate it."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import click
+
+from mtssl.bench.grid import (GridSpec, ModelSpec, load_grid, load_records, paper_grid, parse_budgets, parse_seeds,
+                              run_grid)
+from mtssl.cli.common import err_console, friendly_errors, load_host, max_pixels_option, parse_task_data_args
+from mtssl.cli.params import DEVICE, LEARNING_RATE, POSITIVE_INT
+from mtssl.data.decode import pixel_limit
+from mtssl.cli.output import plain
+from mtssl.run.config import TaskData
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks: ablation grids with statistics."""
+
+
+def apply_options(grid: GridSpec, model_specs, reference, seeds, checkpoint, data_args, run_options) -> GridSpec:
+    """Command-line options on top of the grid file (or an empty grid)."""
+    for text in model_specs:
+        name, sep, spec = text.partition("=")
+        if not sep or not name.strip():
+            raise click.UsageError(f"--model expects NAME='--task SPEC [--bridge SPEC]', got '{text}'")
+        model = ModelSpec.parse(name.strip(), spec, origin="--model")
+        grid.models = [m for m in grid.models if m.name != model.name] + [model]
+    if reference:
+        grid.reference = reference
+    if seeds:
+        grid.seeds = parse_seeds(seeds)
+    if checkpoint:
+        grid.checkpoint = checkpoint
+    for task, fields_ in parse_task_data_args(list(data_args)).items():
+        if "labels" in fields_:
+            grid.budgets[task] = parse_budgets(fields_.pop("labels"))
+        current = grid.data.get(task, TaskData())
+        grid.data[task] = replace(current, **fields_)
+    grid.run.update({k: v for k, v in run_options.items() if v is not None})
+    return grid
+
+
+@bench.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--grid", "grid_file", type=click.Path(dir_okay=False),
+              help="Grid file (TOML/YAML/JSON): models, budgets, seeds, data, reference, main_metrics. "
+                   "Default: the MultiMix paper's grid, unless --model is given.")
+@click.option("--model", "model_specs", multiple=True, metavar="NAME=SPEC",
+              help="Add or replace a model, e.g. Enc='--task cls'. Repeatable.")
+@click.option("--models", "only", help="Comma-separated model names to run (default: all).")
+@click.option("--reference", help="Model the paired t-tests compare every other model against.")
+@click.option("--seeds", help="Number of seeds (0..N-1) or a comma-separated list.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), help="Checkpoint to evaluate (default best).")
+@click.option("--size", type=POSITIVE_INT, help="Training image side in pixels.")
+@click.option("--steps", type=POSITIVE_INT, help="Optimizer steps per cell.")
+@click.option("--batch-size", type=POSITIVE_INT, help="Images per stream per step.")
+@click.option("--eval-every", type=POSITIVE_INT, help="Validate (for the best checkpoint) every N steps.")
+@click.option("--lr", type=LEARNING_RATE, help="Adam learning rate, 0 < LR <= 1e30.")
+@click.option("--device", type=DEVICE, help="auto, cpu, cuda or cuda:N.")
+@click.option("--cache-dir", help="Decoded-image cache folder.")
+@click.option("--backbone", help="Shared encoder spec.")
+@click.option("--amp/--no-amp", default=None, help="bfloat16 autocast for the forward passes (GPUs).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="Autocast precision of every cell (see mtssl train --precision).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Grid folder (results, runs, cells).")
+@click.option("--report-only", is_flag=True, help="Only rebuild the tables from the stored cell results.")
+@max_pixels_option
+@click.pass_context
+@friendly_errors
+def grid(ctx, grid_file, model_specs, only, reference, seeds, checkpoint, out, report_only, max_pixels,
+         **run_options):
+    """Train and evaluate every cell of a grid; skip finished cells; write results.md/.csv and pvalues.csv.
+
+    \b
+    Per-task options: --TASK-data SPEC, --TASK-labels 10,50,all (the budget axis),
+    --TASK-test SPEC (repeatable: in-domain first, then cross-domain), --TASK-val SPEC,
+    --TASK-val-fraction F.
+    """
+    # no grid file and no --model: the paper's grid, shipped with mtssl
+    spec = load_grid(grid_file) if grid_file else GridSpec(models=[]) if model_specs else paper_grid()
+    spec = apply_options(spec, model_specs, reference, seeds, checkpoint, ctx.args, run_options)
+    spec.check()
+    console = err_console()
+    if report_only:
+        order = {m.name: i for i, m in enumerate(spec.models)}
+        records = sorted(load_records(out), key=lambda r: (order.get(r.get("model"), len(order)), r.get("seed", 0)))
+    else:
+        models = [m.strip() for m in only.split(",") if m.strip()] if only else None
+        with pixel_limit(max_pixels):
+            records = run_grid(spec, out, models, host=load_host(console),
+                               log=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
+    from mtssl.bench.summary import write_outputs  # scipy: only when a grid is summarised
+    paths = write_outputs(out, records, spec.reference, spec.main_metrics)
+    failed = [r for r in records if r.get("status") != "ok"]
+    console.print(plain(f"{len(records) - len(failed)} cells ok, {len(failed)} failed · "
+                        + " · ".join(paths.values())), soft_wrap=True)
+    click.echo(paths["markdown"])

@@ -1,0 +1,110 @@
+"""What every ``mtssl`` command shares: error handling, the plugin host, per-task data options.
+
+Kept apart from :mod:`mtssl.cli.app` so each command module imports it without
+importing the command group (no import cycle), and free of torch so
+``mtssl --help`` starts fast.
+"""
+from __future__ import annotations
+
+import functools
+import re
+import sys
+
+import click
+from rich.console import Console
+
+from mtssl.cli.params import POSITIVE_INT, option_budget, option_fraction
+from mtssl.run.config import ConfigError
+from mtssl.data.decode import DEFAULT_MAX_PIXELS
+from mtssl.errors import CheckpointError
+from mtssl.cli.output import say
+from mtssl.plugins import PluginError, PluginHost
+from mtssl.registry import RegistryError
+from mtssl.run.runlock import RunLockedError
+from mtssl.spec import SpecError
+
+USER_ERRORS = (ValueError, RegistryError, SpecError, ConfigError, CheckpointError, PluginError, RunLockedError,
+               OSError)
+
+TASK_DATA_OPTION = re.compile(r"^--(?P<task>[A-Za-z0-9_]+)-(?P<field>data|labels|val|test|val-fraction)$")
+
+
+checkpoint_option = click.option("--checkpoint", default="best", show_default=True,
+                                 help="best, last, or a path to a .safetensors checkpoint.")
+
+
+def err_console() -> Console:
+    return Console(stderr=True)
+
+
+def friendly_errors(command):
+    """Turn user mistakes into one red line and exit status 2 instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as exc:
+            say(err_console(), "Error:", "bold red", describe_error(exc))
+            sys.exit(2)
+
+    return wrapper
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the user; an OS error (disk full, read-only folder) names its file."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    return " ".join(str(exc).split("\n")) or type(exc).__name__
+
+
+def load_host(console: Console | None = None) -> PluginHost:
+    host = PluginHost()
+    if host.failures and console is not None:
+        for failure in host.failures:
+            say(console, "Warning:", "yellow",
+                f"plugin '{failure.plugin}' ({failure.distribution}) skipped: {failure.error}")
+    return host
+
+
+max_pixels_option = click.option(
+    "--max-pixels", type=POSITIVE_INT, default=DEFAULT_MAX_PIXELS, show_default=True,
+    help="Refuse images with more pixels than this (read from the file header, before decoding).")
+
+
+def parse_task_data_args(args: list[str]) -> dict[str, dict]:
+    """Read ``--TASK-data SPEC``, ``--TASK-labels N|all``, ``--TASK-val SPEC``, ``--TASK-test SPEC``."""
+    result: dict[str, dict] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, _, inline = arg.partition("=")
+        match = TASK_DATA_OPTION.match(name)
+        if not match:
+            raise click.UsageError(f"no such option: {arg} (per-task data options look like --TASK-data SPEC, "
+                                   "--TASK-labels N|all, --TASK-val SPEC, --TASK-test SPEC)")
+        if inline:
+            value = inline
+        else:
+            if i + 1 >= len(args):
+                raise click.UsageError(f"option {arg} needs a value")
+            i += 1
+            value = args[i]
+        task, fieldname = match["task"], match["field"]
+        entry = result.setdefault(task, {})
+        option = f"--{task}-{fieldname}"
+        if fieldname in ("data", "val", "test") and not value.strip():
+            raise click.UsageError(f"{option}: expected a data spec, got an empty value")
+        if fieldname == "data":
+            entry["train"] = value
+        elif fieldname == "labels":
+            entry["labels"] = option_budget(option, value)
+        elif fieldname == "val-fraction":
+            entry["val_fraction"] = option_fraction(option, value)
+        elif fieldname == "test":
+            entry.setdefault("test", []).append(value)
+        else:
+            entry["val"] = value
+        i += 1
+    return result

@@ -1,0 +1,29 @@
+"""``mtssl export``: a trained run as TorchScript/ONNX files plus ``metadata.json``."""
+from __future__ import annotations
+
+import click
+
+from mtssl.cli.common import checkpoint_option, err_console, friendly_errors, load_host
+from mtssl.cli.output import plain
+
+
+@click.command("export")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@checkpoint_option
+@click.option("--format", "fmt", type=click.Choice(["torchscript", "onnx", "both"]), default="both",
+              show_default=True, help="Which files to write (ONNX needs: pip install 'mtssl[export]').")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the files.")
+@friendly_errors
+def export_command(run_dir, checkpoint, fmt, out_dir):
+    """Write the model as TorchScript/ONNX for inference.
+
+    The saliency bridge is computed inside the graph; metadata.json says how to feed it.
+    """
+    from mtssl.export.write import export_run
+    from mtssl.evaluation.inference import load_model
+
+    host = load_host(err_console())
+    loaded = load_model(run_dir, checkpoint, host, device="cpu")
+    target = export_run(loaded, out_dir, fmt, host, checkpoint)
+    err_console().print(plain(f"Exported {loaded.path} (step {loaded.step}) as {fmt} into {out_dir}"), soft_wrap=True)
+    click.echo(str(target))

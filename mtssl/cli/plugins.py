@@ -1,0 +1,41 @@
+"""``mtssl plugins``: every loaded plugin, what it registers, and the ones that failed to load."""
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from mtssl.cli.common import friendly_errors, load_host
+from mtssl.cli.output import plain, say
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@friendly_errors
+def plugins(as_json):
+    """List loaded plugins and every component they register."""
+    host = load_host()
+    rows = []
+    for kind, registry in host.registries.items():
+        for entry in registry:
+            info = host.plugins[entry.plugin]
+            rows.append({"kind": kind, "name": entry.name, "aliases": list(entry.aliases), "plugin": entry.plugin,
+                         "distribution": info.distribution, "version": info.version,
+                         "description": entry.description})
+    failures = [{"plugin": f.plugin, "distribution": f.distribution, "error": f.error} for f in host.failures]
+    if as_json:
+        click.echo(json.dumps({"components": rows, "failures": failures}, indent=2))
+        return
+    table = Table(title="mtssl components")
+    for column in ("kind", "name", "plugin", "distribution", "description"):
+        table.add_column(column)
+    for row in rows:
+        name = row["name"] + (f" ({', '.join(row['aliases'])})" if row["aliases"] else "")
+        dist = f"{row['distribution']} {row['version']}".strip()
+        table.add_row(*(plain(cell) for cell in (row["kind"], name, row["plugin"], dist, row["description"])))
+    console = Console()
+    console.print(table)
+    for f in failures:
+        say(console, "disabled:", "red", f"{f['plugin']} ({f['distribution']}): {f['error']}")

@@ -1,0 +1,186 @@
+"""``mtssl train``: resolve the run's settings, check them and the data, train, and report how it ended."""
+from __future__ import annotations
+
+import shutil
+import sys
+from contextlib import ExitStack, contextmanager
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from mtssl.cli.common import err_console, friendly_errors, load_host, max_pixels_option, parse_task_data_args
+from mtssl.cli.output import plain, say
+from mtssl.cli.params import (DEVICE, LEARNING_RATE, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT,
+                              POSITIVE_INT, RUN_NAME)
+from mtssl.run.config import RunConfig, TaskData, load_config_file
+from mtssl.run.rundir import RunDir
+
+DEFAULT_STEPS = 300
+
+
+def resolve_config(config_file, tasks, bridges, data_args, overrides: dict, skip_bad: bool) -> RunConfig:
+    raw = load_config_file(config_file) if config_file else {}
+    config = RunConfig.from_dict(raw, origin=str(config_file or "defaults"))
+    if tasks:
+        config.tasks = list(tasks)
+    if bridges:
+        config.bridges = list(bridges)
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(config, key, value)
+    if skip_bad:
+        config.skip_bad = True
+    for task, fields_ in parse_task_data_args(data_args).items():
+        current = config.data.get(task, TaskData())
+        for key, value in fields_.items():
+            setattr(current, key, value)
+        config.data[task] = current
+    known = {t.split(":", 1)[0] for t in config.tasks}
+    stray = sorted(set(config.data) - known)
+    if stray:
+        raise click.UsageError(f"data given for task(s) {', '.join(stray)} that are not in this run "
+                               f"(tasks: {', '.join(sorted(known)) or 'none'})")
+    if config.steps is None and config.epochs is None:
+        config.steps = DEFAULT_STEPS
+    config.check(f"{config_file} with command-line options" if config_file else "command-line options")
+    return config
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--task", "tasks", multiple=True, metavar="NAME[:STRATEGY[+STRATEGY]][:k=v]",
+              help="A task and its SSL strategies, e.g. cls:fixmatch or seg:kl. Repeat for several tasks.")
+@click.option("--bridge", "bridges", multiple=True, metavar="NAME[:SRC->DST][:k=v]",
+              help="A bridge between two tasks, e.g. saliency or saliency:cls->seg.")
+@click.option("--backbone", default=None, help="Shared encoder, e.g. unet (default) or timm:model=resnet18.")
+@click.option("--weighting", default=None, metavar="NAME[:k=v]",
+              help="How task losses combine: equal (default), uncertainty, pcgrad.")
+@click.option("--log-grad-shares", type=int, metavar="N",
+              help="Every N steps, log each loss term's share of the shared encoder's gradient norm.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML/YAML config; flags override it.")
+@click.option("--size", type=POSITIVE_INT, help="Training image side in pixels (default 64).")
+@click.option("--batch-size", type=POSITIVE_INT, help="Images per stream per step, m (default 10).")
+@click.option("--steps", type=POSITIVE_INT, help=f"Optimizer steps (default {DEFAULT_STEPS} unless --epochs).")
+@click.option("--epochs", type=POSITIVE_FLOAT, help="Epochs over the longest stream, instead of --steps.")
+@click.option("--lr", type=LEARNING_RATE, help="Adam learning rate, 0 < LR <= 1e30 (default 1e-4).")
+@click.option("--lr-step-epochs", type=POSITIVE_FLOAT, help="Multiply lr by 0.1 every this many epochs (default 8).")
+@click.option("--seed", type=NON_NEGATIVE_INT, help="Seed for splits, initialisation and augmentation (default 0).")
+@click.option("--device", type=DEVICE, help="auto (default), cpu, cuda or cuda:N.")
+@click.option("--strong-ops", type=click.IntRange(1, 15),
+              help="Operations per image in the strong augmentation, 1..15 (default 2).")
+@click.option("--eval-every", type=POSITIVE_INT, help="Validate and keep the best checkpoint every N steps (default 100).")
+@click.option("--save-every", type=POSITIVE_INT, help="Write the resumable 'last' checkpoint every N steps (default 100).")
+@click.option("--select-by", help="Model selection metric: mean (of task scores) or TASK/METRIC, e.g. seg/dice.")
+@click.option("--out", help="Folder for run directories (default runs).")
+@click.option("--name", type=RUN_NAME, help="Run directory name inside --out (default: a timestamp).")
+@click.option("--cache-dir", help="Where decoded images are cached (default: .mtssl-cache).")
+@click.option("--skip-bad", is_flag=True, help="Skip unreadable or inconsistent files (and count them) instead of stopping.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue an interrupted run directory.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="Autocast precision (default auto: bf16 where the device runs it natively, else fp32).")
+@click.option("--amp", is_flag=True, default=None, help="Same as --precision bf16.")
+@click.option("--compile/--no-compile", "compile", default=None, help="torch.compile backbone and heads (default off).")
+@click.option("--device-memory-budget", type=NON_NEGATIVE_FLOAT, metavar="MB",
+              help="Training arrays above this size stream from the host cache (default: automatic).")
+@click.option("--max-loss", type=POSITIVE_FLOAT, help="Treat a loss term above this as divergence (default: only nan/inf).")
+@click.option("--skip-nonfinite", type=NON_NEGATIVE_INT, help="Skip up to N diverged steps (no update) instead of stopping (default 0).")
+@click.option("--log", callback=lambda ctx, param, value: value.split(",") if value else None,
+              metavar="NAMES", help="Also log to these tracking tools, e.g. tensorboard,mlflow (see mtssl plugins).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@max_pixels_option
+@click.option("--check", "check_only", is_flag=True,
+              help="Validate every option, spec and data source, print the resolved config and exit.")
+@click.pass_context
+@friendly_errors
+def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, max_pixels, check_only, **overrides):
+    """Train a model. Per-task data: --TASK-data SPEC, --TASK-labels N|all, --TASK-val SPEC.
+
+    \b
+    Examples:
+      mtssl train --task cls:fixmatch --task seg:kl --bridge saliency
+      mtssl train --task seg --seg-data pairs:imgs,masks --seg-labels 10
+    """
+    from mtssl.cli.progress import TrainingProgress, decode_progress
+    from mtssl.data.decode import pixel_limit
+    from mtssl.data.prepare import data_summary
+    from mtssl.run.preflight import check_resume_options, check_run
+    from mtssl.training.distributed import from_environment
+    from mtssl.training.loggers import LoggerHub, create_loggers
+    from mtssl.training.trainer import Trainer
+
+    cluster = from_environment()  # torchrun: one process per device; only rank 0 prints and writes
+    console = Console(stderr=True, quiet=quiet or not cluster.is_main)
+    host = load_host(err_console() if cluster.is_main else None)
+    if resume_dir:
+        check_resume_options(tasks, bridges, config_file, skip_bad, ctx.args, overrides)
+        run = RunDir(resume_dir)
+        config = run.config()
+        config.device = overrides.get("device") or config.device  # resume on another device if asked
+    else:
+        config = resolve_config(config_file, tasks, bridges, ctx.args, overrides, skip_bad)
+        run = None
+    check_run(config, host)  # every spec, option and data source, before any work starts
+    if check_only:
+        click.echo(config.to_json())
+        return
+    device = cluster.device_name(config.device)  # config.json keeps what was asked, not rank 0's device
+    loggers = create_loggers(host, config.log) if cluster.is_main else []  # a missing package fails before data
+    with ExitStack() as stack:
+        stack.enter_context(pixel_limit(max_pixels))
+        with decode_progress(console) as progress:
+            trainer_run = run or RunDir(cluster.share(str(RunDir.create(config).path) if cluster.is_main else None))
+            try:
+                note = stack.enter_context(trainer_run.lock()) if cluster.is_main else None  # one writer per run
+                trainer = Trainer(config, host, trainer_run, progress, cluster.rank, cluster.world, device)
+            except BaseException:
+                if run is None and cluster.is_main:  # a run that never started leaves no folder behind
+                    shutil.rmtree(trainer_run.path, ignore_errors=True)
+                raise
+        if note:
+            say(err_console(), "Note:", "yellow", note)
+        for line in data_summary(trainer.data) if cluster.is_main else ():
+            say(err_console(), "Data:", "yellow", line)  # even when --quiet
+        if resume_dir:
+            trainer.resume("last")
+            console.print(Text.assemble("Resuming ", (str(run.path), "bold"),
+                                        f" at step {trainer.step}/{trainer.total_steps}"))
+        console.print(Text.assemble("Run directory: ", (str(trainer.run.path), "bold"),
+                                    f" · device {trainer.device} · precision {trainer.precision.name}"
+                                    f" · {trainer.total_steps} steps · tasks ",
+                                    ", ".join(config.tasks),
+                                    f" · bridges {', '.join(config.bridges)}" if config.bridges else ""))
+        hub = LoggerHub(loggers, trainer)
+        stack.callback(hub.close)
+        with stopped_training(trainer, cluster.is_main):
+            with TrainingProgress(console, trainer.total_steps, trainer.step) as bar:
+                summary = trainer.fit(on_step=lambda step, logs: (bar.update(step, logs), hub(step, logs)))
+    vals = {k: v for k, v in summary.items() if k.startswith("val/")}
+    console.print(plain(f"Done: {summary['steps']} steps in {summary['wall_time_s']:.1f}s · "
+                        + " · ".join(f"{k[4:]} {v:.3f}" for k, v in vals.items())))
+    if cluster.is_main:
+        click.echo(str(trainer.run.path))
+
+
+@contextmanager
+def stopped_training(trainer, is_main: bool):
+    """A stop (signal), an interrupt or a divergence: say where the run stands, exit non-zero."""
+    from mtssl.training.guard import DivergenceError
+    from mtssl.training.stopping import TrainingStopped
+
+    try:
+        yield
+    except TrainingStopped as exc:
+        if is_main:
+            say(err_console(), "Stopped:", "yellow", exc)
+        sys.exit(exc.exit_code)
+    except DivergenceError as exc:
+        if is_main:
+            say(err_console(), "Error:", "bold red", exc)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        if is_main:
+            at = trainer.saved_step
+            where = (f"the last checkpoint is step {at}; resume with: mtssl train --resume {trainer.run.path}"
+                     if at is not None else "no checkpoint was written yet")
+            say(err_console(), "Interrupted:", "yellow", where)
+        sys.exit(130)

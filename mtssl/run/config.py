@@ -1,0 +1,138 @@
+"""The resolved description of a run: what the CLI, a config file and a run directory share.
+
+A config file (TOML or YAML) holds the same keys as the dataclass below;
+command-line options override it. ``data`` maps a task name to its sources
+and label budget::
+
+    tasks = ["cls:fixmatch", "seg:kl"]
+    bridges = ["saliency"]
+    size = 64
+    [data.cls]
+    train = "kermany:/data/chest_xray"
+    labels = 100
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from mtssl.run.settings import explain, validate_settings
+
+import tomllib
+
+DEFAULT_SOURCE = "synthetic"
+
+
+class ConfigError(ValueError):
+    """A config file or value that cannot be used; the message names the file or key."""
+
+
+@dataclass
+class TaskData:
+    """Where one task's images come from and how many of them keep their labels."""
+
+    train: str = DEFAULT_SOURCE
+    labels: int | str | None = None  # None: the task's default budget; "all": every training image
+    val_fraction: float = 0.1
+    val: str | None = None  # a separate validation source instead of a carved split
+    test: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunConfig:
+    tasks: list[str] = field(default_factory=list)
+    bridges: list[str] = field(default_factory=list)
+    backbone: str = "unet"
+    weighting: str = "equal"  # how task losses combine: NAME[:key=value], e.g. uncertainty or pcgrad
+    data: dict[str, TaskData] = field(default_factory=dict)
+    size: int = 64
+    batch_size: int = 10
+    steps: int | None = None
+    epochs: float | None = None
+    lr: float = 1e-4
+    lr_step_epochs: float = 8.0
+    lr_gamma: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    strong_ops: int = 2
+    eval_every: int = 100
+    save_every: int = 100
+    select_by: str = "mean"  # "mean" of task selection scores, or "TASK/METRIC"
+    out: str = "runs"
+    name: str | None = None
+    cache_dir: str | None = None
+    skip_bad: bool = False
+    deterministic: bool = False
+    channels: int | None = None  # image channels; None: what the sources declare (resolved at training)
+    amp: bool = False  # older spelling of precision = "bf16"; kept so earlier run directories load
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (mtssl.training.precision); config.json holds the resolved one
+    compile: bool = False  # torch.compile the backbone and heads
+    device_memory_budget: float | None = None  # MB of training arrays kept on the device; None: automatic
+    max_loss: float | None = None  # a loss term beyond this (in absolute value) counts as divergence
+    skip_nonfinite: int = 0  # bad steps to skip (no update) before a divergence stops the run
+    log: list[str] = field(default_factory=list)  # extra loggers (plugins), e.g. ["tensorboard", "mlflow"]
+    log_grad_shares: int = 0  # every N steps, log each loss term's share of the encoder gradient (0: off)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], origin: str = "config") -> "RunConfig":
+        """Build from a mapping (config file, config.json); a wrong key, type or range is a ConfigError."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{origin}: expected a mapping of settings, got {type(raw).__name__}")
+        try:
+            settings = validate_settings(raw)
+        except ValidationError as exc:
+            raise ConfigError(f"{origin}: {explain(exc)}") from None
+        values = settings.model_dump()
+        data = {task: TaskData(**spec) for task, spec in values.pop("data").items()}
+        return cls(data=data, **values)
+
+    def check(self, origin: str = "settings") -> None:
+        """Re-validate after programmatic or command-line changes (see :mod:`mtssl.run.settings`)."""
+        RunConfig.from_dict(self.to_dict(), origin)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML (``.toml``), YAML (``.yaml``/``.yml``) or JSON file into a plain dict."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc.reason} at byte {exc.start})") from exc
+    return load_config(text, str(path))
+
+
+def load_config(text: str, name: str) -> dict[str, Any]:
+    """Parse config ``text`` by the suffix of ``name``; errors are one line naming ``name``."""
+    suffix = Path(name).suffix
+    try:
+        if suffix == ".toml":
+            raw = tomllib.loads(text)
+        elif suffix in {".yaml", ".yml"}:
+            import yaml
+
+            raw = yaml.safe_load(text)
+            raw = {} if raw is None else raw
+        elif suffix == ".json":
+            raw = json.loads(text)
+        else:
+            raise ConfigError(f"{name}: unknown config format '{suffix}' (use .toml, .yaml or .json)")
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - parser errors differ per format
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"{name}: not valid {suffix[1:].upper()}: {detail}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: expected a mapping of settings at the top level")
+    return raw

@@ -1,0 +1,53 @@
+"""Scale-out with ``torchrun``: one process per device, gradients averaged by DistributedDataParallel.
+
+Every process builds the same model from the same seed (DDP also broadcasts
+rank 0's weights), draws its own shard of every stream, and augments with
+its own random stream. Only rank 0 writes files and prints. A resume
+restores every process's own device (from LOCAL_RANK, never from the saved
+config), generators and stream positions (:mod:`mtssl.run.state`).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def device_name(self, requested: str) -> str:
+        """Each process takes its own GPU (by LOCAL_RANK, also over a saved ``cuda:N``); CPU stays CPU."""
+        if self.world > 1 and (requested == "auto" or requested.startswith("cuda")) and torch.cuda.is_available():
+            return f"cuda:{self.local_rank}"
+        return requested
+
+    def share(self, value):
+        """Rank 0's value, on every rank (e.g. the run directory's name)."""
+        if self.world == 1:
+            return value
+        holder = [value]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
+
+
+def from_environment() -> Distributed:
+    """Join the process group that ``torchrun`` describes in the environment (or run alone)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), local_rank)

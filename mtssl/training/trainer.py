@@ -1,0 +1,224 @@
+"""The training loop (MultiMix Algorithm 1, for any tasks, strategies and bridges).
+
+:class:`Trainer` wires a run together from its config and runs the loop
+(:meth:`Trainer.fit`). The pieces it wires live beside it: the step's views
+(:mod:`.views`), the step itself (:mod:`.step`), the batches
+(:mod:`.batches`), validation (:mod:`.validation`) and checkpoints
+(:mod:`.checkpointing`).
+"""
+from __future__ import annotations
+
+import math
+import signal
+import time
+from typing import Any, Callable
+
+import torch
+
+from mtssl.model.assemble import Components, build_components, build_peer, build_tasks, build_weighting
+from mtssl.training.augment import Augmenter
+from mtssl.model.compile import compile_model
+from mtssl.run.config import RunConfig, TaskData
+from mtssl.data.prepare import ProgressFactory, TaskArrays, prepare_task_data, task_seed
+from mtssl.training.guard import DivergenceGuard
+from mtssl.plugins import PluginHost
+from mtssl.training.precision import Precision, resolve_precision
+from mtssl.run.rundir import RunDir
+from mtssl.run.seeding import pick_device, set_determinism
+from mtssl.training.stopping import StopRequest, TrainingStopped, stop_on_signals
+from mtssl.training.teacher import EMATeacher, requested_decay
+from mtssl.training.batches import build_batches, image_channels, write_splits
+from mtssl.training.checkpointing import Checkpointer, resumable_parts
+from mtssl.training.step import Networks, StepResult, TrainingStep
+from mtssl.training.validation import validate
+from mtssl.training.views import View, ViewBuilder
+
+
+class Trainer:
+    """Builds a run from a config and trains it, writing everything into a run directory."""
+
+    def __init__(self, config: RunConfig, host: PluginHost, run: RunDir,
+                 progress: ProgressFactory | None = None, rank: int = 0, world: int = 1,
+                 device: str | None = None):
+        self.config, self.host, self.run = config, host, run
+        self.rank, self.world = rank, world
+        self.device = pick_device(device or config.device)  # torchrun: this process's own device
+        set_determinism(config.seed, config.deterministic)
+        task_set = build_tasks(config, host)
+        self.data: dict[str, TaskArrays] = {
+            name: prepare_task_data(host, name, task, config.data.get(name, TaskData()), config.size,
+                                    task_seed(config.seed, name), progress, config.cache_dir, config.skip_bad)
+            for name, task in task_set[0].items()}
+        config.channels = image_channels(self.data, config.channels)
+        self.parts: Components = build_components(config, host, task_set)
+        self.model = self.parts.model.to(self.device)
+        self.precision = Precision(self._resolve_precision(), self.device)
+        if config.compile:
+            compile_model(self.model, self.device)
+        self.forward_model = self.model
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            torch.manual_seed(config.seed + rank)  # same weights everywhere, different augmentations
+        self.augmenter = Augmenter(config.size, config.strong_ops).to(self.device)
+        if rank == 0:
+            run.write_json(RunDir.CONFIG, config.to_dict())  # once, with what was resolved: channels, precision
+            write_splits(run, self.data)
+        batches = build_batches(self.data, self.parts.strategies, config.batch_size, config.seed, self.device,
+                                config.device_memory_budget, rank, world)
+        self.labeled, self.unlabeled, self.streamed = batches.labeled, batches.unlabeled, batches.streamed
+        self.views = ViewBuilder(self.parts.tasks, self.parts.strategies, self.augmenter, self.labeled, self.unlabeled)
+        # an epoch is one pass over the longest stream (each rank walks its own shard of it)
+        self.steps_per_epoch = max(math.ceil(len(s) / (config.batch_size * world))
+                                   for s in [*self.labeled.values(), *self.unlabeled.values()])
+        self.total_steps = self._total_steps()
+        self._build_companions(config, host, world)
+        groups = [{"params": [*self.model.parameters(), *(self.peer.parameters() if self.peer else ())]}]
+        if self.weighting.parameters():
+            groups.append({"params": self.weighting.parameters(),
+                           **({"lr": self.weighting.lr} if self.weighting.lr else {})})
+        self.optimizer = torch.optim.Adam(groups, lr=config.lr)
+        step_size = max(1, round(config.lr_step_epochs * self.steps_per_epoch))
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size, gamma=config.lr_gamma)
+        self.step = 0
+        self.best_score = -math.inf
+        self.guard = DivergenceGuard(config.max_loss, config.skip_nonfinite, world)
+        self.stop = StopRequest()
+        self._stop_agreed = False
+        self.checkpoints = Checkpointer(run, rank, world)
+        self.stepper = TrainingStep(Networks(self.model, self.forward_model, self.teacher, self.peer), self.parts,
+                                    self.weighting, self.precision, self.guard, self.stop, self.optimizer,
+                                    self.scheduler, self.device, config.log_grad_shares)
+
+    # -- setup -------------------------------------------------------------
+    def _build_companions(self, config: RunConfig, host: PluginHost, world: int) -> None:
+        """The EMA teacher and second network strategies ask for, and the task weighting."""
+        strategies = [s for group in self.parts.strategies.values() for s in group]
+        decay = requested_decay(strategies)
+        self.teacher = EMATeacher(self.model, decay) if decay is not None else None
+        self.peer = build_peer(config, host).to(self.device) if any(s.needs_peer() for s in strategies) else None
+        self.weighting = build_weighting(config, host)
+        self.weighting.setup(list(self.parts.tasks), self.device)
+        if world > 1 and (self.peer is not None or self.weighting.needs_task_gradients):
+            raise ValueError("a second network (cps) and gradient-based weightings (pcgrad) run in one process "
+                             "only; drop torchrun or choose another strategy/weighting")
+
+    def _total_steps(self) -> int:
+        if self.config.steps is not None:
+            return int(self.config.steps)
+        if self.config.epochs is not None:
+            return max(1, round(self.config.epochs * self.steps_per_epoch))
+        raise ValueError("give --steps or --epochs")
+
+    def _resolve_precision(self) -> str:
+        """The concrete precision of this run; ``auto`` is resolved here and recorded with the config."""
+        requested = "bf16" if self.config.amp and self.config.precision == "auto" else self.config.precision
+        self.config.precision = resolve_precision(requested, self.device)
+        return self.config.precision
+
+    # -- one step ----------------------------------------------------------
+    def gather_views(self) -> list[View]:
+        """Draw every stream once and build every view the tasks and strategies ask for."""
+        return self.views.gather()
+
+    def compute_loss(self, views: list[View]) -> StepResult:
+        """The current step's losses for ``views``, without updating anything."""
+        return self.stepper.compute_loss(views, self.step)
+
+    def train_step(self) -> dict[str, float]:
+        """One update; a step the divergence guard rejects updates nothing (or stops the run)."""
+        result = self.stepper.update(self.gather_views(), self.step, self.checkpoints.note)
+        self.step += 1
+        self._stop_agreed = result.stop
+        return result.logs
+
+    def validate(self, batch_size: int = 32) -> dict[str, float]:
+        return validate(self.model, self.parts.tasks, self.data, self.device, self.config.select_by, batch_size)
+
+    # -- checkpoints -------------------------------------------------------
+    @property
+    def saved_step(self) -> int | None:
+        """The step of the committed ``last`` checkpoint (None before the first)."""
+        return self.checkpoints.saved_step
+
+    def stateful(self) -> dict[str, Any]:
+        """Everything besides the weights that a resume restores, by name."""
+        return resumable_parts(self)
+
+    def load_progress(self, state: dict) -> None:
+        self.step, self.best_score = int(state["step"]), float(state["best_score"])
+
+    def save(self, tag: str, with_state: bool) -> None:
+        """Write ``tag``: the weights, with the run state when ``with_state``."""
+        metadata = {"config": self.config.to_dict(), "step": self.step,
+                    "class_names": {n: list(d.train.class_names) for n, d in self.data.items()}}
+        self.checkpoints.save(tag, self.model.state_dict(), metadata, self.step,
+                              self.stateful() if with_state else None)
+
+    def resume(self, tag: str = "last") -> None:
+        """Restore weights and every stateful component of this rank from the committed ``tag``."""
+        self.model.load_state_dict(self.checkpoints.load(tag, self.stateful()))
+        self.checkpoints.resumed_at(self.step)
+
+    def improves(self, score: float) -> bool:
+        """Whether a validation score beats the best so far (higher is better).
+
+        A score that is not a number (no task reports one) never counts as
+        better, but the first validation still writes ``best``, so the file
+        always exists once a run has validated.
+        """
+        if math.isnan(score):
+            return not (self.run.checkpoints / "best.safetensors").exists()
+        return score > self.best_score
+
+    # -- the loop ----------------------------------------------------------
+    def fit(self, on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
+        """Train to ``total_steps``.
+
+        SIGINT/SIGTERM (or :attr:`stop`) end the run after the current step
+        with ``last`` saved, raising :class:`~mtssl.training.stopping.TrainingStopped`.
+        A KeyboardInterrupt between steps (e.g. from ``on_step``) saves
+        ``last`` too; one inside a step saves nothing, because the state is
+        half-way between two steps, and the last committed checkpoint stays.
+        """
+        last_val: dict[str, float] = {}
+        started, step_clock = time.perf_counter(), time.perf_counter()
+        between_steps = True
+        with stop_on_signals(self.stop):
+            try:
+                while self.step < self.total_steps:
+                    between_steps = False
+                    logs = self.train_step()
+                    now = time.perf_counter()
+                    logs.update(step=self.step, epoch=self.step / self.steps_per_epoch,
+                                lr=self.scheduler.get_last_lr()[0], step_time=now - step_clock)
+                    step_clock = now
+                    if self.step % self.config.eval_every == 0 or self.step == self.total_steps:
+                        last_val = self.validate()
+                        logs.update({f"val/{k}": v for k, v in last_val.items()})
+                        if self.improves(last_val["score"]):
+                            self.best_score = max(self.best_score, last_val["score"])  # max() keeps -inf over NaN
+                            self.save("best", with_state=False)
+                    if self.rank == 0:
+                        self.run.log(logs)
+                    if self.step % self.config.save_every == 0 or self.step == self.total_steps:
+                        self.save("last", with_state=True)
+                    between_steps = True
+                    if on_step:
+                        on_step(self.step, logs)
+                    if self._stop_agreed if self.world > 1 else self.stop.requested:
+                        if self.saved_step != self.step:
+                            self.save("last", with_state=True)
+                        raise TrainingStopped(self.stop.signum or signal.SIGTERM, self.step, str(self.run.path))
+            except KeyboardInterrupt:
+                if between_steps and self.saved_step != self.step:
+                    self.save("last", with_state=True)
+                raise
+        summary = {"steps": self.step, "wall_time_s": time.perf_counter() - started,
+                   "best_score": self.best_score if math.isfinite(self.best_score) else None,
+                   "skipped_steps": self.guard.skipped, **{f"val/{k}": v for k, v in last_val.items()}}
+        if self.rank == 0:
+            self.run.write_json("summary.json", summary)
+        return summary

@@ -1,0 +1,26 @@
+"""The speed benchmark's paper-faithful step reads the same images the trainer trains on."""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import speed  # noqa: E402
+from reference_step import ReferenceStep  # noqa: E402
+
+
+def test_reference_step_runs_on_the_trainers_streams(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    trainer = speed.build_trainer(32, 4, "cpu", str(tmp_path / "runs"))
+    streams = speed.shared_streams(trainer)
+    cls = trainer.data["cls"]
+    assert streams.labeled_cls.shape == (len(cls.split.labeled), 32, 32)
+    assert np.array_equal(streams.labeled_cls, cls.train.images[cls.split.labeled, 0])
+    assert streams.labeled_seg_masks.shape == streams.labeled_seg.shape
+    seconds = ReferenceStep(streams, m=4)()
+    assert math.isfinite(seconds) and seconds > 0
+    assert math.isfinite(speed.mtssl_step(trainer))
