@@ -82,7 +82,7 @@ def test_trainer_records_the_resolved_precision_and_resumes_the_scaler(host, tmp
     fp16.precision.scaler.update(123.0)
     fp16.save("last", with_state=True)
     again = tiny_trainer(host, tmp_path, ["cls"], precision="fp16", name="half-again")
-    again.run = again.checkpoints.run = fp16.run  # resume the first run's checkpoint
+    again.run = fp16.run  # resume the first run's checkpoint
     again.resume("last")
     assert again.precision.scaler.get_scale() == 123.0
 

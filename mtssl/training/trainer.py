@@ -40,8 +40,9 @@ class Trainer:
     def __init__(self, config: RunConfig, host: PluginHost, run: RunDir,
                  progress: ProgressFactory | None = None, rank: int = 0, world: int = 1,
                  device: str | None = None):
-        self.config, self.host, self.run = config, host, run
+        self.config, self.host = config, host
         self.rank, self.world = rank, world
+        self.checkpoints = Checkpointer(run, rank, world)
         self.device = pick_device(device or config.device)  # torchrun: this process's own device
         set_determinism(config.seed, config.deterministic)
         task_set = build_tasks(config, host)
@@ -87,7 +88,6 @@ class Trainer:
         self.guard = DivergenceGuard(config.max_loss, config.skip_nonfinite, world)
         self.stop = StopRequest()
         self._stop_agreed = False
-        self.checkpoints = Checkpointer(run, rank, world)
         self.stepper = TrainingStep(Networks(self.model, self.forward_model, self.teacher, self.peer), self.parts,
                                     self.weighting, self.precision, self.guard, self.stop, self.optimizer,
                                     self.scheduler, self.device, config.log_grad_shares)
@@ -138,6 +138,15 @@ class Trainer:
         return validate(self.model, self.parts.tasks, self.data, self.device, self.config.select_by, batch_size)
 
     # -- checkpoints -------------------------------------------------------
+    @property
+    def run(self) -> RunDir:
+        """The run directory (held by the checkpointer, which writes into it)."""
+        return self.checkpoints.run
+
+    @run.setter
+    def run(self, run: RunDir) -> None:
+        self.checkpoints.run = run
+
     @property
     def saved_step(self) -> int | None:
         """The step of the committed ``last`` checkpoint (None before the first)."""
