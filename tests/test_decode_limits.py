@@ -14,7 +14,8 @@ from PIL import Image, ImageFile
 
 from conftest import invoke
 from data_trees import class_tree, gradient, write
-from mtssl.data.decode import DEFAULT_MAX_PIXELS, max_pixels, pixel_limit, read_image
+from mtssl.data.decode import read_image
+from mtssl.data.pixel_limit import DEFAULT_MAX_PIXELS, max_pixels, pixel_limit
 from mtssl.data.errors import DataError
 from mtssl_plugins.targets import CLASS_LABEL
 

@@ -9,7 +9,7 @@ from mtssl.bench.grid import (GridSpec, ModelSpec, load_grid, load_records, pape
                               run_grid)
 from mtssl.cli.common import err_console, friendly_errors, load_host, max_pixels_option, parse_task_data_args
 from mtssl.cli.params import DEVICE, LEARNING_RATE, POSITIVE_INT
-from mtssl.data.decode import pixel_limit
+from mtssl.data.pixel_limit import pixel_limit
 from mtssl.cli.output import plain
 from mtssl.run.config import TaskData
 

@@ -14,9 +14,8 @@ import click
 from rich.console import Console
 
 from mtssl.cli.params import POSITIVE_INT, option_budget, option_fraction
-from mtssl.run.config import ConfigError
-from mtssl.data.decode import DEFAULT_MAX_PIXELS
-from mtssl.errors import CheckpointError
+from mtssl.data.pixel_limit import DEFAULT_MAX_PIXELS
+from mtssl.errors import CheckpointError, ConfigError
 from mtssl.cli.output import say
 from mtssl.plugins import PluginError, PluginHost
 from mtssl.registry import RegistryError

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from mtssl.cli.common import err_console, friendly_errors, load_host, max_pixels_option
-from mtssl.data.decode import pixel_limit
+from mtssl.data.pixel_limit import pixel_limit
 from mtssl.cli.output import plain, say
 
 

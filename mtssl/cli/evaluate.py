@@ -12,7 +12,7 @@ from rich.table import Table
 from mtssl.cli.common import (checkpoint_option, err_console, friendly_errors, load_host, max_pixels_option,
                               parse_task_data_args)
 from mtssl.cli.params import DEVICE, POSITIVE_INT
-from mtssl.data.decode import pixel_limit
+from mtssl.data.pixel_limit import pixel_limit
 from mtssl.cli.output import plain, say
 from mtssl.cli.progress import decode_progress
 

@@ -6,7 +6,7 @@ import re
 
 import click
 
-from mtssl.run.settings import DEVICE_HELP, DEVICE_PATTERN, check_budget, check_run_name
+from mtssl.run.values import DEVICE_HELP, DEVICE_PATTERN, check_budget, check_run_name
 from mtssl.spec import parse_value
 
 POSITIVE_INT = click.IntRange(min=1)

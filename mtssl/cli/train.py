@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 import sys
 from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -13,13 +14,17 @@ from mtssl.cli.common import err_console, friendly_errors, load_host, max_pixels
 from mtssl.cli.output import plain, say
 from mtssl.cli.params import (DEVICE, LEARNING_RATE, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT,
                               POSITIVE_INT, RUN_NAME)
-from mtssl.run.config import RunConfig, TaskData, load_config_file
-from mtssl.run.rundir import RunDir
+
+if TYPE_CHECKING:
+    from mtssl.run.config import RunConfig
 
 DEFAULT_STEPS = 300
 
 
-def resolve_config(config_file, tasks, bridges, data_args, overrides: dict, skip_bad: bool) -> RunConfig:
+def resolve_config(config_file, tasks, bridges, data_args, overrides: dict, skip_bad: bool) -> "RunConfig":
+    """The run's settings: the config file (if any), then the flags, checked as a whole."""
+    from mtssl.run.config import RunConfig, TaskData, load_config_file
+
     raw = load_config_file(config_file) if config_file else {}
     config = RunConfig.from_dict(raw, origin=str(config_file or "defaults"))
     if tasks:
@@ -101,9 +106,10 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, max_pix
       mtssl train --task seg --seg-data pairs:imgs,masks --seg-labels 10
     """
     from mtssl.cli.progress import TrainingProgress, decode_progress
-    from mtssl.data.decode import pixel_limit
+    from mtssl.data.pixel_limit import pixel_limit
     from mtssl.data.prepare import data_summary
     from mtssl.run.preflight import check_resume_options, check_run
+    from mtssl.run.rundir import RunDir
     from mtssl.training.distributed import from_environment
     from mtssl.training.loggers import LoggerHub, create_loggers
     from mtssl.training.trainer import Trainer

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from mtssl.data.arrays import SourceArrays, decode_into, source_arrays
-from mtssl.data.decode import max_pixels
+from mtssl.data.pixel_limit import max_pixels
 from mtssl.data.errors import DataError, Skipped
 from mtssl.interfaces import Source
 

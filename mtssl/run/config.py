@@ -20,15 +20,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mtssl.errors import ConfigError
 from mtssl.run.settings import explain, validate_settings
 
 import tomllib
 
 DEFAULT_SOURCE = "synthetic"
-
-
-class ConfigError(ValueError):
-    """A config file or value that cannot be used; the message names the file or key."""
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 
 from mtssl.run.config import RunConfig
 from mtssl.run.runlock import RunLock
-from mtssl.run.settings import check_run_name
+from mtssl.run.values import check_run_name
 
 
 class RunDir:

@@ -9,36 +9,12 @@ pydantic error into one line naming the key, the problem and the value.
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mtssl.options import problem_text
-
-DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
-DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps"
-
-
-def check_budget(value: Any) -> int | str | None:
-    """A label budget: None (the task's default), a positive whole number, or 'all'."""
-    if value is None:
-        return None
-    if isinstance(value, str) and value.strip().lower() == "all":
-        return "all"
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    raise ValueError(f"expected a positive whole number or 'all', got {value!r}")
-
-
-def check_run_name(value: str) -> str:
-    """A run name is one plain folder name, so the run stays inside ``--out``."""
-    parts = PurePosixPath(value).parts
-    if (not value.strip() or len(parts) != 1 or value in {".", ".."} or PureWindowsPath(value).drive
-            or "\\" in value or "\0" in value or PurePosixPath(value).is_absolute()):
-        raise ValueError(f"must be a plain folder name inside --out (no '/', '..' or absolute path), got {value!r}")
-    return value
-
+from mtssl.run.values import DEVICE_PATTERN, check_budget, check_run_name
 
 class TaskDataSettings(BaseModel):
     """One task's data: ``data.TASK`` in a config file."""
