@@ -58,3 +58,9 @@ def test_listed_summary_is_the_commands_own(name):
 def test_unknown_command_is_a_usage_error():
     result = CliRunner().invoke(main, ["trian"])
     assert result.exit_code == 2 and "No such command 'trian'" in result.output
+
+
+def test_python_dash_m_runs_the_same_command_line():
+    out = subprocess.run([sys.executable, "-m", "mtssl", "--help"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Usage: mtssl [OPTIONS] COMMAND") and "train" in out.stdout
