@@ -291,11 +291,15 @@ class SSLStrategy(ABC):
 
 @dataclass
 class WeightedLoss:
-    """The total of the per-task losses and the weight each task got (logged as ``weight/TASK``)."""
+    """The total of the per-task losses and the weight each task got (logged as ``weight/TASK``).
+
+    Weights and logs may be 0-d tensors: the trainer fetches them with the step's other logs in one
+    transfer, so a weighting need not synchronise with the device.
+    """
 
     loss: torch.Tensor
-    weights: dict[str, float] = field(default_factory=dict)
-    logs: dict[str, float] = field(default_factory=dict)
+    weights: dict[str, float | torch.Tensor] = field(default_factory=dict)
+    logs: dict[str, float | torch.Tensor] = field(default_factory=dict)
 
 
 class Weighting(ABC):

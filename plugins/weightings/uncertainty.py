@@ -40,9 +40,10 @@ class Uncertainty(Weighting):
 
     def combine(self, losses, step):
         stacked = torch.stack([losses[t].float() for t in self.tasks])
-        weights = (0.5 * torch.exp(-self.log_vars.detach())).tolist()
-        return WeightedLoss(uncertainty_weighted(stacked, self.log_vars), dict(zip(self.tasks, weights)),
-                            {f"log_var/{t}": v for t, v in zip(self.tasks, self.log_vars.detach().tolist())})
+        # tensors, not floats: the trainer copies every log value to the host in one transfer per step
+        weights, log_vars = 0.5 * torch.exp(-self.log_vars.detach()), self.log_vars.detach().clone()
+        return WeightedLoss(uncertainty_weighted(stacked, self.log_vars), dict(zip(self.tasks, weights.unbind())),
+                            {f"log_var/{t}": v for t, v in zip(self.tasks, log_vars.unbind())})
 
     def state_dict(self):
         return {"log_vars": self.log_vars.detach().clone()}
