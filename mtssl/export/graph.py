@@ -7,10 +7,10 @@ exporters record ``torch.autograd.grad``, so the model is traced with
 sizes and records every operator autograd executes, backward ones too. A few
 backward operators have no ONNX or TorchScript form; they are rewritten here
 as forward operators (a transposed convolution, a scatter), in-place
-activations run out of place, and instance norm is spelled out so its
-backward needs no aliasing views. The result takes ``[B, C, S, S]`` float
-images and returns each task's probabilities and each bridge map, for any
-batch size.
+activations run out of place, and instance and group norm are spelled out
+so their backward needs no aliasing views and no operator without a portable
+form. The result takes ``[B, C, S, S]`` float images and returns each task's
+probabilities and each bridge map, for any batch size.
 """
 from __future__ import annotations
 
@@ -108,15 +108,14 @@ REWRITES = {
 }
 
 
-def _instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
-                   momentum=0.1, eps=1e-5):
-    if not use_input_stats:
-        return F.batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
-    dims = tuple(range(2, input.dim()))
-    mean = input.mean(dims, keepdim=True)
-    var = (input - mean).pow(2).mean(dims, keepdim=True)
-    out = (input - mean) * torch.rsqrt(var + eps)
-    shape = (1, -1) + (1,) * len(dims)
+def _group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Group norm from plain reductions (the batch size is never read, so it stays symbolic)."""
+    grouped = input.unflatten(1, (num_groups, -1))
+    dims = tuple(range(2, grouped.dim()))
+    mean = grouped.mean(dims, keepdim=True)
+    var = (grouped - mean).pow(2).mean(dims, keepdim=True)
+    out = ((grouped - mean) * torch.rsqrt(var + eps)).flatten(1, 2)
+    shape = (1, -1) + (1,) * (input.dim() - 2)
     if weight is not None:
         out = out * weight.reshape(shape)
     if bias is not None:
@@ -124,13 +123,22 @@ def _instance_norm(input, running_mean=None, running_var=None, weight=None, bias
     return out
 
 
+def _instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                   momentum=0.1, eps=1e-5):
+    if not use_input_stats:
+        return F.batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
+    return _group_norm(input, input.shape[1], weight, bias, eps)
+
+
 class _Portable(TorchFunctionMode):
-    """Out-of-place activations and a view-free instance norm, so the recorded backward has no aliasing."""
+    """Out-of-place activations and norms from plain reductions, so the recorded backward has no aliasing."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
         if func is F.instance_norm:
             return _instance_norm(*args, **kwargs)
+        if func is F.group_norm:
+            return _group_norm(*args, **kwargs)
         if kwargs.get("inplace"):
             kwargs["inplace"] = False
         return func(*args, **kwargs)
