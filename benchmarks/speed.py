@@ -15,9 +15,11 @@ where that is not possible) grew over three steps beyond the resident set after 
 includes optimizer state and autograd buffers, and it is coarse (page
 granularity, allocator caching), but it is what the process really took.
 
-Throughput: the FLOPs of one mtssl step (``torch.utils.flop_counter``) over its
-median time, against a large matrix product in the step's precision on the same
-device (bf16 for ``--precision bf16``), as achieved / reference TFLOP/s.
+Throughput: the FLOPs of one step of each (``torch.utils.flop_counter``) over
+its median time, against a large matrix product in the step's precision on the
+same device (bf16 for ``--precision bf16``). The ratio of the two steps' FLOPs
+is the work mtssl saves; divided by the reference's fraction of the matrix
+product's rate it gives the largest speed-up this design can reach there.
 
     python benchmarks/speed.py --sizes 64,128,256 --m 10
     python benchmarks/speed.py --device cuda --sizes 256 --precision bf16
@@ -35,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -104,8 +107,8 @@ def mtssl_phases(trainer: Trainer, repeats: int = 5) -> dict[str, float]:
     return {"draw": draw, "augment": (time.perf_counter() - t0) / repeats}
 
 
-def step_flops(trainer: Trainer) -> int:
-    """FLOPs of one mtssl training step (forward, saliency, backward), by torch's FLOP formulas.
+def step_flops(step: Callable[[], object]) -> int:
+    """FLOPs of one call of a training step (forward, saliency, backward), by torch's FLOP formulas.
 
     A dispatch mode of our own rather than ``FlopCounterMode``: the latter's
     module hooks refuse ``autograd.grad`` with respect to the input, which the
@@ -126,7 +129,7 @@ def step_flops(trainer: Trainer) -> int:
             return out
 
     with Count():
-        trainer.train_step()
+        step()
     return Count.total
 
 
@@ -151,6 +154,7 @@ def time_pair(size: int, m: int, steps: int, warmup: int, device: str, precision
         for _ in range(warmup):
             reference()
             mtssl_step(trainer)
+        flops, reference_flops = step_flops(trainer.train_step), step_flops(reference)
         reference.times.__init__()
         ours, theirs = [], []
         if trainer.device.type == "cuda":
@@ -163,7 +167,6 @@ def time_pair(size: int, m: int, steps: int, warmup: int, device: str, precision
             mtssl_step(trainer)
             ours.append(time.perf_counter() - t0)
         phases = mtssl_phases(trainer)
-        flops = step_flops(trainer)
         peak = matmul_tflops(trainer.device, trainer.precision.dtype)
     rt = reference.times
     per_step = len(theirs)
@@ -171,6 +174,8 @@ def time_pair(size: int, m: int, steps: int, warmup: int, device: str, precision
         "size": size, "m": m, "images_per_step": 5 * m, "device": str(trainer.device),
         "precision": trainer.precision.name, "step_tflop": flops / 1e12,
         "achieved_tflops": flops / 1e12 / statistics.median(ours), "matmul_tflops": peak,
+        "reference_step_tflop": reference_flops / 1e12,
+        "reference_achieved_tflops": reference_flops / 1e12 / statistics.median(theirs),
         "reference": {"s_per_step": statistics.median(theirs), "draw": rt.draw / per_step,
                       "augment": rt.augment / per_step, "compute": rt.compute / per_step},
         "mtssl": {"s_per_step": statistics.median(ours), "draw": phases["draw"], "augment": phases["augment"],
@@ -257,6 +262,26 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def throughput_markdown(results: list[dict]) -> str:
+    """FLOPs per step of both, and how fast each runs against a large matrix product on the device.
+
+    The work ratio (reference FLOPs over mtssl FLOPs) divided by the reference's
+    fraction of the matrix-product rate is the speed-up mtssl would reach if its
+    whole step ran at that rate: the ceiling for this design on this device.
+    """
+    lines = ["| size | reference TFLOP per step | mtssl TFLOP per step | work ratio | reference TFLOP/s | "
+             "mtssl TFLOP/s | large-matmul TFLOP/s | reference fraction | mtssl fraction | speed-up ceiling |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        work = r["reference_step_tflop"] / r["step_tflop"]
+        ref_fraction = r["reference_achieved_tflops"] / r["matmul_tflops"]
+        lines.append(f"| {r['size']} | {r['reference_step_tflop']:.3f} | {r['step_tflop']:.3f} | {work:.2f}x | "
+                     f"{r['reference_achieved_tflops']:.3f} | {r['achieved_tflops']:.3f} | {r['matmul_tflops']:.2f} | "
+                     f"{ref_fraction:.1%} | {r['achieved_tflops'] / r['matmul_tflops']:.1%} | "
+                     f"{work / ref_fraction:.2f}x |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="64,128,256")
@@ -297,10 +322,7 @@ def main() -> None:
           f"torch threads {torch.get_num_threads()}, mtssl precision {results[0]['precision']}")
     print(markdown(results))
     print()
-    print("| size | mtssl TFLOP per step | achieved TFLOP/s | large-matmul TFLOP/s | fraction |\n|---|---|---|---|---|")
-    for r in results:
-        print(f"| {r['size']} | {r['step_tflop']:.3f} | {r['achieved_tflops']:.3f} | {r['matmul_tflops']:.2f} | "
-              f"{r['achieved_tflops'] / r['matmul_tflops']:.1%} |")
+    print(throughput_markdown(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     if args.profile:

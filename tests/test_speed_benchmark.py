@@ -24,3 +24,13 @@ def test_reference_step_runs_on_the_trainers_streams(tmp_path, monkeypatch):
     seconds = ReferenceStep(streams, m=4)()
     assert math.isfinite(seconds) and seconds > 0
     assert math.isfinite(speed.mtssl_step(trainer))
+
+
+def test_mtssl_step_does_about_half_the_reference_steps_work(tmp_path, monkeypatch):
+    """Pass planning (no decoder on classification rows, no second saliency forward) halves the FLOPs."""
+    monkeypatch.chdir(tmp_path)
+    trainer = speed.build_trainer(32, 4, "cpu", str(tmp_path / "runs"))
+    reference = ReferenceStep(speed.shared_streams(trainer), m=4)
+    ours, theirs = speed.step_flops(trainer.train_step), speed.step_flops(reference)
+    assert ours > 0
+    assert 1.8 < theirs / ours < 2.4
