@@ -34,3 +34,27 @@ def test_mtssl_step_does_about_half_the_reference_steps_work(tmp_path, monkeypat
     ours, theirs = speed.step_flops(trainer.train_step), speed.step_flops(reference)
     assert ours > 0
     assert 1.8 < theirs / ours < 2.4
+
+
+def test_gpu_session_script_runs_end_to_end_on_a_cpu(tmp_path):
+    """The prepared GPU call, dry-run at 32 px: both speed tables, the real-data run, its evaluation."""
+    import json
+    import os
+    import subprocess
+
+    from data_trees import class_tree, pairs_tree
+
+    data = tmp_path / "data"
+    class_tree(data / "chest_xray" / "train", {"NORMAL": 60, "PNEUMONIA": 60})
+    pairs_tree(data / "lungs", 16)
+    out = tmp_path / "out"
+    env = dict(os.environ, DEVICE="cpu", SIZE="32", PRECISIONS="fp32", SPEED_STEPS="1", SPEED_FLAGS="--no-memory",
+               EVAL_EVERY="2")  # bf16 is emulated on CPUs without it: minutes even at 32 px
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_session.sh"
+    done = subprocess.run(["bash", str(script), str(data), str(out), "2"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = json.loads((out / "speed-fp32.json").read_text())
+    assert result["size"] == 32 and result["precision"] == "fp32"
+    assert result["reference_step_tflop"] > result["step_tflop"] > 0
+    scores = json.loads((out / "eval.json").read_text())
+    assert set(scores["results"]) == {"cls", "seg"}
