@@ -48,8 +48,8 @@ def test_gpu_session_script_runs_end_to_end_on_a_cpu(tmp_path):
     class_tree(data / "chest_xray" / "train", {"NORMAL": 60, "PNEUMONIA": 60})
     pairs_tree(data / "lungs", 16)
     out = tmp_path / "out"
-    env = dict(os.environ, PYTHON=sys.executable, DEVICE="cpu", SIZE="32", PRECISIONS="fp32", SPEED_STEPS="1", SPEED_FLAGS="--no-memory",
-               EVAL_EVERY="2")  # bf16 is emulated on CPUs without it: minutes even at 32 px
+    env = dict(os.environ, PYTHON=sys.executable, DEVICE="cpu", SIZE="32", PRECISIONS="fp32", SPEED_STEPS="1",
+               SPEED_FLAGS="--no-memory", EVAL_EVERY="2")  # bf16 is emulated on CPUs without it: minutes even at 32 px
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_session.sh"
     done = subprocess.run(["bash", str(script), str(data), str(out), "2"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
