@@ -1,7 +1,10 @@
-"""The speed benchmark's paper-faithful step reads the same images the trainer trains on."""
+"""The speed benchmarks: the paper-faithful step on the trainer's own images, the FLOP counts, the prepared GPU call."""
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import speed  # noqa: E402
+from data_trees import class_tree, pairs_tree  # noqa: E402
 from reference_step import ReferenceStep  # noqa: E402
 
 
@@ -37,13 +41,7 @@ def test_mtssl_step_does_about_half_the_reference_steps_work(tmp_path, monkeypat
 
 
 def test_gpu_session_script_runs_end_to_end_on_a_cpu(tmp_path):
-    """The prepared GPU call, dry-run at 32 px: both speed tables, the real-data run, its evaluation."""
-    import json
-    import os
-    import subprocess
-
-    from data_trees import class_tree, pairs_tree
-
+    """The prepared GPU call, dry-run at 32 px: the speed table, the real-data run, its evaluation."""
     data = tmp_path / "data"
     class_tree(data / "chest_xray" / "train", {"NORMAL": 60, "PNEUMONIA": 60})
     pairs_tree(data / "lungs", 16)
