@@ -37,11 +37,14 @@ def test_instance_norm_output_is_no_view_so_inplace_activation_needs_no_copy():
     assert "CopySlices" not in type(out.grad_fn).__name__
 
 
-def test_dropout_is_identity_in_eval_and_at_zero():
+def test_dropout_is_identity_in_eval_and_at_zero_and_drops_everything_at_one():
     x = torch.randn(4, 3, 8, 8)
     layer = Dropout(0.25).eval()
     assert layer(x) is x
     assert torch.equal(Dropout(0.0).train()(x), x)
+    assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
+    torch.manual_seed(0)  # beyond the mask's 1/65536 resolution torch's dropout runs; its p keeps ~1e-7 of x
+    assert torch.equal(Dropout(1 - 1e-7).train()(x), torch.zeros_like(x))
 
 
 def test_dropout_keeps_a_quarter_off_and_scales_survivors_by_four_thirds():
