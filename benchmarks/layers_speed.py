@@ -24,19 +24,19 @@ from speed import build_trainer  # noqa: E402
 
 from mtssl_plugins import layers  # noqa: E402
 
-TORCH_LAYER = {layers.InstanceNorm2d: lambda m: nn.InstanceNorm2d(m.num_features),
-               layers.Dropout: lambda m: nn.Dropout(m.p)}
-MTSSL_LAYER = {nn.InstanceNorm2d: lambda m: layers.InstanceNorm2d(m.num_features),
-               nn.Dropout: lambda m: layers.Dropout(m.p)}
+TORCH_LAYER = {layers.InstanceNorm2d: nn.InstanceNorm2d, layers.Dropout: nn.Dropout}
+MTSSL_LAYER = {torch_class: ours for ours, torch_class in TORCH_LAYER.items()}
 
 
-def switch(model: nn.Module, table: dict) -> None:
-    """Replace every layer whose exact type is a key of ``table`` by what the table builds from it."""
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            build = table.get(type(child))
-            if build is not None:
-                setattr(parent, name, build(child))
+def switch(model: nn.Module, table: dict[type, type]) -> None:
+    """Give every layer whose exact class is a key of ``table`` the class it maps to.
+
+    mtssl's layers subclass torch's and add no state, so changing the class
+    keeps every setting (p, eps, affine) and swaps only ``forward``.
+    """
+    for layer in model.modules():
+        if type(layer) in table:
+            layer.__class__ = table[type(layer)]
 
 
 def main() -> None:
