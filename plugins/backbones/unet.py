@@ -1,10 +1,12 @@
 """The MultiMix encoder (paper Table 4): five double-conv blocks, 16-32-64-128-256."""
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import nn
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from mtssl.api import Backbone, Options, read_options
 from mtssl_plugins.layers import double_conv
@@ -36,26 +38,23 @@ class UNetEncoder(Backbone):
         return features
 
 
-def _parse_widths(widths) -> tuple[int, ...]:
+def parse_widths(widths: object) -> tuple[int, ...]:
+    """``16-32-64`` (or ``16,32,64``, one number, a list) -> block widths, each a positive whole number."""
     if isinstance(widths, str):
-        return tuple(int(w) for w in widths.replace("-", ",").split(",") if w)
-    if isinstance(widths, int):
-        return (widths,)
-    return tuple(int(w) for w in widths)
+        parts = [w for w in widths.replace("-", ",").split(",") if w.strip()]
+    else:
+        parts = list(widths) if isinstance(widths, (list, tuple)) else [widths]
+    texts = [str(w).strip() for w in parts]
+    if not texts or not all(t.isdigit() and int(t) >= 1 for t in texts):
+        raise ValueError(f"expected positive channel counts such as 16-32-64-128-256, got {widths!r}")
+    return tuple(int(t) for t in texts)
 
 
 class UNetOptions(Options):
-    widths: object = (16, 32, 64, 128, 256)
+    widths: Annotated[tuple[int, ...], BeforeValidator(parse_widths)] = (16, 32, 64, 128, 256)
     dropout: float = Field(0.25, ge=0.0, lt=1.0)
 
 
 def build(name: str, in_channels: int = 1, **options) -> UNetEncoder:
     settings = read_options(f"backbone '{name}'", options, UNetOptions)
-    try:
-        widths = _parse_widths(settings.widths)
-    except (TypeError, ValueError):
-        widths = ()
-    if not widths or any(w < 1 for w in widths):
-        raise ValueError(f"backbone '{name}': option widths: expected positive channel counts such as "
-                         f"16-32-64-128-256, got {settings.widths!r}")
-    return UNetEncoder(in_channels, widths, settings.dropout)
+    return UNetEncoder(in_channels, settings.widths, settings.dropout)

@@ -9,11 +9,12 @@ probability), and every bridge map (e.g. saliency).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
+from pydantic import ConfigDict, Field
 
-from mtssl.api import Logger, ValidationImages, check_options, require
+from mtssl.api import Logger, Options, ValidationImages, read_options, require
 
 
 def _unit(panel: np.ndarray) -> np.ndarray:
@@ -49,13 +50,19 @@ def sample_grid(sample: ValidationImages) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
+class TensorBoardOptions(Options):
+    model_config = ConfigDict(coerce_numbers_to_str=True)  # dir=2024 is a folder name
+
+    dir: Optional[str] = Field(None, min_length=1, description="event folder (default RUN/tensorboard)")
+
+
 class TensorBoardLogger(Logger):
     """Writes TensorBoard event files with ``torch.utils.tensorboard``."""
 
     wants_images = True
 
     def __init__(self, name: str, **options: Any):
-        check_options(f"logger '{name}'", options, {"dir"})
+        self.settings = read_options(f"logger '{name}'", options, TensorBoardOptions)
         super().__init__(name, **options)
         require("tensorboard", "tensorboard", f"logger '{name}'")
         self.writer = None
@@ -63,7 +70,7 @@ class TensorBoardLogger(Logger):
     def start(self, run_dir: Path, config: Mapping[str, Any]) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(self.options.get("dir") or Path(run_dir) / "tensorboard"))
+        self.writer = SummaryWriter(log_dir=str(self.settings.dir or Path(run_dir) / "tensorboard"))
 
     def log_step(self, step: int, scalars: Mapping[str, float]) -> None:
         for key, value in scalars.items():

@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Annotated, Iterable, Optional, Sequence
 
 import numpy as np
+from pydantic import AfterValidator, ConfigDict, Field
 
 from mtssl.api import DataError, Sample, Source, TargetSpec, check_mask_size, read_image, read_mask
+from mtssl.api import Options
 from mtssl_plugins.targets import CLASS_LABEL, binary_masks
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom")
@@ -117,6 +119,33 @@ def target_mode(source: str, target: TargetSpec | None, supported: Sequence[str]
     return mode
 
 
+def regular_expression(pattern: str | None) -> str | None:
+    """A ``group=`` pattern, checked to compile (the options refuse it otherwise)."""
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression ({exc}), got {pattern!r}") from None
+    return pattern
+
+
+PatientPattern = Annotated[Optional[str], AfterValidator(regular_expression)]
+"""A regex whose first group (else whole match) on a file name is the patient, so splits keep patients apart."""
+
+
+class SourceOptions(Options):
+    """Options of a first-party source; a number given where text is expected (``csv=2017``) is read as text."""
+
+    model_config = ConfigDict(coerce_numbers_to_str=True)
+
+
+class FileOptions(SourceOptions):
+    """Options of sources that read any folder of images: channels and the patient pattern."""
+
+    channels: int = Field(1, ge=1, description="image channels the model reads: 1 grey, 3 colour")
+    group: PatientPattern = None
+
+
 def group_keys(paths: Sequence[Path], pattern: str | None) -> tuple[list[str] | None, list[str]]:
     """A patient key per file from a regex on its name (first group, else the whole match).
 
@@ -124,10 +153,7 @@ def group_keys(paths: Sequence[Path], pattern: str | None) -> tuple[list[str] | 
     """
     if not pattern:
         return None, []
-    try:
-        regex = re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"group={pattern!r} is not a valid regular expression ({exc})") from None
+    regex = re.compile(regular_expression(pattern))
     keys, unmatched = [], 0
     for path in paths:
         match = regex.search(path.name)

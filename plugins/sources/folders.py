@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mtssl.api import DataError, check_options
-from mtssl_plugins.sources.files import FileSource, list_images, require_dir, scan_class_folders, subfolders, target_mode
+from mtssl.api import DataError, read_options
+from mtssl_plugins.sources.files import (FileOptions, FileSource, list_images, require_dir, scan_class_folders,
+                                         subfolders, target_mode)
 
 
 def open_folders(path: str, channels: int = 1) -> FileSource:
@@ -21,8 +22,8 @@ def open_folders(path: str, channels: int = 1) -> FileSource:
 
 
 def build(name: str, path: str | None = None, target=None, seed: int = 0, **options) -> FileSource:
-    check_options(f"source '{name}'", options, {"channels", "group"})
+    settings = read_options(f"source '{name}'", options, FileOptions)
     target_mode(name, target, ("class",))
     if not path:
         raise ValueError(f"source '{name}' needs a path: {name}:ROOT with one sub-folder per class")
-    return open_folders(str(Path(path)), int(options.get("channels", 1))).group_by(options.get("group"))
+    return open_folders(str(Path(path)), settings.channels).group_by(settings.group)

@@ -15,11 +15,13 @@ it is upscaled (nearest). For class targets the file prefix gives the label:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Optional
 
 import numpy as np
+from pydantic import BeforeValidator
 
-from mtssl.api import DataError, check_options, check_mask_size
-from mtssl_plugins.sources.files import (IMAGE_SUFFIXES, FileSource, Item, list_images, require_dir,
+from mtssl.api import DataError, check_mask_size, read_options
+from mtssl_plugins.sources.files import (IMAGE_SUFFIXES, FileSource, Item, SourceOptions, list_images, require_dir,
                                          target_mode)
 
 RAW_SIDE = 2048
@@ -67,15 +69,21 @@ def find_structure_masks(root: Path, folders: tuple[str, ...]) -> dict[str, tupl
     return found
 
 
-def parse_structures(text: str) -> list[str]:
+def parse_structures(text: object) -> tuple[str, ...]:
+    """``lungs+heart`` -> ``("lungs", "heart")``: known SCR structures, each once."""
     names = [n.strip().lower() for n in str(text).split("+") if n.strip()]
     unknown = [n for n in names if n not in STRUCTURES]
     if not names or unknown:
-        raise ValueError(f"source 'jsrt': structures must be names from {', '.join(STRUCTURES)} joined by '+', "
-                         f"got '{text}'")
+        raise ValueError(f"must be names from {', '.join(STRUCTURES)} joined by '+', got '{text}'")
     if len(set(names)) != len(names):
-        raise ValueError(f"source 'jsrt': structures lists a name twice: '{text}'")
-    return names
+        raise ValueError(f"lists a name twice, got '{text}'")
+    return tuple(names)
+
+
+class JsrtOptions(SourceOptions):
+    masks: Optional[str] = None
+    invert: bool = True
+    structures: Annotated[tuple[str, ...], BeforeValidator(parse_structures)] = ("lungs",)
 
 
 class JsrtSource(FileSource):
@@ -136,10 +144,8 @@ def open_jsrt(path: str, mode: str, masks: str | None = None, invert: bool = Tru
 
 
 def build(name: str, path: str | None = None, target=None, seed: int = 0, **options) -> JsrtSource:
-    check_options(f"source '{name}'", options, {"masks", "invert", "structures"})
+    settings = read_options(f"source '{name}'", options, JsrtOptions)
     mode = target_mode(name, target, ("class", "mask"))
     if not path:
         raise ValueError(f"source '{name}' needs a path: {name}:IMAGES_DIR[:masks=SCR_ROOT]")
-    masks = options.get("masks")
-    structures = tuple(parse_structures(options.get("structures", "lungs")))
-    return open_jsrt(path, mode, str(masks) if masks else None, bool(options.get("invert", True)), structures)
+    return open_jsrt(path, mode, settings.masks or None, settings.invert, settings.structures)

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mtssl.api import DataError, check_options
-from mtssl_plugins.sources.files import FileSource, require_dir, scan_class_folders, subfolders, target_mode
+from pydantic import Field
+
+from mtssl.api import DataError, read_options
+from mtssl_plugins.sources.files import (FileSource, PatientPattern, SourceOptions, require_dir, scan_class_folders,
+                                         subfolders, target_mode)
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 PATIENT = r"^(person\d+|(?:NORMAL2-)?IM-\d+)"
@@ -32,11 +35,16 @@ def find_split(path: str | Path, split: str) -> Path:
                           f"in it or in its {split}/ folder (found: {found})")
 
 
+class KermanyOptions(SourceOptions):
+    split: str = Field("train", min_length=1, description="sub-folder of the root: train, val or test")
+    group: PatientPattern = PATIENT
+
+
 def build(name: str, path: str | None = None, target=None, seed: int = 0, **options) -> FileSource:
-    check_options(f"source '{name}'", options, {"split", "group"})
+    settings = read_options(f"source '{name}'", options, KermanyOptions)
     target_mode(name, target, ("class",))
     if not path:
         raise ValueError(f"source '{name}' needs a path: {name}:chest_xray or {name}:chest_xray/train")
-    folder = find_split(path, str(options.get("split", "train")))
+    folder = find_split(path, settings.split)
     items, problems = scan_class_folders(folder, CLASS_NAMES)
-    return FileSource("class", items, CLASS_NAMES, problems).group_by(str(options.get("group", PATIENT)))
+    return FileSource("class", items, CLASS_NAMES, problems).group_by(settings.group)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mtssl.api import DataError, check_options
-from mtssl_plugins.sources.files import FileSource, Item, list_images, require_dir, stem_class, target_mode
+from mtssl.api import DataError, read_options
+from mtssl_plugins.sources.files import (FileSource, Item, SourceOptions, list_images, require_dir, stem_class,
+                                         target_mode)
 
 CLASS_NAMES = ("normal", "tuberculosis")
 
@@ -62,7 +63,7 @@ def open_montgomery(path: str, mode: str) -> FileSource:
 
 
 def build(name: str, path: str | None = None, target=None, seed: int = 0, **options) -> FileSource:
-    check_options(f"source '{name}'", options, set())
+    read_options(f"source '{name}'", options, SourceOptions)
     mode = target_mode(name, target, ("class", "mask"))
     if not path:
         raise ValueError(f"source '{name}' needs a path: {name}:ROOT (holding CXR_png/ and ManualMask/)")

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Annotated, Optional, Sequence
 
-from mtssl.api import DataError, check_options
-from mtssl_plugins.sources.files import FileSource, Item, list_images, require_dir, target_mode
+from pydantic import BeforeValidator
+
+from mtssl.api import DataError, read_options
+from mtssl_plugins.sources.files import FileSource, Item, SourceOptions, list_images, require_dir, target_mode
 
 DEFAULT_CLASSES = "No Finding|Pneumonia"
 COLUMNS = ("Image Index", "Finding Labels")
@@ -50,11 +53,21 @@ def read_rows(table: Path) -> list[tuple[str, set[str], str | None]]:
         raise DataError(table, f"cannot read CSV ({exc})") from exc
 
 
-def open_nih(path: str, classes: str = DEFAULT_CLASSES, table: str | None = None) -> FileSource:
-    root = require_dir(path)
-    names = [c.strip() for c in str(classes).split("|") if c.strip()]
+def parse_classes(text: object) -> tuple[str, ...]:
+    """``No Finding|Pneumonia`` -> the findings, in class order; at least two."""
+    names = tuple(c.strip() for c in str(text).split("|") if c.strip())
     if len(names) < 2:
-        raise ValueError(f"source 'nih': classes needs at least two findings separated by '|', got '{classes}'")
+        raise ValueError(f"needs at least two findings separated by '|', got '{text}'")
+    return names
+
+
+class NihOptions(SourceOptions):
+    classes: Annotated[tuple[str, ...], BeforeValidator(parse_classes)] = parse_classes(DEFAULT_CLASSES)
+    csv: Optional[str] = None
+
+
+def open_nih(path: str, names: Sequence[str] = parse_classes(DEFAULT_CLASSES), table: str | None = None) -> FileSource:
+    root = require_dir(path)
     csv_path = Path(table) if table else find_csv(root)
     images = index_images(root)
     items, problems, unmatched, patients = [], [], 0, []
@@ -76,9 +89,8 @@ def open_nih(path: str, classes: str = DEFAULT_CLASSES, table: str | None = None
 
 
 def build(name: str, path: str | None = None, target=None, seed: int = 0, **options) -> FileSource:
-    check_options(f"source '{name}'", options, {"classes", "csv"})
+    settings = read_options(f"source '{name}'", options, NihOptions)
     target_mode(name, target, ("class",))
     if not path:
         raise ValueError(f"source '{name}' needs a path: {name}:ROOT[:classes=No Finding|Pneumonia]")
-    table = options.get("csv")
-    return open_nih(path, options.get("classes", DEFAULT_CLASSES), str(table) if table else None)
+    return open_nih(path, settings.classes, settings.csv or None)

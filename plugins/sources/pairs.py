@@ -7,8 +7,8 @@ mask, a mask with no image, or an image with two matching masks is a bad item.
 """
 from __future__ import annotations
 
-from mtssl.api import DataError, check_options
-from mtssl_plugins.sources.files import FileSource, list_images, pair_by_stem, require_dir, target_mode
+from mtssl.api import DataError, read_options
+from mtssl_plugins.sources.files import FileOptions, FileSource, list_images, pair_by_stem, require_dir, target_mode
 
 
 def open_pairs(images_dir: str, masks_dir: str, channels: int = 1) -> FileSource:
@@ -22,9 +22,9 @@ def open_pairs(images_dir: str, masks_dir: str, channels: int = 1) -> FileSource
 
 
 def build(name: str, path: str | None = None, target=None, seed: int = 0, **options) -> FileSource:
-    check_options(f"source '{name}'", options, {"channels", "group"})
+    settings = read_options(f"source '{name}'", options, FileOptions)
     target_mode(name, target, ("mask",))
     parts = [p.strip() for p in (path or "").split(",")]
     if len(parts) != 2 or not all(parts):
         raise ValueError(f"source '{name}' needs two folders: {name}:IMAGES_DIR,MASKS_DIR (got '{path or ''}')")
-    return open_pairs(parts[0], parts[1], int(options.get("channels", 1))).group_by(options.get("group"))
+    return open_pairs(parts[0], parts[1], settings.channels).group_by(settings.group)

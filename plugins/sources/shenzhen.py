@@ -6,8 +6,8 @@ label (``_0`` normal, ``_1`` TB).
 """
 from __future__ import annotations
 
-from mtssl.api import DataError, check_options
-from mtssl_plugins.sources.files import FileSource, list_images, pair_by_stem, require_dir, target_mode
+from mtssl.api import DataError, read_options
+from mtssl_plugins.sources.files import FileSource, SourceOptions, list_images, pair_by_stem, require_dir, target_mode
 from mtssl_plugins.sources.montgomery import CLASS_NAMES, image_folder, labelled_items
 
 
@@ -25,7 +25,7 @@ def open_shenzhen(path: str, mode: str) -> FileSource:
 
 
 def build(name: str, path: str | None = None, target=None, seed: int = 0, **options) -> FileSource:
-    check_options(f"source '{name}'", options, set())
+    read_options(f"source '{name}'", options, SourceOptions)
     mode = target_mode(name, target, ("class", "mask"))
     if not path:
         raise ValueError(f"source '{name}' needs a path: {name}:ROOT (holding CXR_png/ and mask/)")

@@ -14,11 +14,12 @@ to mimic another hospital's scanner.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from mtssl.api import Options, Sample, Source, read_options
 from mtssl_plugins.targets import CLASS_LABEL, binary_masks, wants_masks
@@ -120,6 +121,19 @@ def render(size: int, rng: np.random.Generator, label: int,
     return (np.clip(image, 0, 1) * 255).astype(np.uint8), masks
 
 
+def parse_structures(text: str) -> tuple[str, ...]:
+    """``lungs+heart`` -> ``("lungs", "heart")``: distinct names from :data:`STRUCTURES`."""
+    names = tuple(s.strip().lower() for s in str(text).split("+") if s.strip())
+    if not names or any(s not in STRUCTURES for s in names) or len(set(names)) != len(names):
+        raise ValueError(f"must be distinct names from {', '.join(STRUCTURES)} joined by '+', got '{text}'")
+    return names
+
+
+def checked_structures(text: str) -> str:
+    parse_structures(text)
+    return text
+
+
 class SyntheticChest(Source):
     """Synthetic chest X-rays with pneumonia labels or structure masks; deterministic per (seed, index)."""
 
@@ -127,11 +141,7 @@ class SyntheticChest(Source):
                  prevalence: float = 0.5, size: int = 256, structures: str = "lungs"):
         if not 0 <= domain < len(DOMAINS):
             raise ValueError(f"synthetic source: domain must be 0..{len(DOMAINS) - 1}, got {domain}")
-        self.structures = tuple(s.strip().lower() for s in str(structures).split("+") if s.strip())
-        if not self.structures or any(s not in STRUCTURES for s in self.structures) \
-                or len(set(self.structures)) != len(self.structures):
-            raise ValueError(f"synthetic source: structures must be distinct names from {', '.join(STRUCTURES)} "
-                             f"joined by '+', got '{structures}'")
+        self.structures = parse_structures(structures)
         self.masks = masks
         self.target = binary_masks(len(self.structures)) if masks else CLASS_LABEL
         self.class_names = (self.structures if len(self.structures) > 1 else ()) if masks else CLASS_NAMES
@@ -169,7 +179,7 @@ class SyntheticOptions(Options):
     domain: int = Field(0, ge=0, le=len(DOMAINS) - 1)
     prevalence: float = Field(0.5, ge=0.0, le=1.0)
     size: int = Field(256, ge=8, le=4096)
-    structures: str = Field("lungs", min_length=1)
+    structures: Annotated[str, AfterValidator(checked_structures)] = "lungs"
 
 
 def build(name: str, path: str | None = None, target=None, seed: int = 0, **options) -> SyntheticChest:
