@@ -12,6 +12,7 @@ from rich.text import Text
 
 from mtssl.cli.common import err_console, friendly_errors, load_host, max_pixels_option, parse_task_data_args
 from mtssl.cli.output import plain, say
+from mtssl.cli.progress import DEFAULT_EVERY_S
 from mtssl.cli.params import (DEVICE, LEARNING_RATE, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT,
                               POSITIVE_INT, RUN_NAME)
 
@@ -71,6 +72,8 @@ def resolve_config(config_file, tasks, bridges, data_args, overrides: dict, skip
 @click.option("--lr-step-epochs", type=POSITIVE_FLOAT, help="Multiply lr by 0.1 every this many epochs (default 8).")
 @click.option("--seed", type=NON_NEGATIVE_INT, help="Seed for splits, initialisation and augmentation (default 0).")
 @click.option("--device", type=DEVICE, help="auto (default), cpu, cuda or cuda:N.")
+@click.option("--threads", type=POSITIVE_INT,
+              help="CPU threads for torch's operators (default: torch's choice); 1 is fastest on a busy machine.")
 @click.option("--strong-ops", type=click.IntRange(1, 15),
               help="Operations per image in the strong augmentation, 1..15 (default 2).")
 @click.option("--eval-every", type=POSITIVE_INT, help="Validate and keep the best checkpoint every N steps (default 100).")
@@ -92,12 +95,18 @@ def resolve_config(config_file, tasks, bridges, data_args, overrides: dict, skip
 @click.option("--log", callback=lambda ctx, param, value: value.split(",") if value else None,
               metavar="NAMES", help="Also log to these tracking tools, e.g. tensorboard,mlflow (see mtssl plugins).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--verbose", is_flag=True, help="Progress also shows task weights and strategy statistics that change.")
+@click.option("--progress-every", type=NON_NEGATIVE_FLOAT, default=DEFAULT_EVERY_S, show_default=True,
+              envvar="MTSSL_PROGRESS_EVERY", metavar="SECONDS",
+              help="When the output is a file or pipe (a batch job), print a progress line this often "
+                   "(env MTSSL_PROGRESS_EVERY).")
 @max_pixels_option
 @click.option("--check", "check_only", is_flag=True,
               help="Validate every option, spec and data source, print the resolved config and exit.")
 @click.pass_context
 @friendly_errors
-def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, max_pixels, check_only, **overrides):
+def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, verbose, progress_every, max_pixels,
+          check_only, **overrides):
     """Train a model. Per-task data: --TASK-data SPEC, --TASK-labels N|all, --TASK-val SPEC.
 
     \b
@@ -110,6 +119,8 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, max_pix
     from mtssl.data.prepare import data_summary
     from mtssl.run.preflight import check_resume_options, check_run
     from mtssl.run.rundir import RunDir
+    from mtssl.run.threads import busy_machine_warning
+    from mtssl.training.checkpointing import disk_space_warning
     from mtssl.training.distributed import from_environment
     from mtssl.training.loggers import LoggerHub, create_loggers
     from mtssl.training.trainer import Trainer
@@ -122,6 +133,7 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, max_pix
         run = RunDir(resume_dir)
         config = run.config()
         config.device = overrides.get("device") or config.device  # resume on another device if asked
+        config.threads = overrides.get("threads") or config.threads  # or with other threads
     else:
         config = resolve_config(config_file, tasks, bridges, ctx.args, overrides, skip_bad)
         run = None
@@ -129,42 +141,102 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, max_pix
     if check_only:
         click.echo(config.to_json())
         return
+    if run is not None and (finished := run.finished_steps()) is not None:
+        console.print(plain(f"Already finished: {run.path} ran all {finished} steps; nothing to resume"))
+        return
+    if cluster.is_main and (busy := busy_machine_warning(config.threads)):
+        say(err_console(), "Warning:", "yellow", busy)
     device = cluster.device_name(config.device)  # config.json keeps what was asked, not rank 0's device
     loggers = create_loggers(host, config.log) if cluster.is_main else []  # a missing package fails before data
     with ExitStack() as stack:
         stack.enter_context(pixel_limit(max_pixels))
-        with decode_progress(console) as progress:
-            trainer_run = run or RunDir(cluster.share(str(RunDir.create(config).path) if cluster.is_main else None))
-            try:
+        with starting_up(run, cluster.is_main) as started:
+            with decode_progress(console) as progress:
+                trainer_run = run or RunDir(cluster.share(str(RunDir.create(config).path) if cluster.is_main else None))
+                started.path = trainer_run.path
                 note = stack.enter_context(trainer_run.lock()) if cluster.is_main else None  # one writer per run
                 trainer = Trainer(config, host, trainer_run, progress, cluster.rank, cluster.world, device)
-            except BaseException:
-                if run is None and cluster.is_main:  # a run that never started leaves no folder behind
-                    shutil.rmtree(trainer_run.path, ignore_errors=True)
-                raise
-        if note:
-            say(err_console(), "Note:", "yellow", note)
-        for line in data_summary(trainer.data) if cluster.is_main else ():
-            say(err_console(), "Data:", "yellow", line)  # even when --quiet
-        if resume_dir:
-            trainer.resume("last")
-            console.print(Text.assemble("Resuming ", (str(run.path), "bold"),
-                                        f" at step {trainer.step}/{trainer.total_steps}"))
-        console.print(Text.assemble("Run directory: ", (str(trainer.run.path), "bold"),
-                                    f" · device {trainer.device} · precision {trainer.precision.name}"
-                                    f" · {trainer.total_steps} steps · tasks ",
-                                    ", ".join(config.tasks),
-                                    f" · bridges {', '.join(config.bridges)}" if config.bridges else ""))
-        hub = LoggerHub(loggers, trainer)
-        stack.callback(hub.close)
+            started.hub = LoggerHub(loggers, trainer)
+            if note:
+                say(err_console(), "Note:", "yellow", note)
+            if cluster.is_main and (short := disk_space_warning(trainer)):
+                say(err_console(), "Warning:", "yellow", short)
+            for line in data_summary(trainer.data) if cluster.is_main else ():
+                say(err_console(), "Data:", "yellow", line)  # even when --quiet
+            if resume_dir:
+                trainer.resume("last")
+                console.print(Text.assemble("Resuming ", (str(run.path), "bold"),
+                                            f" at step {trainer.step}/{trainer.total_steps}"), soft_wrap=True)
+            console.print(Text.assemble("Run directory: ", (str(trainer.run.path), "bold"),
+                                        f" · device {trainer.device} · precision {trainer.precision.name}"
+                                        f" · {trainer.total_steps} steps · tasks ",
+                                        ", ".join(config.tasks),
+                                        f" · bridges {', '.join(config.bridges)}" if config.bridges else ""),
+                          soft_wrap=True)
+        stack.callback(started.hub.close)
         with stopped_training(trainer, cluster.is_main):
-            with TrainingProgress(console, trainer.total_steps, trainer.step) as bar:
-                summary = trainer.fit(on_step=lambda step, logs: (bar.update(step, logs), hub(step, logs)))
+            with TrainingProgress(console, trainer.total_steps, trainer.step, progress_every, verbose,
+                                  alerts=err_console() if cluster.is_main else None) as bar:
+                summary = trainer.fit(on_step=lambda step, logs: (bar.update(step, logs, trainer.validation_warnings),
+                                                                  started.hub(step, logs)))
     vals = {k: v for k, v in summary.items() if k.startswith("val/")}
     console.print(plain(f"Done: {summary['steps']} steps in {summary['wall_time_s']:.1f}s · "
-                        + " · ".join(f"{k[4:]} {v:.3f}" for k, v in vals.items())))
+                        + " · ".join(f"{k[4:]} {v:.3f}" for k, v in vals.items())), soft_wrap=True)
     if cluster.is_main:
         click.echo(str(trainer.run.path))
+
+
+class Startup:
+    """What start-up has made so far: the run folder and the started loggers."""
+
+    def __init__(self) -> None:
+        self.path = None
+        self.hub = None
+
+
+@contextmanager
+def starting_up(resumed, is_main: bool):
+    """Until the first step, a failure or a stop undoes start-up: the loggers are closed and a new run's folder
+    is removed, so its name stays free and no folder is left that ``--resume`` cannot use. SIGTERM and Ctrl-C
+    end with one line and the shell's 143/130."""
+    from mtssl.training.stopping import StartupStopped, signal_name, stop_startup_on_signals
+
+    started = Startup()
+    try:
+        with stop_startup_on_signals():
+            yield started
+    except BaseException as exc:
+        if started.hub is not None:
+            started.hub.close()
+        if resumed is None and is_main and started.path is not None:
+            shutil.rmtree(started.path, ignore_errors=True)
+        if isinstance(exc, (KeyboardInterrupt, StartupStopped)):
+            if is_main:
+                name = signal_name(exc.signum) if isinstance(exc, StartupStopped) else "Ctrl-C"
+                kept = f"{resumed.path} is as it was" if resumed is not None else "no run directory was kept"
+                say(err_console(), "Stopped:", "yellow", f"{name} during start-up, before the first step; {kept}")
+            sys.exit(exc.exit_code if isinstance(exc, StartupStopped) else 130)
+        if isinstance(exc, SystemExit):
+            exit_from_plugin(exc, "during start-up")
+        raise
+
+
+def exit_from_plugin(exc: SystemExit, when: str) -> None:
+    """Plugin code that calls ``sys.exit`` (even ``sys.exit(0)``) mid-run is an error, never a silent success."""
+    say(err_console(), "Error:", "bold red", f"{where_raised(exc)} called sys.exit({exc.code!r}) {when}; "
+                                             "plugins must raise an exception instead")
+    sys.exit(exc.code if isinstance(exc.code, int) and exc.code else 1)
+
+
+def where_raised(exc: BaseException) -> str:
+    """``file.py:12 (loss)`` of the innermost frame, to point at the code that raised."""
+    tb = exc.__traceback__
+    if tb is None:
+        return "code"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return f"{code.co_filename}:{tb.tb_lineno} ({code.co_name})"
 
 
 @contextmanager
@@ -190,3 +262,5 @@ def stopped_training(trainer, is_main: bool):
                      if at is not None else "no checkpoint was written yet")
             say(err_console(), "Interrupted:", "yellow", where)
         sys.exit(130)
+    except SystemExit as exc:  # nothing in the loop exits on purpose: this came from plugin code
+        exit_from_plugin(exc, f"during training at step {trainer.step + 1}")

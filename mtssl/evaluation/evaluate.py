@@ -11,7 +11,6 @@ are in pixels at that size.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,8 +18,9 @@ from typing import Any, Mapping
 
 from mtssl.evaluation.class_map import map_class_names, split_class_map
 from mtssl.run.config import TaskData
+from mtssl.run.rundir import read_json
 from mtssl.data.arrays import SourceArrays
-from mtssl.data.prepare import ProgressFactory, load_arrays, open_source, subset, task_seed
+from mtssl.data.prepare import ProgressFactory, load_arrays, open_source, subset, task_seed, training_spec
 from mtssl.evaluation.inference import LoadedModel, load_model, predict
 from mtssl.interfaces import EvaluatedSet
 from mtssl.plugins import PluginHost
@@ -45,11 +45,15 @@ def validation_arrays(loaded: LoadedModel, run_dir: Path, task: str, host: Plugi
     if not listing_file.is_file():
         raise FileNotFoundError(f"{listing_file}: missing; the run's validation split is unknown "
                                 f"(give test sources with --{task}-test SPEC)")
-    keys = json.loads(listing_file.read_text()).get("val", [])
+    keys = read_json(listing_file).get("val", [])
     settings = loaded.config.data.get(task, TaskData())
     seed = task_seed(loaded.config.seed, task)
-    spec, seed = (settings.val, seed + 1) if settings.val else (settings.train, seed)
-    source = open_source(host, spec, loaded.parts.tasks[task].target, seed, skip_bad=True)
+    target_task = loaded.parts.tasks[task]
+    if settings.val:
+        spec, seed = settings.val, seed + 1
+    else:
+        spec = training_spec(host, task, target_task, settings)
+    source = open_source(host, spec, target_task.target, seed, skip_bad=True)
     arrays = load_arrays(source, loaded.size, progress, f"{task} {VAL}: {spec}", loaded.config.cache_dir,
                          skip_bad=True)
     position = {key: i for i, key in enumerate(arrays.keys)}
@@ -68,9 +72,10 @@ def test_arrays(loaded: LoadedModel, task: str, spec: str, host: PluginHost,
     source = open_source(host, text, loaded.parts.tasks[task].target, seed)
     arrays = load_arrays(source, loaded.size, progress, f"{task} test: {text}", loaded.config.cache_dir)
     arrays = map_class_names(arrays, loaded.class_names.get(task, ()), names_map, spec)
-    if arrays.target.categorical and arrays.target.missing is not None and len(arrays.targets) \
-            and (arrays.targets == arrays.target.missing).any():
-        raise ValueError(f"test source '{spec}' has unlabeled images; a test set needs a target for every image")
+    unlabeled = int((~arrays.labeled).sum())
+    if unlabeled:
+        raise ValueError(f"test source '{spec}' has {unlabeled} image(s) without a target; a test set needs a "
+                         "target for every image")
     return arrays
 
 
@@ -79,7 +84,7 @@ def overlap_notes(run_dir: Path, task: str, arrays: SourceArrays) -> list[str]:
     listing_file = run_dir / "splits" / f"{task}.json"
     if not listing_file.is_file():
         return []
-    listing = json.loads(listing_file.read_text())
+    listing = read_json(listing_file)
     trained = set(listing.get("labeled", [])) | set(listing.get("unlabeled", []))
     notes = []
     shared = sum(1 for key in arrays.keys if key in trained)

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from mtssl.errors import CheckpointError  # noqa: F401 - raised here; defined where the CLI can catch it cheaply
+from mtssl.errors import CheckpointError  # raised here; defined where the CLI can catch it cheaply
 
 FORMAT = "mtssl-checkpoint-1"
 
@@ -35,6 +35,11 @@ def atomic_save(tensors: Mapping[str, torch.Tensor], path: str | Path, metadata:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as exc:  # e.g. disk full: one line naming the folder, the old file stays
+        Path(tmp).unlink(missing_ok=True)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CheckpointError(f"{path.parent}: could not write {path.name} ({reason}); "
+                              "the previous checkpoint there is unchanged") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

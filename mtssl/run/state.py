@@ -208,7 +208,7 @@ def load(folder: str | Path, tag: str, components: Mapping[str, Stateful], rank:
     step = int(manifest["step"])
     trees: dict[int, tuple[dict, dict]] = {}
     for r in sorted({rank, 0}):
-        path = folder / STATE_DIR / manifest["states"][r]
+        path = folder / STATE_DIR / state_name(manifest["states"][r], weights_path)
         tensors, state_meta = checkpoint.load(path)
         if state_meta.get("step") != step or state_meta.get("rank") != r:
             raise CheckpointError(f"{path}: holds step {state_meta.get('step')} of rank {state_meta.get('rank')}, "
@@ -222,6 +222,14 @@ def load(folder: str | Path, tag: str, components: Mapping[str, Stateful], rank:
             raise CheckpointError(f"{path}: has no state for '{name}' (saved: {', '.join(sorted(tree)) or 'none'})")
         part.load_state_dict(decode(tree[name], tensors))
     return weights, meta
+
+
+def state_name(name: Any, weights_path: Path) -> str:
+    """A state file named by a manifest: a plain name of this folder's pattern, never a path out of it."""
+    if not isinstance(name, str) or name != Path(name).name or not _STATE_NAME.fullmatch(name):
+        raise CheckpointError(f"{weights_path}: names the state file {name!r}, which is not a file of "
+                              f"{weights_path.parent / STATE_DIR}; the checkpoint is damaged or was edited")
+    return name
 
 
 def remove_leftovers(folder: str | Path) -> None:

@@ -10,10 +10,12 @@ crash at any moment leaves a usable pair.
 from __future__ import annotations
 
 import json
+import shutil
 from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
+from mtssl.errors import CheckpointError
 from mtssl.run import checkpoint
 from mtssl.run import state as run_state
 from mtssl.training.guard import DivergenceError
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from mtssl.training.trainer import Trainer
 
 SHARED_STATE = ("optimizer", "scheduler")  # identical on every rank under DDP: saved once, by rank 0
+LOG_COPY = "metrics.jsonl"  # in checkpoints/: the log as it was when ``last`` was committed
 
 
 def resumable_parts(trainer: "Trainer") -> dict[str, Any]:
@@ -52,6 +55,30 @@ def resumable_parts(trainer: "Trainer") -> dict[str, Any]:
     return parts
 
 
+def tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def checkpoint_bytes(trainer: "Trainer") -> int:
+    """About the most disk a run's checkpoints take, at the moment a save commits: ``best``, ``last`` and
+    the temporary copy of the weights, plus the old and new state files (Adam's two moments per
+    parameter, the EMA teacher's and the second network's weights)."""
+    weights = tensor_bytes(trainer.model.state_dict().values())
+    params = tensor_bytes(p for group in trainer.optimizer.param_groups for p in group["params"])
+    companions = [m for m in (getattr(trainer.teacher, "module", None), trainer.peer) if m is not None]
+    state = 2 * params + sum(tensor_bytes(m.state_dict().values()) for m in companions)
+    return 3 * weights + 2 * state
+
+
+def disk_space_warning(trainer: "Trainer") -> str | None:
+    """A warning when the run's folder has less free space than its checkpoints will take."""
+    need, free = checkpoint_bytes(trainer), shutil.disk_usage(trainer.run.path).free
+    if free >= need:
+        return None
+    return (f"{trainer.run.path}: {free / 2**20:.0f} MB free, but the checkpoints need about {need / 2**20:.0f} MB; "
+            "the run will stop at its first save unless space is freed")
+
+
 class Checkpointer:
     """Writes and reads a run's checkpoints; remembers the step of the committed ``last``."""
 
@@ -73,6 +100,17 @@ class Checkpointer:
             raise DivergenceError(f"training diverged: the weights are not finite after step {step} (its loss "
                                   f"was finite, so the update overflowed: is the learning rate too large?); "
                                   f"'{tag}' was not written. {self.note()}")
+        try:
+            self._write(tag, weights, metadata, step, parts)
+        except (CheckpointError, OSError) as exc:  # e.g. disk full: one line naming the folder
+            reason = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
+            resume = f" Free space, then: mtssl train --resume {self.run.path}" if self.saved_step is not None else ""
+            raise CheckpointError(f"{reason}. {self.note()}{resume}") from exc
+        if parts is not None:
+            self.saved_step = step
+
+    def _write(self, tag: str, weights: Mapping[str, torch.Tensor], metadata: Mapping[str, Any], step: int,
+               parts: Mapping[str, Any] | None) -> None:
         if parts is None:
             if self.rank == 0:
                 checkpoint.atomic_save(weights, self.run.checkpoints / f"{tag}.safetensors", metadata)
@@ -82,9 +120,17 @@ class Checkpointer:
             import torch.distributed as dist
 
             barrier = dist.barrier
+        if self.rank == 0:
+            self.keep_log_copy()
         run_state.save(self.run.checkpoints, tag, weights, metadata, step, parts,
                        self.rank, self.world, SHARED_STATE, barrier)
-        self.saved_step = step
+
+    def keep_log_copy(self) -> None:
+        """Copy ``metrics.jsonl`` beside the checkpoint it belongs to (before the commit), so a resume
+        can restore a log that was cut short or deleted since."""
+        file = self.run.path / RunDir.METRICS
+        if file.exists():
+            self.run.write_text(f"{self.run.checkpoints.name}/{LOG_COPY}", file.read_text())
 
     def load(self, tag: str, parts: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Restore every part of this rank from the committed ``tag``; returns the weights to load."""
@@ -99,11 +145,13 @@ class Checkpointer:
         self.truncate_log(step)
 
     def truncate_log(self, step: int) -> None:
-        """Drop log lines written after ``step``, so a resumed run's log reads as one run.
+        """Make the log read as one run up to ``step``: lines written after it are dropped, and the lines up
+        to it come from the copy kept with the checkpoint, so a log cut short or deleted since is whole again.
 
-        A line cut short by a crash (it can only be the last one) is dropped too.
+        Without a copy (a checkpoint written before copies were kept) a line cut short by a crash is dropped.
         """
-        file = self.run.path / RunDir.METRICS
+        copy = self.run.checkpoints / LOG_COPY
+        file = copy if copy.exists() else self.run.path / RunDir.METRICS
         if self.rank or not file.exists():
             return
         kept = []
@@ -113,4 +161,4 @@ class Checkpointer:
                     kept.append(line)
             except json.JSONDecodeError:
                 continue
-        file.write_text("".join(line + "\n" for line in kept))
+        self.run.write_text(RunDir.METRICS, "".join(line + "\n" for line in kept))

@@ -42,11 +42,7 @@ class TrainingStopped(BaseException):
 
     def __init__(self, signum: int, step: int, run: str):
         self.signum, self.step, self.run = signum, step, run
-        try:
-            name = signal.Signals(signum).name
-        except ValueError:
-            name = f"signal {signum}"
-        super().__init__(f"stopped by {name} after step {step}; resume with: mtssl train --resume {run}")
+        super().__init__(f"stopped by {signal_name(signum)} after step {step}; resume with: mtssl train --resume {run}")
 
     @property
     def exit_code(self) -> int:
@@ -69,6 +65,46 @@ def stop_on_signals(stop: StopRequest, signums: tuple[int, ...] = (signal.SIGINT
         signal.signal(s, handler)
     try:
         yield stop
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old if old is not None else signal.SIG_DFL)
+
+
+class StartupStopped(BaseException):
+    """A SIGTERM before training started. Raised from the signal handler, so start-up unwinds (the lock is
+    released, a new run's folder removed) instead of the process dying where it stands."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signal_name(signum))
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+@contextmanager
+def stop_startup_on_signals(signums: tuple[int, ...] = (signal.SIGTERM,)) -> Iterator[None]:
+    """Turn SIGTERM into :class:`StartupStopped` while the run is being set up (Ctrl-C already raises)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in signums}
+
+    def handler(signum, frame):
+        raise StartupStopped(signum)
+
+    for s in signums:
+        signal.signal(s, handler)
+    try:
+        yield
     finally:
         for s, old in previous.items():
             signal.signal(s, old if old is not None else signal.SIG_DFL)
