@@ -1,0 +1,106 @@
+"""Run files damaged after the fact: cut short, deleted or edited. Each is named in one line, or repaired."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import flat, invoke, read_metrics, tiny_trainer, train_run
+from mtssl.run import checkpoint
+from mtssl.run.rundir import RunDir
+
+TASKS = ["cls:fixmatch", "seg:kl"]
+
+
+def cut(file, keep: float = 0.5) -> None:
+    text = file.read_text()
+    file.write_text(text[:int(len(text) * keep)])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    return train_run("cls", out=tmp_path_factory.mktemp("finished"), name="done")
+
+
+def test_truncated_config_json_is_named(tmp_path, finished):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text((finished / "config.json").read_text())
+    cut(run / "config.json")
+    result = invoke(["train", "--resume", str(run)])
+    assert result.exit_code == 2
+    assert flat(f"{run / 'config.json'}: damaged JSON") in flat(result.stderr)
+
+
+def test_truncated_split_listing_is_named(finished):
+    listing = finished / "splits" / "cls.json"
+    kept = listing.read_text()
+    try:
+        cut(listing)
+        result = invoke(["eval", str(finished)])
+        assert result.exit_code == 2
+        assert flat(f"{listing}: damaged JSON") in flat(result.stderr)
+    finally:
+        listing.write_text(kept)
+
+
+def test_truncated_metrics_line_is_named(tmp_path, finished):
+    run = tmp_path / "copy"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text((finished / "metrics.jsonl").read_text()[:-20])
+    with pytest.raises(ValueError, match=r"metrics\.jsonl: line 2 is not JSON"):
+        RunDir(run).metrics()
+
+
+def test_resume_of_a_finished_run_says_so(finished):
+    before = (finished / "metrics.jsonl").read_text()
+    result = invoke(["train", "--resume", str(finished)])
+    assert result.exit_code == 0
+    assert flat(f"Already finished: {finished} ran all 2 steps") in flat(result.output)
+    assert "Done:" not in result.output
+    assert (finished / "metrics.jsonl").read_text() == before
+
+
+def stopped_at_step_two(host, out):
+    """A 3-step run stopped (as by SIGTERM) after step 2, with ``last`` saved there."""
+    from mtssl.training.stopping import TrainingStopped
+
+    trainer = tiny_trainer(host, out, TASKS, steps=3)
+    with pytest.raises(TrainingStopped):
+        trainer.fit(on_step=lambda step, logs: trainer.stop.request() if step == 2 else None)
+    return trainer.run.path
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete", "drop a line"])
+def test_resume_restores_a_damaged_metrics_log_to_match_an_uninterrupted_run(host, tmp_path, damage):
+    reference = tiny_trainer(host, tmp_path / "ref", TASKS, steps=3)
+    reference.fit()
+    run = stopped_at_step_two(host, tmp_path / "stopped")
+    log = run / "metrics.jsonl"
+    if damage == "truncate":
+        cut(log, 0.3)
+    elif damage == "delete":
+        log.unlink()
+    else:
+        lines = log.read_text().splitlines(keepends=True)
+        log.write_text(lines[1])
+    result = invoke(["train", "--resume", str(run)])
+    assert result.exit_code == 0, result.output
+    drop = {"step_time"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(run)] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(reference.run.path)]
+
+
+def test_a_state_path_leading_out_of_the_run_is_refused(host, tmp_path):
+    run = stopped_at_step_two(host, tmp_path)
+    weights_file = run / "checkpoints" / "last.safetensors"
+    outside = tmp_path / "elsewhere.safetensors"
+    state = next((run / "checkpoints" / "state").glob("last-*.safetensors"))
+    outside.write_bytes(state.read_bytes())  # a valid state file, but outside the run folder
+    weights, meta = checkpoint.load(weights_file)
+    meta["resume"]["states"] = ["../../../elsewhere.safetensors"]
+    checkpoint.atomic_save(weights, weights_file, meta)
+    result = invoke(["train", "--resume", str(run)])
+    assert result.exit_code == 2
+    assert "names the state file '../../../elsewhere.safetensors'" in " ".join(result.stderr.split())
+    assert json.loads((run / "config.json").read_text())["steps"] == 3
