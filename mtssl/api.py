@@ -35,7 +35,7 @@ from mtssl.interfaces import (
     WeightedLoss,
     Weighting,
 )
-from mtssl.targets import TargetSpec
+from mtssl.targets import TargetSpec, UnservedTarget, known_mask, masked_binary_cross_entropy
 
 
 
@@ -74,4 +74,5 @@ __all__ = [
     "check_options", "DataError", "read_image", "read_mask", "check_mask_size",
     "EvaluatedSet", "PredictionWriter", "ReportFigure", "TaskEvaluation", "Options", "read_options",
     "Logger", "ValidationImages", "MissingDependency", "require", "Weighting", "WeightedLoss",
+    "UnservedTarget", "known_mask", "masked_binary_cross_entropy",
 ]

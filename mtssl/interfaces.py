@@ -130,7 +130,10 @@ class Task(ABC):
     ``target`` declares what its labeled samples carry (set it as a class
     attribute, or in ``__init__`` when options change it, e.g. the number of
     channels); the core checks every source against it and handles targets
-    only through it.
+    only through it. Items without a target never reach :meth:`supervised_loss`,
+    :meth:`metrics` or :meth:`evaluate`; when ``target.missing`` is declared,
+    targets there may still hold it in some elements (a finding nobody read):
+    weigh those out with :func:`mtssl.api.known_mask`.
     """
 
     target: TargetSpec
@@ -138,6 +141,9 @@ class Task(ABC):
     """True when the head is expensive (a decoder): the model runs it only on rows that need it."""
     default_labels: ClassVar[int | None] = None
     """Label budget when the user names none (None: every training image is labeled)."""
+    default_source: ClassVar[str | None] = None
+    """Training data spec when the user gives no ``--TASK-data`` (e.g. ``"synthetic"``); None: the user
+    must name one, and the error lists the installed sources that serve :attr:`target`."""
 
     def __init__(self, name: str, **options: Any) -> None:
         self.name = name
@@ -405,7 +411,10 @@ class Sample:
 
     A per-image target is a number or an array of the declared shape; a
     spatial target is an array at the image's resolution, HxW for one
-    channel or HxWxC. None marks an unlabeled item.
+    channel or HxWxC. None marks an unlabeled item: the source's
+    ``target.missing`` must then be declared; the item is stored as all
+    missing and trains only as unlabeled data. Unknown elements of a
+    target (some findings unread) hold ``target.missing``.
     """
 
     image: np.ndarray
@@ -420,8 +429,10 @@ class Source(ABC):
     items carry (the core checks it agrees with the task's), ``channels``
     how many channels the model gets per image (1 for radiographs, 3 for
     colour), ``class_names`` the names of the target's classes or channels.
-    ``class_labels()`` and ``groups()`` must be cheap, so label budgets can
-    be stratified and split by patient without decoding images.
+    ``class_labels()``, ``labeled()`` and ``groups()`` must be cheap, so label
+    budgets can be stratified, checked and split by patient without decoding
+    images. A source that cannot yield the target it is created for raises
+    :class:`mtssl.api.UnservedTarget` from its factory.
     """
 
     target: TargetSpec
@@ -437,9 +448,26 @@ class Source(ABC):
     def load(self, index: int) -> Sample:
         """Decode one item (image as uint8/uint16 ndarray, HxW or HxWxC)."""
 
-    def class_labels(self) -> Sequence[int] | None:
-        """Class of every item without decoding, for stratified splits (None: not categorical)."""
+    def class_labels(self) -> Sequence[int | None] | None:
+        """Class of every item without decoding, for stratified splits (None: not categorical).
+
+        An item without a label holds None or the target's ``missing`` value.
+        """
         return None
+
+    def labeled(self) -> Sequence[bool] | None:
+        """Whether each item carries a target, without decoding, so ``--check`` can count label budgets.
+
+        The default reads :meth:`class_labels`; None: every item does, or only
+        decoding tells (override it when some items have no target and no
+        class labels, e.g. multi-label findings). Training trusts what it
+        decodes: an item whose every element is missing is unlabeled.
+        """
+        labels = self.class_labels()
+        missing = self.target.missing
+        if labels is None or missing is None:
+            return None
+        return [label is not None and label != missing for label in labels]
 
     def groups(self) -> Sequence[str] | None:
         """The patient (or other group) of every item, so splits never put one patient on two sides.

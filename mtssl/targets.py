@@ -7,6 +7,14 @@ declaration: it never asks *what* a target is (a class, a mask, a ratio), only
 its dtype, its shape, whether it lives on the image grid and how it is
 resampled. A new kind of target is therefore a new spec in a plugin, never a
 change to the core.
+
+A declared ``missing`` value marks what is not known. An item whose every
+element is missing (a source yielded ``Sample(target=None)``) is unlabeled:
+the core keeps it out of supervision, validation and scoring and hands it to
+strategies as unlabeled data. An item with only some elements missing (a
+multi-label finding nobody read) is labeled, and the task's loss skips the
+unknown elements with :func:`known_mask` or
+:func:`masked_binary_cross_entropy`.
 """
 from __future__ import annotations
 
@@ -16,6 +24,14 @@ from typing import Any, Literal
 import numpy as np
 
 Resample = Literal["nearest", "bilinear"]
+
+
+class UnservedTarget(ValueError):
+    """A source asked for targets it cannot yield: raise it from the source's factory (with the reason).
+
+    Listings of the sources that serve a task (e.g. when a task has no
+    default source) skip a source that raises it.
+    """
 
 
 @dataclass(frozen=True)
@@ -33,8 +49,10 @@ class TargetSpec:
       (``nearest`` for labels, ``bilinear`` for continuous maps).
     * ``binary`` spatial targets hold 0/1; files are checked to be two-valued
       and thresholded halfway before resizing.
-    * ``missing`` is the stored value of an item without a target (e.g. -1 for
-      an unlabeled class); None means every item must carry one.
+    * ``missing`` is the stored value of an unknown target element (-1 for an
+      unlabeled class, -1 or NaN for an unread finding of a multi-label
+      vector); None means every item must carry a complete target. An item
+      whose every element is missing is unlabeled (see :meth:`labeled`).
     """
 
     kind: str
@@ -51,6 +69,21 @@ class TargetSpec:
             raise ValueError(f"a spatial target's shape is (channels,), got {self.shape}")
         if self.resample not in ("nearest", "bilinear"):
             raise ValueError(f"resample must be 'nearest' or 'bilinear', got '{self.resample}'")
+        if self.missing is not None:
+            self._check_missing()
+
+    def _check_missing(self) -> None:
+        """The missing value must be storable in the dtype as itself, or it could pass for a real target."""
+        dtype = np.dtype(self.dtype)
+        value = self.missing
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"missing must be a number, got {value!r}")
+        if np.isnan(value):
+            if not np.issubdtype(dtype, np.floating):
+                raise ValueError(f"missing=nan needs a floating dtype, not {dtype}")
+            return
+        if np.asarray(value).astype(dtype).item() != value:
+            raise ValueError(f"missing={value!r} cannot be stored as {dtype}")
 
     # -- what the core asks ------------------------------------------------
     @property
@@ -82,9 +115,53 @@ class TargetSpec:
         per = "per image" if self.shape == () else f"{'x'.join(map(str, self.shape))} per image"
         return f"{self.kind} targets ({self.dtype} {per})"
 
+    def labeled(self, targets: np.ndarray) -> np.ndarray:
+        """Per item of stored ``targets`` ``[N, ...]``: whether any element is known (bool ``[N]``)."""
+        targets = np.asarray(targets)
+        if self.missing is None:
+            return np.ones(len(targets), bool)
+        known = known_mask(targets, self)
+        return known.reshape(len(targets), -1).any(axis=1) if known.ndim > 1 else known
+
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "shape": list(self.shape)}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "TargetSpec":
         return cls(**{**raw, "shape": tuple(raw.get("shape", ()))})
+
+
+def known_mask(target, spec: TargetSpec):
+    """True where an element of ``target`` (numpy array or torch tensor) is known, per ``spec.missing``.
+
+    Same shape as ``target``; all True when the spec declares no missing
+    value. A task whose targets may be partly missing multiplies its
+    per-element loss by this mask, e.g. ``mask = known_mask(target, self.target)``.
+    """
+    if isinstance(target, np.ndarray) or np.isscalar(target):
+        target = np.asarray(target)
+        if spec.missing is None:
+            return np.ones(target.shape, bool)
+        return ~np.isnan(target) if np.isnan(spec.missing) else target != spec.missing
+    import torch
+
+    if spec.missing is None:
+        return torch.ones_like(target, dtype=torch.bool)
+    return ~torch.isnan(target) if np.isnan(spec.missing) else target != spec.missing
+
+
+def masked_binary_cross_entropy(logits, target, spec: TargetSpec, pos_weight=None):
+    """Mean binary cross-entropy over the known elements of a multi-label target (logits in, float32 out).
+
+    Missing elements (``spec.missing``) add nothing and get no gradient; a
+    batch with no known element gives 0 (still connected to ``logits``).
+    ``pos_weight`` is as in :func:`torch.nn.functional.binary_cross_entropy_with_logits`.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    known = known_mask(target, spec)
+    truth = torch.where(known, target, torch.zeros_like(target)).to(torch.float32)
+    losses = F.binary_cross_entropy_with_logits(logits.float(), truth, reduction="none", pos_weight=pos_weight)
+    losses = torch.where(known, losses, torch.zeros_like(losses))
+    return losses.sum() / known.sum().clamp_min(1)

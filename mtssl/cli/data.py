@@ -1,8 +1,9 @@
 """``mtssl data inspect``: what a data spec holds before training on it.
 
 Lists every item (and every bad one), decodes it once, and reports counts per
-class, image sizes and pixel formats, masks found or missing, and bad files
-with the reason. It exits 0 whatever it finds; the report is the result.
+class, items without a target (or with some of it missing), image sizes and
+pixel formats, masks found or missing, and bad files with the reason. It
+exits 0 whatever it finds; the report is the result.
 """
 from __future__ import annotations
 
@@ -64,22 +65,25 @@ def inspect_source(source, progress=None) -> dict:
     from mtssl.data.arrays import prepare_sample
     from mtssl.data.errors import DataError, Skipped
     from mtssl.data.prepare import listing_skips
+    from mtssl.targets import known_mask
 
     bad = listing_skips(source)
     listed_bad = len(bad)
-    sizes, modes, labels = Counter(), Counter(), Counter()
+    sizes, modes, labels, targets = Counter(), Counter(), Counter(), Counter()
     class_labels = source.class_labels()
     for index in range(len(source)):
         try:
             sample = source.load(index)
-            prepare_sample(source, index, 8)  # the checks training applies (mask values and size)
+            _, target = prepare_sample(source, index, 8)  # the checks training applies (mask values and size)
         except DataError as exc:
             bad.append(Skipped.of(exc))
         else:
             image = np.asarray(sample.image)
             sizes[f"{image.shape[1]}x{image.shape[0]}"] += 1
             modes[describe_array(image)] += 1
-            if class_labels is not None:
+            known = known_mask(target, source.target)
+            targets["complete" if known.all() else "partial" if known.any() else "none"] += 1
+            if class_labels is not None and known.any():
                 label = class_labels[index]
                 names = source.class_names
                 labels[names[label] if 0 <= label < len(names) else str(label)] += 1
@@ -89,7 +93,10 @@ def inspect_source(source, progress=None) -> dict:
     report = {"items": len(source), "good": len(source) - (len(bad) - listed_bad),
               "target": target.kind, "target_spec": target.as_dict(), "channels": source.channels,
               "sizes": dict(sizes.most_common()), "modes": dict(modes.most_common()),
-              "bad": [b.as_dict() for b in bad], "remarks": list(source.remarks())}
+              "bad": [b.as_dict() for b in bad], "remarks": list(source.remarks()),
+              "unlabeled": targets["none"]}
+    if targets["partial"]:
+        report["partly_labeled"] = targets["partial"]
     if class_labels is not None:
         report["classes"] = {name: labels.get(name, 0) for name in source.class_names} or dict(labels)
     if target.spatial:
@@ -109,6 +116,9 @@ def print_report(console: Console, spec: str, report: dict) -> None:
     table.add_row("items listed", str(report["items"]))
     table.add_row("good", str(report["good"]))
     table.add_row("image channels", str(report["channels"]))
+    table.add_row("unlabeled (no target)", str(report["unlabeled"]))
+    if "partly_labeled" in report:
+        table.add_row(plain(f"{report['target']} targets partly missing"), str(report["partly_labeled"]))
     for name, count in report.get("classes", {}).items():
         table.add_row(plain(f"class {name}"), str(count))
     if "maps" in report:

@@ -17,6 +17,9 @@ from mtssl.targets import TargetSpec
 class SourceArrays:
     """Images ``[N, C, S, S]`` uint8, targets ``[N, *target.storage_shape(S)]``, keys and groups.
 
+    An item without a target holds ``target.missing`` in every element
+    (:attr:`labeled` tells them apart).
+
     ``groups`` holds each item's patient (or other group) key, or None when
     the source knows none. ``skipped`` lists the items left out as bad (only
     ever non-empty with skip_bad).
@@ -37,13 +40,18 @@ class SourceArrays:
     def channels(self) -> int:
         return int(self.images.shape[1])
 
+    @property
+    def labeled(self) -> np.ndarray:
+        """Per item: whether it carries a target (any element known)."""
+        return self.target.labeled(self.targets)
+
 
 def prepare_target(spec: TargetSpec, value: Any, image: np.ndarray, key: str, size: int) -> np.ndarray:
     """One item's target at ``size``, checked against the spec; a bad target raises :class:`DataError`."""
-    if value is None:
-        if spec.spatial or spec.missing is None:
+    if value is None:  # an unlabeled item: stored as all-missing, so the split puts it on the unlabeled side
+        if spec.missing is None:
             raise DataError(key, f"no {spec.kind} target" if not spec.spatial else f"{spec.kind} missing")
-        return np.full(spec.shape, spec.missing, np.dtype(spec.dtype))
+        return np.full(spec.storage_shape(size), spec.missing, np.dtype(spec.dtype))
     if not spec.spatial:
         array = np.asarray(value)
         if array.shape != spec.shape:

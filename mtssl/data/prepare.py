@@ -4,7 +4,9 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
+
+import numpy as np
 
 from mtssl.run.config import TaskData
 from mtssl.data.arrays import SourceArrays, decode_all
@@ -12,7 +14,7 @@ from mtssl.data.cache import cached_arrays, is_cacheable
 from mtssl.data.errors import DataError, Skipped
 from mtssl.data.splits import Split, parse_budget, split_indices
 from mtssl.interfaces import Source, Task
-from mtssl.targets import TargetSpec
+from mtssl.targets import TargetSpec, UnservedTarget
 from mtssl.plugins import PluginHost
 from mtssl.spec import parse_source
 
@@ -116,29 +118,93 @@ def subset(arrays: SourceArrays, index) -> SourceArrays:
                         arrays.target, arrays.class_names, groups=groups)
 
 
+def training_spec(host: PluginHost, name: str, task: Task, data: TaskData) -> str:
+    """The task's training source: the one given, else the one the task names as its default."""
+    if data.train:
+        return data.train
+    default = getattr(task, "default_source", None)
+    if default:
+        return default
+    serving = sources_serving(host, task.target)
+    listed = f"sources serving its {task.target.kind} targets: {', '.join(serving)}" if serving else \
+        f"no installed source serves its {task.target.kind} targets"
+    raise ValueError(f"task '{name}' has no default source; give --{name}-data SPEC ({listed})")
+
+
+def sources_serving(host: PluginHost, target: TargetSpec) -> list[str]:
+    """Installed sources that can yield ``target``, found by building each without a path.
+
+    A source refuses a target it cannot yield by raising :class:`UnservedTarget`
+    or by declaring another target; any other failure (a path is needed) says
+    nothing against it, so it is listed.
+    """
+    serving = []
+    for entry in host.registries["source"]:
+        try:
+            source = host.create("source", entry.name, target=target, seed=0)
+        except Exception as exc:  # noqa: BLE001 - e.g. "needs a path": only UnservedTarget refuses the target
+            if not isinstance(exc, UnservedTarget) and not isinstance(exc.__cause__, UnservedTarget):
+                serving.append(entry.name)
+            continue
+        provided = getattr(source, "target", None)
+        if isinstance(provided, TargetSpec) and target.agrees(provided):
+            serving.append(entry.name)
+    return serving
+
+
+def make_split(name: str, task: Task, data: TaskData, spec: str, seed: int, count: int,
+               labels: Sequence[int] | None, groups: Sequence[str] | None,
+               labeled: Sequence[bool] | None) -> Split:
+    """The seeded split of a task's training items; errors name the task and source."""
+    budget = parse_budget(data.labels if data.labels is not None else task.default_labels)
+    val_fraction = 0.0 if data.val else data.val_fraction
+    try:
+        return split_indices(count, budget, seed, val_fraction, labels, min_val=0 if data.val else 1,
+                             groups=groups, labeled=labeled)
+    except ValueError as exc:
+        raise ValueError(f"{name}: source '{spec}': {exc}") from exc
+
+
+def check_split(name: str, task: Task, data: TaskData, spec: str, source: Source, seed: int) -> Split:
+    """The split training would make, from what the source lists (no decoding): a budget the labeled
+    items cannot meet fails here, before any work. Items dropped as bad while decoding may still shrink it."""
+    labels = source.class_labels() if source.target.categorical else None
+    if labels is not None:  # entries of unlabeled items (None) are never read by the split
+        labels = [-1 if label is None else label for label in labels]
+    return make_split(name, task, data, spec, seed, len(source), labels, source.groups(), source.labeled())
+
+
+def labeled_only(arrays: SourceArrays, what: str) -> tuple[SourceArrays, list[str]]:
+    """The items of a scoring set that carry a target, and a remark naming how many were left out."""
+    labeled = arrays.labeled
+    if labeled.all():
+        return arrays, []
+    dropped = int((~labeled).sum())
+    if not labeled.any():
+        raise ValueError(f"{what}: none of its {len(arrays)} items has a target")
+    return subset(arrays, np.flatnonzero(labeled)), [f"{what}: {dropped} item(s) without a target left out"]
+
+
 def prepare_task_data(host: PluginHost, name: str, task: Task, data: TaskData, size: int, seed: int,
                       progress: ProgressFactory | None = None, cache_dir: str | Path | None = None,
                       skip_bad: bool = False) -> TaskArrays:
-    source = open_source(host, data.train, task.target, seed, skip_bad)
-    train = load_arrays(source, size, progress, f"{name}: {data.train}", cache_dir, skip_bad)
-    budget = parse_budget(data.labels if data.labels is not None else task.default_labels)
-    val_fraction = 0.0 if data.val else data.val_fraction
+    spec = training_spec(host, name, task, data)
+    source = open_source(host, spec, task.target, seed, skip_bad)
+    train = load_arrays(source, size, progress, f"{name}: {spec}", cache_dir, skip_bad)
     labels = train.targets.tolist() if train.target.categorical else None
-    try:
-        split = split_indices(len(train), budget, seed, val_fraction, labels, min_val=0 if data.val else 1,
-                              groups=train.groups)
-    except ValueError as exc:
-        raise ValueError(f"{name}: source '{data.train}': {exc}") from exc
+    split = make_split(name, task, data, spec, seed, len(train), labels, train.groups, train.labeled)
+    remarks = list(source.remarks())
     if data.val:
         val_source = open_source(host, data.val, task.target, seed + 1, skip_bad)
         val = load_arrays(val_source, size, progress, f"{name} val: {data.val}", cache_dir, skip_bad)
         if train.class_names and val.class_names and train.class_names != val.class_names:
             raise ValueError(f"{name}: validation source '{data.val}' has classes {', '.join(val.class_names)} "
                              f"but the training source has {', '.join(train.class_names)}")
+        val, dropped = labeled_only(val, f"validation source '{data.val}'")
+        remarks += [*val_source.remarks(), *dropped]
     else:
         val = subset(train, split.val)
-    remarks = [*source.remarks(), *(val_source.remarks() if data.val else ())]
-    return TaskArrays(train, split, val, list(remarks))
+    return TaskArrays(train, split, val, remarks)
 
 
 def data_summary(data: dict[str, TaskArrays]) -> list[str]:

@@ -9,6 +9,11 @@ takes whole patients until it holds at least its share of images; the
 labeled set takes whole patients until the budget is met exactly, and the
 images of the one patient that would overshoot it are left out of training
 (``excluded``) rather than put on the unlabeled side.
+
+Items without a target (``labeled`` False) never enter the validation or
+labeled parts, and budgets and validation shares count labeled items only.
+They join the unlabeled part, except those of a validation patient, which
+are left out (``excluded``) so no patient is both validated and trained on.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 
-PARTS = ("labeled", "unlabeled", "val", "excluded")
+PARTS = ("labeled", "unlabeled", "val", "excluded", "untargeted")
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,8 @@ class Split:
     val: np.ndarray
     excluded: np.ndarray = field(default_factory=lambda: np.array([], int))
     """Images of a patient split by the label budget, kept out of training (patient splits only)."""
+    untargeted: np.ndarray = field(default_factory=lambda: np.array([], int))
+    """Items without a target; those not in ``excluded`` are also in ``unlabeled``."""
 
     def as_dict(self) -> dict[str, list[int]]:
         return {k: getattr(self, k).tolist() for k in PARTS}
@@ -56,17 +63,52 @@ def _stratified_take(indices: np.ndarray, labels: np.ndarray, count: int, rng: n
 
 def split_indices(n: int, budget: int | None, seed: int, val_fraction: float = 0.1,
                   labels: Sequence[int] | None = None, min_val: int = 1,
-                  groups: Sequence[str] | None = None) -> Split:
+                  groups: Sequence[str] | None = None, labeled: Sequence[bool] | None = None) -> Split:
     """Carve a validation set, then ``budget`` labeled images; the rest is unlabeled.
 
     With ``groups`` (a patient key per image) no group is split across parts.
+    ``labeled`` marks the items that carry a target (None: all do); the
+    others are unlabeled whatever the budget.
     """
+    mask = np.ones(n, bool) if labeled is None else np.asarray(labeled, bool)
+    if mask.shape != (n,):
+        raise ValueError(f"{mask.size} labeled flags for {n} images")
+    if mask.all():
+        return _split_labeled(n, budget, seed, val_fraction, labels, min_val, groups)
+    kept = np.flatnonzero(mask)
+    untargeted = np.flatnonzero(~mask)
+    pick = lambda values: None if values is None else [values[i] for i in kept]  # noqa: E731
+    inner = _split_labeled(len(kept), budget, seed, val_fraction, pick(labels), min_val, pick(groups),
+                           len(untargeted))
+    val, excluded = kept[inner.val], kept[inner.excluded]
+    if groups is not None:  # a validation patient's unlabeled items stay out of training too
+        val_groups = {groups[i] for i in val}
+        held = np.array([groups[i] in val_groups for i in untargeted], bool)
+        excluded = np.union1d(excluded, untargeted[held])
+    unlabeled = np.union1d(kept[inner.unlabeled], np.setdiff1d(untargeted, excluded))
+    return Split(kept[inner.labeled], unlabeled, val, excluded, untargeted)
+
+
+def budget_too_large(budget: int, train: int, labeled: int, val: int, untargeted: int) -> str:
+    """The refusal of a budget beyond the labeled training images, with the numbers behind them."""
+    if not untargeted:
+        return (f"label budget {budget} is larger than the {train} training images ({labeled} in the source, "
+                f"{val} held out for validation); use a smaller number or 'all'")
+    return (f"label budget {budget} is larger than the {train} labeled training images ({labeled + untargeted} "
+            f"in the source, {untargeted} of them without a target, {val} labeled ones held out for validation); "
+            "use a smaller number or 'all'")
+
+
+def _split_labeled(n: int, budget: int | None, seed: int, val_fraction: float, labels: Sequence[int] | None,
+                   min_val: int, groups: Sequence[str] | None, untargeted: int = 0) -> Split:
+    """:func:`split_indices` of the ``n`` items that carry a target (``untargeted`` others are set aside)."""
     if n < 2:
-        raise ValueError(f"a training source needs at least 2 images, got {n}")
+        without = f" ({untargeted} more without a target)" if untargeted else ""
+        raise ValueError(f"a training source needs at least 2 labeled images, got {n}{without}")
     if not (math.isfinite(val_fraction) and 0 <= val_fraction < 1):
         raise ValueError(f"validation fraction must lie in [0, 1), got {val_fraction}")
     if groups is not None:
-        return _split_groups(n, budget, seed, val_fraction, labels, min_val, groups)
+        return _split_groups(n, budget, seed, val_fraction, labels, min_val, groups, untargeted)
     rng = np.random.default_rng([seed, 104729])
     all_idx = np.arange(n)
     label_arr = None if labels is None else np.asarray(labels)
@@ -81,8 +123,7 @@ def split_indices(n: int, budget: int | None, seed: int, val_fraction: float = 0
     if budget is None:
         return Split(train, np.array([], int), val)
     if budget > len(train):
-        raise ValueError(f"label budget {budget} is larger than the {len(train)} training images "
-                         f"({n} in the source, {len(val)} held out for validation); use a smaller number or 'all'")
+        raise ValueError(budget_too_large(budget, len(train), n, len(val), untargeted))
     if label_arr is not None:
         labeled = _stratified_take(train, label_arr, budget, rng)
     else:
@@ -144,7 +185,7 @@ def _stratified_counts(counts: np.ndarray, count: int) -> np.ndarray:
 
 
 def _split_groups(n: int, budget: int | None, seed: int, val_fraction: float, labels: Sequence[int] | None,
-                  min_val: int, groups: Sequence[str]) -> Split:
+                  min_val: int, groups: Sequence[str], untargeted: int = 0) -> Split:
     if len(groups) != n:
         raise ValueError(f"{len(groups)} group keys for {n} images")
     rng = np.random.default_rng([seed, 104729, 1])
@@ -165,8 +206,7 @@ def _split_groups(n: int, budget: int | None, seed: int, val_fraction: float, la
     if budget is None:
         return Split(train, np.array([], int), val)
     if budget > len(train):
-        raise ValueError(f"label budget {budget} is larger than the {len(train)} training images "
-                         f"({n} in the source, {len(val)} held out for validation); use a smaller number or 'all'")
+        raise ValueError(budget_too_large(budget, len(train), n, len(val), untargeted))
     labeled, excluded = _take_groups(rest, rest_labels, budget, rng, exact=True)
     unlabeled = np.setdiff1d(np.setdiff1d(train, labeled), excluded)
     return Split(labeled, unlabeled, val, excluded)

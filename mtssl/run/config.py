@@ -25,14 +25,11 @@ from mtssl.run.settings import explain, validate_settings
 
 import tomllib
 
-DEFAULT_SOURCE = "synthetic"
-
-
 @dataclass
 class TaskData:
     """Where one task's images come from and how many of them keep their labels."""
 
-    train: str = DEFAULT_SOURCE
+    train: str | None = None  # None: the task's default source (Task.default_source)
     labels: int | str | None = None  # None: the task's default budget; "all": every training image
     val_fraction: float = 0.1
     val: str | None = None  # a separate validation source instead of a carved split

@@ -13,7 +13,7 @@ import click
 
 from mtssl.model.assemble import Components, build_components
 from mtssl.run.config import RunConfig, TaskData
-from mtssl.data.prepare import open_source, task_seed
+from mtssl.data.prepare import check_split, open_source, task_seed, training_spec
 from mtssl.plugins import PluginHost
 from mtssl.run.seeding import pick_device
 
@@ -46,7 +46,10 @@ def check_run(config: RunConfig, host: PluginHost) -> Components:
     for name, task in parts.tasks.items():
         settings = config.data.get(name, TaskData())
         seed = task_seed(config.seed, name)
-        specs = [settings.train, *([settings.val] if settings.val else []), *settings.test]
+        train = training_spec(host, name, task, settings)
+        specs = [train, *([settings.val] if settings.val else []), *settings.test]
         for spec in dict.fromkeys(specs):
-            open_source(host, spec, task.target, seed, skip_bad=True)
+            source = open_source(host, spec, task.target, seed, skip_bad=True)
+            if spec == train:
+                check_split(name, task, settings, spec, source, seed)
     return parts

@@ -21,7 +21,8 @@ class TaskDataSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    train: str = Field("synthetic", min_length=1)
+    train: Optional[str] = Field(None, min_length=1)
+    """None: the task's own default source (``Task.default_source``), resolved when the run is checked."""
     labels: Any = None
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, allow_inf_nan=False)
     val: Optional[str] = Field(None, min_length=1)

@@ -52,8 +52,9 @@ def stream_rows(data: TaskArrays, strategies: list[SSLStrategy]) -> tuple[np.nda
     split = data.split
     if not strategies:
         return split.labeled, None
-    # With every image labeled ('all'), the strategies still see the training images, without labels.
-    return split.labeled, split.unlabeled if len(split.unlabeled) else split.labeled
+    # When the budget hides no label ('all'), the strategies still see every training image, without labels.
+    hides_labels = len(np.setdiff1d(split.unlabeled, split.untargeted)) > 0
+    return split.labeled, split.unlabeled if hides_labels else np.union1d(split.labeled, split.unlabeled)
 
 
 def build_batches(data: Mapping[str, TaskArrays], strategies: Mapping[str, list[SSLStrategy]], batch_size: int,
@@ -79,13 +80,21 @@ def build_batches(data: Mapping[str, TaskArrays], strategies: Mapping[str, list[
 
 
 def write_splits(run: RunDir, data: Mapping[str, TaskArrays]) -> None:
-    """``splits/TASK.json``: the keys of each part (and patient groups, and skipped files)."""
+    """``splits/TASK.json``: the keys of each part and how many (and patient groups, and skipped files).
+
+    ``no_target`` lists the training items that carry no target: they are
+    unlabeled whatever the budget.
+    """
     for name, task in data.items():
         keys = task.train.keys
         listing = {part: [keys[i] for i in getattr(task.split, part)] for part in ("labeled", "unlabeled")}
         listing["val"] = task.val.keys
         if len(task.split.excluded):
             listing["excluded"] = [keys[i] for i in task.split.excluded]
+        if len(task.split.untargeted):  # also listed as unlabeled (or excluded, for a validation patient)
+            listing["no_target"] = [keys[i] for i in task.split.untargeted]
+        listing["counts"] = {part: len(listing.get(part, ())) for part in ("labeled", "unlabeled", "val",
+                                                                            "excluded", "no_target")}
         if task.train.groups is not None:
             groups = task.train.groups
             listing["groups"] = {part: sorted({groups[i] for i in getattr(task.split, part)})

@@ -15,7 +15,8 @@ from typing import Annotated, Iterable, Optional, Sequence
 import numpy as np
 from pydantic import AfterValidator, ConfigDict, Field
 
-from mtssl.api import DataError, Sample, Source, TargetSpec, check_mask_size, read_image, read_mask
+from mtssl.api import (DataError, Sample, Source, TargetSpec, UnservedTarget, check_mask_size, read_image,
+                       read_mask)
 from mtssl.api import Options
 from mtssl_plugins.targets import CLASS_LABEL, binary_masks
 
@@ -112,10 +113,11 @@ def stem_class(path: Path, names: Sequence[str]) -> int | None:
 def target_mode(source: str, target: TargetSpec | None, supported: Sequence[str]) -> str:
     """``"mask"`` when the task asked for a map, ``"class"`` otherwise; refused when the source has no such data."""
     mode = "mask" if target is not None and target.spatial else "class"
-    if mode not in supported:
+    yields = CLASS_LABEL if mode == "class" else binary_masks(target.channels)
+    if mode not in supported or (target is not None and not target.agrees(yields)):
         kinds = " or ".join("class labels" if t == "class" else "masks" for t in supported)
         wanted = target.describe() if target is not None else mode
-        raise ValueError(f"source '{source}' provides {kinds}, not {wanted}")
+        raise UnservedTarget(f"source '{source}' provides {kinds}, not {wanted}")
     return mode
 
 

@@ -42,6 +42,7 @@ class ClassificationTask(Task):
 
     target = CLASS_LABEL
     default_labels = 100  # the paper's smallest budget
+    default_source = "synthetic"  # the built-in phantom: trains with no data given
 
     def __init__(self, name: str, **options):
         settings = read_options(f"task '{name}'", options, ClassificationOptions)

@@ -82,6 +82,7 @@ class SegmentationTask(Task):
 
     needs_decoder = True
     default_labels = 10  # the paper's smallest budget
+    default_source = "synthetic"  # the built-in phantom: trains with no data given
 
     def __init__(self, name: str, **options):
         settings = read_options(f"task '{name}'", options, SegmentationOptions)
