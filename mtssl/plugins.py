@@ -2,11 +2,13 @@
 
 First-party components are entry points of this distribution, so they load
 through exactly the path a third-party package uses. A plugin that fails to
-import, misspells a hook, raises while registering (even ``SystemExit``), or
-claims a name another plugin already holds is reported by name and disabled
-as a whole, and every other plugin still loads; first-party plugins load
-first, so they win clashes. Set ``MTSSL_PLUGINS_STRICT=1`` to make any of
-that fatal while debugging.
+import, misspells a hook or raises while registering (even ``SystemExit``) is
+reported by name and disabled as a whole, and every other plugin still loads;
+a component claiming a name another plugin already holds is disabled alone,
+naming both plugins. First-party plugins load first, so they win clashes.
+Set ``MTSSL_PLUGINS_STRICT=1`` to make any of that fatal while debugging.
+Components the host builds are recorded, so an exception from their code
+later names them (:mod:`mtssl.plugin_faults`).
 ``MTSSL_PLUGINS=a,b`` loads only the named entry points.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Iterable
 import pluggy
 
 from mtssl import hookspecs
+from mtssl.plugin_faults import factory_fault, track
 from mtssl.registry import Entry, Registry, RegistryError, is_reference
 
 STRICT_ENV = "MTSSL_PLUGINS_STRICT"
@@ -46,6 +49,8 @@ class PluginFailure:
     distribution: str
     error: str
     detail: str = ""
+    component: str = ""
+    """``task 'depth'`` when only that component was disabled (a name clash), else the whole plugin was."""
 
 
 @dataclass
@@ -77,10 +82,10 @@ class PluginHost:
     """Owns the pluggy manager, the loaded plugins, their failures and the registries.
 
     Plugins load first-party first (distribution ``mtssl``), then the others
-    by entry-point name. Each plugin registers all of its components or none:
-    a plugin whose import or register hook fails (any exception, SystemExit
-    included; Ctrl-C still stops), or that claims a name an earlier plugin
-    holds, is disabled as a whole and listed in ``failures``.
+    by entry-point name. A plugin whose import or register hook fails (any
+    exception, SystemExit included; Ctrl-C still stops) registers nothing and
+    is listed in ``failures``; a component claiming a name (or alias) an
+    earlier one holds is left out alone, and the plugin's other components load.
     """
 
     def __init__(self, extra_plugins: Iterable[tuple[str, Any]] = (), load_entry_points: bool = True):
@@ -135,10 +140,10 @@ class PluginHost:
         hooks = sorted(h.name for h in self.manager.get_hookcallers(obj) or [])
         self.plugins[name] = PluginInfo(name, distribution, version, hooks)
 
-    def _fail(self, name: str, distribution: str, error: str, detail: str = "") -> None:
+    def _fail(self, name: str, distribution: str, error: str, detail: str = "", component: str = "") -> None:
         if _strict():
             raise PluginError(f"plugin '{name}' ({distribution}): {error}")
-        self.failures.append(PluginFailure(name, distribution, error, detail))
+        self.failures.append(PluginFailure(name, distribution, error, detail, component))
 
     def _disable(self, info: PluginInfo, error: str, detail: str = "") -> None:
         """Take a plugin out entirely (nothing of it stays registered) and report why."""
@@ -149,7 +154,10 @@ class PluginHost:
         self._fail(info.name, info.distribution, error, detail)
 
     def _collect(self, info: PluginInfo) -> None:
-        """Run one plugin's register hooks into a staging list; commit all of it or none."""
+        """Run one plugin's register hooks into a staging list; commit it unless a hook raised.
+
+        A staged component whose name clashes is left out alone (see :meth:`_clash`).
+        """
         staged: list[Entry] = []
         for kind, hook_name in HOOKS.items():
             caller = getattr(self.manager.hook, hook_name)
@@ -164,26 +172,23 @@ class PluginHost:
                     self._disable(info, f"{hook_name} raised {type(exc).__name__}: {exc}; nothing of it is "
                                         "registered", traceback.format_exc())
                     return
-        clash = self._first_clash(staged)
-        if clash:
-            self._disable(info, clash)
-            return
         for entry in staged:
-            self.registries[entry.kind].add(entry)
+            clash = self._clash(entry)
+            if clash:
+                self._fail(info.name, info.distribution, clash, component=f"{entry.kind} '{entry.name}'")
+            else:
+                self.registries[entry.kind].add(entry)
 
-    def _first_clash(self, staged: list[Entry]) -> str | None:
-        """A name (or alias) in ``staged`` that is registered already, or claimed twice within it."""
-        seen: set[tuple[str, str]] = set()
-        for entry in staged:
-            registry = self.registries[entry.kind]
-            for key in (entry.name, *entry.aliases):
-                if key in registry:
-                    holder = registry.get(key)
-                    return (f"{entry.kind} '{key}' is already registered by plugin '{holder.plugin}' "
-                            f"({holder.distribution}); plugin '{entry.plugin}' ({entry.distribution}) is disabled")
-                if (entry.kind, key) in seen:
-                    return f"{entry.kind} '{key}' is registered twice by plugin '{entry.plugin}'; disabled"
-                seen.add((entry.kind, key))
+    def _clash(self, entry: Entry) -> str | None:
+        """Why ``entry`` cannot be registered: its name or an alias is taken (naming both plugins), or None."""
+        registry = self.registries[entry.kind]
+        for key in dict.fromkeys((entry.name, *entry.aliases)):
+            if key in registry:
+                holder = registry.get(key)
+                taken = ("is registered twice by that plugin" if holder.plugin == entry.plugin else
+                         f"is already registered by plugin '{holder.plugin}' ({holder.distribution})")
+                return (f"{entry.kind} '{key}' {taken}; {entry.kind} '{entry.name}' of plugin '{entry.plugin}' "
+                        f"({entry.distribution}) is disabled, its other components load")
         return None
 
     def _registrar(self, kind: str, info: PluginInfo, staged: list[Entry]):
@@ -202,10 +207,22 @@ class PluginHost:
         return self.registries[kind]
 
     def create(self, kind: str, name: str, **kwargs: Any) -> Any:
-        """Instantiate a registered component; option errors name the component."""
+        """Instantiate a registered component and record it (:func:`mtssl.plugin_faults.track`).
+
+        Options that do not fit the factory's signature are the user's mistake, named as such; anything
+        else the factory raises is a :class:`~mtssl.plugin_faults.PluginFault` naming the plugin, unless
+        it is a message for the user (a ``ValueError`` naming the component, a ``DataError``).
+        """
         entry = self.registries[kind].get(name)
         factory = entry.resolve()
         try:
-            return factory(name=entry.name, **kwargs)
-        except TypeError as exc:
-            raise RegistryError(f"{kind} '{name}' rejected its options {sorted(kwargs)}: {exc}") from exc
+            instance = factory(name=entry.name, **kwargs)
+        except Exception as exc:
+            if isinstance(exc, TypeError) and exc.__traceback__.tb_next is None:  # binding the call failed
+                raise RegistryError(f"{kind} '{name}' rejected its options {sorted(kwargs)}: {exc}") from exc
+            fault = factory_fault(entry, exc)
+            if fault is None:
+                raise
+            raise fault from exc
+        track(instance, entry, factory)
+        return instance

@@ -111,4 +111,5 @@ def test_a_commands_still_run_when_a_plugin_clashes_with_first_party(plugin_fact
                            {"squat2": "mtssl_demo_squat2"})
     result = invoke(["train", "--check", "--task", "cls", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "plugin 'squat2' (mtssl-squat2) skipped" in " ".join(result.stderr.split())
+    assert ("plugin 'squat2' (mtssl-squat2): task 'cls' is already registered by plugin 'cls' (mtssl); task 'cls' of "
+            "plugin 'squat2' (mtssl-squat2) is disabled") in " ".join(result.stderr.split())

@@ -129,7 +129,7 @@ def test_plugin_raising_while_registering_is_reported():
     assert "register_tasks raised RuntimeError: bad config" in host.failures[0].error
 
 
-def test_two_plugins_registering_one_name_disables_the_later_one_naming_both():
+def test_two_plugins_registering_one_name_disable_the_later_component_naming_both():
     def plugin(description):
         class Plugin:
             @hookimpl
@@ -140,7 +140,7 @@ def test_two_plugins_registering_one_name_disables_the_later_one_naming_both():
 
     host = PluginHost(extra_plugins=[("first", plugin("a")), ("second", plugin("b"))], load_entry_points=False)
     assert host.registry("task").get("depth").description == "a"
-    assert [f.plugin for f in host.failures] == ["second"] and "second" not in host.plugins
+    assert [(f.plugin, f.component) for f in host.failures] == [("second", "task 'depth'")]
     error = host.failures[0].error
     assert "task 'depth' is already registered by plugin 'first'" in error and "'second'" in error
 

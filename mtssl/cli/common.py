@@ -17,6 +17,7 @@ from mtssl.cli.params import POSITIVE_INT, option_budget, option_fraction
 from mtssl.data.pixel_limit import DEFAULT_MAX_PIXELS
 from mtssl.errors import CheckpointError, ConfigError
 from mtssl.cli.output import say
+from mtssl.plugin_faults import attribute, debugging, print_traceback
 from mtssl.plugins import PluginError, PluginHost
 from mtssl.registry import RegistryError
 from mtssl.run.runlock import RunLockedError
@@ -37,33 +38,46 @@ def err_console() -> Console:
 
 
 def friendly_errors(command):
-    """Turn user mistakes into one red line and exit status 2 instead of a traceback."""
+    """Turn user mistakes (exit status 2) and plugin faults (status 1) into one red line instead of a traceback.
+
+    A fault is any exception from plugin code that is not a message for the user; the line names the
+    component, its plugin and distribution and where it failed (:mod:`mtssl.plugin_faults`). Other
+    exceptions are the core's bugs and keep their traceback; ``MTSSL_DEBUG=1`` shows it for all.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except USER_ERRORS as exc:
-            say(err_console(), "Error:", "bold red", describe_error(exc))
-            sys.exit(2)
+        except Exception as exc:
+            fault = attribute(exc)
+            if fault is None and not isinstance(exc, USER_ERRORS):
+                raise
+            if debugging():
+                print_traceback(fault or exc)
+            say(err_console(), "Error:", "bold red", describe_error(fault or exc, getattr(exc, "__notes__", ())))
+            sys.exit(1 if fault else 2)
 
     return wrapper
 
 
-def describe_error(exc: BaseException) -> str:
-    """One line for the user; an OS error (disk full, read-only folder) names its file."""
+def describe_error(exc: BaseException, notes=()) -> str:
+    """One line for the user; an OS error (disk full, read-only folder) names its file; notes follow."""
     if isinstance(exc, OSError) and exc.strerror:
         where = f"{exc.filename}: " if exc.filename else ""
-        return f"{where}{exc.strerror}"
-    return " ".join(str(exc).split("\n")) or type(exc).__name__
+        text = f"{where}{exc.strerror}"
+    else:
+        text = " ".join(str(exc).split("\n")) or type(exc).__name__
+    return "; ".join([text, *notes])
 
 
 def load_host(console: Console | None = None) -> PluginHost:
     host = PluginHost()
     if host.failures and console is not None:
         for failure in host.failures:
+            skipped = "" if failure.component else " skipped"  # else the error says which component is left out
             say(console, "Warning:", "yellow",
-                f"plugin '{failure.plugin}' ({failure.distribution}) skipped: {failure.error}")
+                f"plugin '{failure.plugin}' ({failure.distribution}){skipped}: {failure.error}")
     return host
 
 

@@ -87,6 +87,8 @@ def resolve_config(config_file, tasks, bridges, data_args, overrides: dict, skip
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
               help="Autocast precision (default auto: bf16 where the device runs it natively, else fp32).")
 @click.option("--amp", is_flag=True, default=None, help="Same as --precision bf16.")
+@click.option("--deterministic", is_flag=True, default=None,
+              help="Deterministic torch kernels (config key deterministic): repeatable GPU runs, often slower.")
 @click.option("--compile/--no-compile", "compile", default=None, help="torch.compile backbone and heads (default off).")
 @click.option("--device-memory-budget", type=NON_NEGATIVE_FLOAT, metavar="MB",
               help="Training arrays above this size stream from the host cache (default: automatic).")
@@ -150,6 +152,7 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, verbose
     loggers = create_loggers(host, config.log) if cluster.is_main else []  # a missing package fails before data
     with ExitStack() as stack:
         stack.enter_context(pixel_limit(max_pixels))
+        failure = stack.enter_context(FailedRun(fresh=run is None and cluster.is_main))  # exits after lock, loggers
         with starting_up(run, cluster.is_main) as started:
             with decode_progress(console) as progress:
                 trainer_run = run or RunDir(cluster.share(str(RunDir.create(config).path) if cluster.is_main else None))
@@ -174,6 +177,7 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, verbose
                                         f" · bridges {', '.join(config.bridges)}" if config.bridges else ""),
                           soft_wrap=True)
         stack.callback(started.hub.close)
+        failure.trainer = trainer
         with stopped_training(trainer, cluster.is_main):
             with TrainingProgress(console, trainer.total_steps, trainer.step, progress_every, verbose,
                                   alerts=err_console() if cluster.is_main else None) as bar:
@@ -264,3 +268,28 @@ def stopped_training(trainer, is_main: bool):
         sys.exit(130)
     except SystemExit as exc:  # nothing in the loop exits on purpose: this came from plugin code
         exit_from_plugin(exc, f"during training at step {trainer.step + 1}")
+
+
+class FailedRun:
+    """A run whose training raises: without a resumable checkpoint a new run's folder is removed (its name stays
+    free, nothing is left that ``--resume`` cannot use); otherwise the error says how to resume.
+
+    Entered before the run's lock and loggers, so it acts after they are closed.
+    """
+
+    def __init__(self, fresh: bool):
+        self.fresh = fresh
+        self.trainer = None
+
+    def __enter__(self) -> "FailedRun":
+        return self
+
+    def __exit__(self, kind, exc, traceback) -> None:
+        if not isinstance(exc, Exception) or self.trainer is None:
+            return
+        path, saved = self.trainer.run.path, self.trainer.saved_step
+        if saved is not None:
+            exc.add_note(f"the last checkpoint is step {saved}; resume with: mtssl train --resume {path}")
+        elif self.fresh:
+            shutil.rmtree(path, ignore_errors=True)
+            exc.add_note(f"no checkpoint was written, so {path} was removed")

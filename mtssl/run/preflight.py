@@ -5,13 +5,20 @@ Training decodes data and writes a run directory; a typo in the last
 after an hour. :func:`check_run` builds the components (which validates
 task, strategy, bridge and backbone options and the image size) and opens
 every source (which validates source options and lists the files) without
-decoding anything.
+decoding anything. It also calls every strategy's ``plan()`` once and
+refuses a plan the trainer could not run (:func:`plan_problem`), naming the
+plugin, and builds the task weighting.
 """
 from __future__ import annotations
 
+import typing
+from collections.abc import Iterable, Mapping
+
 import click
 
-from mtssl.model.assemble import Components, build_components
+from mtssl.interfaces import SSLStrategy, ViewRequest
+from mtssl.model.assemble import Components, build_components, build_weighting
+from mtssl.plugin_faults import PluginFault, entry_of
 from mtssl.run.config import RunConfig, TaskData
 from mtssl.data.prepare import check_split, open_source, task_seed, training_spec
 from mtssl.plugins import PluginHost
@@ -38,6 +45,8 @@ def check_run(config: RunConfig, host: PluginHost) -> Components:
     config.check("settings")
     pick_device(config.device)  # --device cuda on a machine without one fails now, not after decoding
     parts = build_components(config, host)
+    check_plans(parts)
+    build_weighting(config, host).setup(list(parts.tasks), pick_device(config.device))
     if config.select_by != "mean":
         task = config.select_by.split("/", 1)[0]
         if task not in parts.tasks:
@@ -53,3 +62,55 @@ def check_run(config: RunConfig, host: PluginHost) -> Components:
             if spec == train:
                 check_split(name, task, settings, spec, source, seed)
     return parts
+
+
+def check_plans(parts: Components) -> None:
+    """Every strategy's ``plan()``, called once and checked, so a junk plan fails here and not at step 1."""
+    for group in parts.strategies.values():
+        for strategy in group:
+            problem = plan_problem(strategy, strategy.plan())
+            if problem is None:
+                continue
+            entry = entry_of(strategy)
+            if entry is None:
+                raise ValueError(f"strategy '{strategy.name}': plan() {problem}")
+            raise PluginFault(entry, "plan", problem)
+
+
+VIEW_FIELDS = typing.get_type_hints(ViewRequest)
+
+
+def plan_problem(strategy: SSLStrategy, plan: object) -> str | None:
+    """What makes ``plan`` unusable (not ViewRequests, a value outside a field's choices, an ``of=`` naming no
+    earlier view, a network the strategy did not ask for), or None."""
+    if isinstance(plan, (str, bytes, Mapping)) or not isinstance(plan, Iterable):
+        return f"returned {type(plan).__name__} {plan!r:.40}, not a sequence of ViewRequest"
+    planned: list[str] = []
+    for i, request in enumerate(plan):
+        if not isinstance(request, ViewRequest):
+            return f"returned {type(request).__name__} {request!r:.40} as view {i}, not a ViewRequest"
+        problem = view_problem(strategy, request, planned)
+        if problem:
+            return f"view '{request.key}': {problem}"
+        planned.append(request.key)
+    return None
+
+
+def view_problem(strategy: SSLStrategy, request: ViewRequest, planned: list[str]) -> str | None:
+    if not isinstance(request.key, str) or not request.key:
+        return f"key must be a non-empty string, got {request.key!r}"
+    if request.key in planned:
+        return "planned twice"
+    for name, hint in VIEW_FIELDS.items():
+        value = getattr(request, name)
+        if typing.get_origin(hint) is typing.Literal and value not in typing.get_args(hint):
+            return f"{name} {value!r} is not one of {', '.join(map(str, typing.get_args(hint)))}"
+        if hint is bool and not isinstance(value, bool):
+            return f"{name} must be True or False, got {value!r}"
+    if request.of is not None and request.of not in planned:
+        return f"of='{request.of}' names no view planned before it (planned: {', '.join(planned) or 'none'})"
+    if request.model == "teacher" and strategy.teacher_decay() is None:
+        return "runs through the teacher, but teacher_decay() returns None"
+    if request.model == "peer" and not strategy.needs_peer():
+        return "runs through the peer, but needs_peer() returns False"
+    return None
