@@ -190,6 +190,21 @@ class Task(ABC):
         """How to read :meth:`probabilities` outside mtssl (shape, meaning, decision rule), for exported models."""
         return {}
 
+    def observe_labels(self, targets: np.ndarray) -> None:
+        """Called once before training (again on ``--resume``) with the targets of the labeled split,
+        e.g. to count its classes for class-balanced loss weights. The default ignores them."""
+
+    def draw_weights(self, targets: np.ndarray) -> np.ndarray | None:
+        """How likely each labeled image (``targets`` as in :meth:`observe_labels`) is to be drawn into a
+        labeled batch, relative to the others, drawn with replacement; None (the default): shuffled passes."""
+        return None
+
+    def validation_warnings(self, output: torch.Tensor, target: torch.Tensor,
+                            class_names: Sequence[str] = ()) -> list[str]:
+        """Problems with the validation predictions that the metrics hide (every image put in one class),
+        one line each; printed whenever the run validates. Arguments as in :meth:`metrics`."""
+        return []
+
 
 @dataclass(frozen=True)
 class ViewRequest:

@@ -143,7 +143,7 @@ class GridSpec:
 
 
 RUN_KEYS = {"size", "steps", "batch_size", "eval_every", "lr", "lr_step_epochs", "device", "cache_dir",
-            "backbone", "strong_ops", "epochs", "skip_bad", "select_by", "amp", "precision", "weighting"}
+            "backbone", "strong_ops", "epochs", "skip_bad", "select_by", "amp", "precision", "weighting", "threads"}
 GRID_KEYS = {"models", "budgets", "seeds", "reference", "main_metrics", "data", "run", "checkpoint"}
 
 
@@ -292,6 +292,7 @@ def settings_fingerprint(config: RunConfig, checkpoint: str) -> str:
     """What makes a stored cell result stale: the run's settings (not where it lives) and the checkpoint."""
     settings = config.to_dict()
     settings.pop("out"), settings.pop("name")
+    settings.pop("threads")  # how many CPU threads ran it says nothing about the result
     settings["_checkpoint"] = checkpoint
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

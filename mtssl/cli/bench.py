@@ -10,7 +10,7 @@ from mtssl.bench.grid import (GridSpec, ModelSpec, load_grid, load_records, pape
 from mtssl.cli.common import err_console, friendly_errors, load_host, max_pixels_option, parse_task_data_args
 from mtssl.cli.params import DEVICE, LEARNING_RATE, POSITIVE_INT
 from mtssl.data.pixel_limit import pixel_limit
-from mtssl.cli.output import plain
+from mtssl.cli.output import plain, say
 from mtssl.run.config import TaskData
 
 
@@ -58,6 +58,7 @@ def apply_options(grid: GridSpec, model_specs, reference, seeds, checkpoint, dat
 @click.option("--eval-every", type=POSITIVE_INT, help="Validate (for the best checkpoint) every N steps.")
 @click.option("--lr", type=LEARNING_RATE, help="Adam learning rate, 0 < LR <= 1e30.")
 @click.option("--device", type=DEVICE, help="auto, cpu, cuda or cuda:N.")
+@click.option("--threads", type=POSITIVE_INT, help="CPU threads for torch's operators in every cell (see mtssl train).")
 @click.option("--cache-dir", help="Decoded-image cache folder.")
 @click.option("--backbone", help="Shared encoder spec.")
 @click.option("--amp/--no-amp", default=None, help="bfloat16 autocast for the forward passes (GPUs).")
@@ -87,6 +88,10 @@ def grid(ctx, grid_file, model_specs, only, reference, seeds, checkpoint, out, r
         records = sorted(load_records(out), key=lambda r: (order.get(r.get("model"), len(order)), r.get("seed", 0)))
     else:
         models = [m.strip() for m in only.split(",") if m.strip()] if only else None
+        from mtssl.run.threads import busy_machine_warning
+
+        if busy := busy_machine_warning(spec.run.get("threads")):
+            say(console, "Warning:", "yellow", busy)
         with pixel_limit(max_pixels):
             records = run_grid(spec, out, models, host=load_host(console),
                                log=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))

@@ -60,20 +60,22 @@ def _model_layout(images: torch.Tensor) -> torch.Tensor:
 
 def make_stream(images: np.ndarray, rows: np.ndarray, targets: Callable[[np.ndarray], torch.Tensor] | None,
                 batch_size: int, seed: int, device: torch.device, streamed: bool,
-                rank: int = 0, world: int = 1) -> BatchStream:
+                rank: int = 0, world: int = 1, weights: np.ndarray | None = None) -> BatchStream:
     """A stream over ``images[rows]`` (and ``targets(rows)``): device-resident, or gathered from the host.
 
-    Both kinds draw the same row sequence for a seed, so they give the same batches.
+    Both kinds draw the same row sequence for a seed, so they give the same batches. ``weights`` (one per
+    row) makes each pass a weighted draw with replacement instead of a shuffle.
     """
     rows = np.asarray(rows, dtype=np.int64)
+    draw = None if weights is None else torch.as_tensor(np.asarray(weights, np.float64))
     if not streamed:
         target_tensor = None if targets is None else targets(rows).to(device)
         return BatchStream(_model_layout(torch.from_numpy(np.ascontiguousarray(images[rows]))).to(device),
-                           target_tensor, batch_size, seed, rank, world)
+                           target_tensor, batch_size, seed, rank, world, draw)
 
     def gather(index: np.ndarray):
         picked = rows[index]
         batch = _model_layout(torch.from_numpy(np.ascontiguousarray(images[picked])))
         return batch, None if targets is None else targets(picked)
 
-    return HostBatchStream(len(rows), gather, batch_size, seed, device, rank, world)
+    return HostBatchStream(len(rows), gather, batch_size, seed, device, rank, world, draw)

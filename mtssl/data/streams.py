@@ -11,6 +11,9 @@ memory-mapped decode cache), pins it on CUDA and copies it with
 ``non_blocking=True`` in a background thread while the previous step runs, for
 data sets larger than the device's memory budget. For one seed both give the
 same batches.
+
+Given ``weights`` (one per row, e.g. a class-balanced labeled stream), each
+pass instead draws as many rows with replacement, in proportion to them.
 """
 from __future__ import annotations
 
@@ -25,13 +28,17 @@ Batch = tuple[torch.Tensor, "torch.Tensor | None"]
 
 class BatchStream:
     def __init__(self, images: torch.Tensor, targets: torch.Tensor | None, batch_size: int, seed: int,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, weights: torch.Tensor | None = None):
         self.images, self.targets = images, targets
-        self._init_order(len(images), batch_size, seed, rank, world)
+        self._init_order(len(images), batch_size, seed, rank, world, weights)
 
-    def _init_order(self, count: int, batch_size: int, seed: int, rank: int, world: int) -> None:
+    def _init_order(self, count: int, batch_size: int, seed: int, rank: int, world: int,
+                    weights: torch.Tensor | None = None) -> None:
         if count == 0:
             raise ValueError("cannot stream an empty set of images")
+        if weights is not None and len(weights) != count:
+            raise ValueError(f"{len(weights)} draw weights for a stream of {count} images")
+        self.weights = weights
         self.count = count
         self.batch_size = batch_size
         self.rank, self.world = rank, world
@@ -43,7 +50,10 @@ class BatchStream:
         return self.count
 
     def _refill(self) -> None:
-        perm = torch.randperm(self.count, generator=self.generator)
+        if self.weights is None:
+            perm = torch.randperm(self.count, generator=self.generator)
+        else:
+            perm = torch.multinomial(self.weights, self.count, replacement=True, generator=self.generator)
         self._order = torch.cat([self._order, perm[self.rank::self.world]])
         self.epoch += 1
 
@@ -80,8 +90,8 @@ class HostBatchStream(BatchStream):
     """
 
     def __init__(self, count: int, gather: Callable[[np.ndarray], Batch], batch_size: int, seed: int,
-                 device: torch.device, rank: int = 0, world: int = 1):
-        self._init_order(count, batch_size, seed, rank, world)
+                 device: torch.device, rank: int = 0, world: int = 1, weights: torch.Tensor | None = None):
+        self._init_order(count, batch_size, seed, rank, world, weights)
         self.gather, self.device = gather, torch.device(device)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtssl-stream")
         self._pending: Future | None = None

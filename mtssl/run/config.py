@@ -52,6 +52,7 @@ class RunConfig:
     lr_gamma: float = 0.1
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None  # torch's intra-op CPU threads; None: torch's default (one per core)
     strong_ops: int = 2
     eval_every: int = 100
     save_every: int = 100

@@ -24,8 +24,8 @@ from mtssl.data.prepare import check_split, open_source, task_seed, training_spe
 from mtssl.plugins import PluginHost
 from mtssl.run.seeding import pick_device
 
-RESUME_KEEPS = ("device",)
-"""The only settings ``--resume`` takes from the command line; everything else comes from the run."""
+RESUME_KEEPS = ("device", "threads")
+"""The only settings ``--resume`` takes from the command line (the machine's); everything else comes from the run."""
 
 
 def check_resume_options(tasks, bridges, config_file, skip_bad, data_args, overrides: dict) -> None:
@@ -36,8 +36,8 @@ def check_resume_options(tasks, bridges, config_file, skip_bad, data_args, overr
     given += ["--skip-bad"] * bool(skip_bad) + [a for a in data_args if a.startswith("--")]
     if given:
         raise click.UsageError(f"--resume continues a run with the settings in its config.json; it cannot be "
-                               f"combined with {', '.join(dict.fromkeys(given))} (only --device, --quiet, "
-                               "--max-pixels)")
+                               f"combined with {', '.join(dict.fromkeys(given))} (only --device, --threads, "
+                               "--quiet, --verbose, --progress-every, --max-pixels)")
 
 
 def check_run(config: RunConfig, host: PluginHost) -> Components:

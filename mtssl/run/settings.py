@@ -57,6 +57,7 @@ class RunSettings(BaseModel):
     lr_gamma: float = Field(0.1, gt=0, le=1, allow_inf_nan=False)
     seed: int = Field(0, ge=0, lt=2**63)
     device: str = Field("auto", pattern=DEVICE_PATTERN)
+    threads: Optional[int] = Field(None, ge=1)
     strong_ops: int = Field(2, ge=1, le=15)
     eval_every: int = Field(100, ge=1)
     save_every: int = Field(100, ge=1)

@@ -15,7 +15,7 @@ import torch
 from mtssl.data import placement
 from mtssl.data.prepare import TaskArrays, task_seed
 from mtssl.data.streams import BatchStream
-from mtssl.interfaces import SSLStrategy
+from mtssl.interfaces import SSLStrategy, Task
 from mtssl.run.rundir import RunDir
 
 
@@ -57,9 +57,31 @@ def stream_rows(data: TaskArrays, strategies: list[SSLStrategy]) -> tuple[np.nda
     return split.labeled, split.unlabeled if hides_labels else np.union1d(split.labeled, split.unlabeled)
 
 
+def introduce_labels(tasks: Mapping[str, Task], data: Mapping[str, TaskArrays]) -> dict[str, np.ndarray | None]:
+    """Show each task the targets of its labeled split (:meth:`Task.observe_labels`, e.g. class counts for
+    balanced loss weights); return the draw weights each asks for its labeled stream (:meth:`Task.draw_weights`)."""
+    found = {}
+    for name, task in tasks.items():
+        targets = np.asarray(data[name].train.targets[data[name].split.labeled])
+        task.observe_labels(targets)
+        weights = task.draw_weights(targets)
+        if weights is not None:
+            weights = np.asarray(weights, np.float64)
+            if weights.shape != (len(targets),) or not np.isfinite(weights).all() or (weights < 0).any() \
+                    or not weights.sum() > 0:
+                raise ValueError(f"task '{name}': draw_weights must give one finite, non-negative weight per "
+                                 f"labeled image ({len(targets)}), not all zero; got shape {weights.shape}")
+        found[name] = weights
+    return found
+
+
 def build_batches(data: Mapping[str, TaskArrays], strategies: Mapping[str, list[SSLStrategy]], batch_size: int,
-                  seed: int, device: torch.device, budget_mb: float | None, rank: int = 0, world: int = 1) -> Batches:
-    """Seeded streams per task; tasks whose arrays exceed the device budget stream from the host."""
+                  seed: int, device: torch.device, budget_mb: float | None, rank: int = 0, world: int = 1,
+                  draw_weights: Mapping[str, np.ndarray | None] | None = None) -> Batches:
+    """Seeded streams per task; tasks whose arrays exceed the device budget stream from the host.
+
+    ``draw_weights`` (see :func:`introduce_labels`) turns a task's labeled stream into weighted draws.
+    """
     rows = {name: stream_rows(task, strategies[name]) for name, task in data.items()}
     sizes = {}
     for name, task in data.items():
@@ -72,7 +94,8 @@ def build_batches(data: Mapping[str, TaskArrays], strategies: Mapping[str, list[
         labeled, pool = rows[name]
         common = dict(batch_size=batch_size, device=device, streamed=name in batches.streamed, rank=rank, world=world)
         batches.labeled[name] = placement.make_stream(
-            task.train.images, labeled, lambda r, d=task.train: tensor_targets(d, r), seed=task_rng_seed, **common)
+            task.train.images, labeled, lambda r, d=task.train: tensor_targets(d, r), seed=task_rng_seed,
+            weights=(draw_weights or {}).get(name), **common)
         if pool is not None:
             batches.unlabeled[name] = placement.make_stream(task.train.images, pool, None, seed=task_rng_seed + 1,
                                                             **common)

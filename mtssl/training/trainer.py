@@ -25,9 +25,10 @@ from mtssl.plugins import PluginHost
 from mtssl.training.precision import Precision, resolve_precision
 from mtssl.run.rundir import RunDir
 from mtssl.run.seeding import pick_device, set_determinism
+from mtssl.run.threads import apply_threads
 from mtssl.training.stopping import StopRequest, TrainingStopped, stop_on_signals
 from mtssl.training.teacher import EMATeacher, requested_decay
-from mtssl.training.batches import build_batches, image_channels, write_splits
+from mtssl.training.batches import build_batches, image_channels, introduce_labels, write_splits
 from mtssl.training.checkpointing import Checkpointer, resumable_parts
 from mtssl.training.step import Networks, StepResult, TrainingStep
 from mtssl.training.validation import validate
@@ -45,6 +46,7 @@ class Trainer:
         self.checkpoints = Checkpointer(run, rank, world)
         self.device = pick_device(device or config.device)  # torchrun: this process's own device
         set_determinism(config.seed, config.deterministic)
+        apply_threads(config.threads)
         task_set = build_tasks(config, host)
         self.data: dict[str, TaskArrays] = {
             name: prepare_task_data(host, name, task, config.data.get(name, TaskData()), config.size,
@@ -68,7 +70,7 @@ class Trainer:
             run.write_json(RunDir.CONFIG, config.to_dict())  # once, with what was resolved: channels, precision
             write_splits(run, self.data)
         batches = build_batches(self.data, self.parts.strategies, config.batch_size, config.seed, self.device,
-                                config.device_memory_budget, rank, world)
+                                config.device_memory_budget, rank, world, introduce_labels(self.parts.tasks, self.data))
         self.labeled, self.unlabeled, self.streamed = batches.labeled, batches.unlabeled, batches.streamed
         self.views = ViewBuilder(self.parts.tasks, self.parts.strategies, self.augmenter, self.labeled, self.unlabeled)
         # an epoch is one pass over the longest stream (each rank walks its own shard of it)
@@ -84,6 +86,7 @@ class Trainer:
         step_size = max(1, round(config.lr_step_epochs * self.steps_per_epoch))
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size, gamma=config.lr_gamma)
         self.step = 0
+        self.validation_warnings: list[str] = []  # from the latest validation (see validate)
         self.best_score = -math.inf
         self.guard = DivergenceGuard(config.max_loss, config.skip_nonfinite, world)
         self.stop = StopRequest()
@@ -135,7 +138,10 @@ class Trainer:
         return result.logs
 
     def validate(self, batch_size: int = 32) -> dict[str, float]:
-        return validate(self.model, self.parts.tasks, self.data, self.device, self.config.select_by, batch_size)
+        """Validation metrics; problems the tasks see in the predictions go to :attr:`validation_warnings`."""
+        self.validation_warnings = []
+        return validate(self.model, self.parts.tasks, self.data, self.device, self.config.select_by, batch_size,
+                        self.validation_warnings)
 
     # -- checkpoints -------------------------------------------------------
     @property

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -14,6 +14,7 @@ from pydantic import Field
 
 from mtssl.api import (EvaluatedSet, HeadInputs, Options, PredictionWriter, ReportFigure, Task, TaskEvaluation, read_options)
 from mtssl_plugins.metrics.classification import binary_roc, classification_scores
+from mtssl_plugins.metrics.imbalance import balanced_class_weights, class_counts, collapse_note
 from mtssl_plugins.targets import CLASS_LABEL
 from mtssl_plugins.tasks import plots
 
@@ -35,6 +36,9 @@ class ClassificationHead(nn.Module):
 class ClassificationOptions(Options):
     classes: int = Field(2, ge=2)
     weight: float = Field(1.0, ge=0.0)
+    balance: Literal["none", "loss", "sampler"] = "none"
+    """Against imbalanced labels: ``loss`` weights each class by its inverse frequency in the labeled split,
+    ``sampler`` draws labeled batches with every class equally likely."""
 
 
 class ClassificationTask(Task):
@@ -48,14 +52,28 @@ class ClassificationTask(Task):
         settings = read_options(f"task '{name}'", options, ClassificationOptions)
         super().__init__(name, **options)
         self.num_classes, self.weight = settings.classes, settings.weight
+        self.balance = settings.balance
+        self.class_weights: torch.Tensor | None = None  # per class, with balance=loss (observe_labels)
 
     def build_head(self, inputs: HeadInputs) -> nn.Module:
         if inputs.extras:
             raise ValueError(f"task '{self.name}' takes no bridge inputs (its head has no decoder)")
         return ClassificationHead(inputs.channels[-1], self.num_classes)
 
+    def observe_labels(self, targets: np.ndarray) -> None:
+        if self.balance == "loss":
+            self.class_weights = torch.from_numpy(balanced_class_weights(targets, self.num_classes)).float()
+
+    def draw_weights(self, targets: np.ndarray) -> np.ndarray | None:
+        """With balance=sampler, each image's chance is 1 / its class's count: every class equally likely."""
+        if self.balance != "sampler":
+            return None
+        counts = class_counts(targets, self.num_classes)
+        return 1.0 / counts[np.asarray(targets, int)]
+
     def supervised_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.weight * F.cross_entropy(output.float(), target.long())
+        weight = None if self.class_weights is None else self.class_weights.to(output.device)
+        return self.weight * F.cross_entropy(output.float(), target.long(), weight=weight)
 
     def probabilities(self, output: torch.Tensor) -> torch.Tensor:
         return torch.softmax(output.float(), dim=1)
@@ -69,6 +87,12 @@ class ClassificationTask(Task):
 
     def selection_score(self, metrics: Mapping[str, float]) -> float | None:
         return metrics.get("acc")
+
+    def validation_warnings(self, output: torch.Tensor, target: torch.Tensor,
+                            class_names: Sequence[str] = ()) -> list[str]:
+        note = collapse_note(output.argmax(1).cpu().numpy(), target.cpu().numpy(),
+                             self.class_names_or_default(class_names))
+        return [note] if note else []
 
     def class_names_or_default(self, class_names: Sequence[str]) -> list[str]:
         names = list(class_names)
@@ -85,8 +109,9 @@ class ClassificationTask(Task):
                     **{f"p_{n}": float(v) for n, v in zip(names, row)}}
                    for t, p, row in zip(targets, predicted, probabilities)]
         aggregate = {k: {"mean": v, "std": None} for k, v in scores.values.items()}
+        collapsed = collapse_note(predicted, targets, names)
         return TaskEvaluation(records, aggregate, {"confusion": scores.confusion, "class_names": names},
-                              scores.notes)
+                              [collapsed, *scores.notes] if collapsed else scores.notes)
 
     def prediction_writer(self, out_dir: Path, class_names: Sequence[str] = ()) -> PredictionWriter:
         return ProbabilityCsv(Path(out_dir) / f"{self.name}.csv", self.class_names_or_default(class_names))
