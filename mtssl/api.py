@@ -1,10 +1,11 @@
-"""Everything a plugin author imports: interfaces, the hook marker, small helpers.
+"""Everything a plugin author imports: interfaces, the hook marker, small helpers, strategy building blocks.
 
 Plugins import from this module only; the rest of :mod:`mtssl` may change.
 """
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,26 @@ import torch.nn.functional as F
 from mtssl.data.decode import check_mask_size, read_image, read_mask
 from mtssl.data.errors import DataError
 from mtssl.hookspecs import hookimpl
+from pydantic import Field
+
+from mtssl.functional import (
+    binary_pseudo_labels,
+    dense_pseudo_label_loss,
+    ema_update,
+    fixmatch_loss,
+    freematch_fairness,
+    freematch_mask,
+    freematch_thresholds,
+    freematch_update,
+    guess_labels,
+    linear_rampup,
+    mixup,
+    mixup_lambda,
+    pseudo_labels,
+    sharpen,
+    sigmoid_rampup,
+    soft_cross_entropy,
+)
 from mtssl.options import Options, read_options
 from mtssl.interfaces import (
     AugName,
@@ -26,6 +47,7 @@ from mtssl.interfaces import (
     Sample,
     Source,
     SSLStrategy,
+    StrategyContext,
     StrategyInputs,
     StrategyLoss,
     Task,
@@ -61,7 +83,13 @@ def require(module: str, extra: str, component: str):
 
 
 def check_options(component: str, options: dict, allowed: set[str]) -> None:
-    """Reject option names a component does not know, listing the ones it does."""
+    """Reject option names a component does not know, listing the ones it does.
+
+    Deprecated: it checks names only, so ``weight=nan`` passes. Declare an :class:`Options` model with
+    typed, ranged fields (``Field(1.0, ge=0)``) and read it with :func:`read_options`.
+    """
+    warnings.warn(f"{component}: check_options is deprecated; declare an mtssl.api.Options model and read it "
+                  "with read_options (typed, range-checked)", DeprecationWarning, stacklevel=2)
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ValueError(f"{component}: unknown option(s) {', '.join(unknown)}; "
@@ -75,4 +103,9 @@ __all__ = [
     "EvaluatedSet", "PredictionWriter", "ReportFigure", "TaskEvaluation", "Options", "read_options",
     "Logger", "ValidationImages", "MissingDependency", "require", "Weighting", "WeightedLoss",
     "UnservedTarget", "known_mask", "masked_binary_cross_entropy",
+    "Field", "StrategyContext",
+    # building blocks (mtssl/functional.py)
+    "pseudo_labels", "fixmatch_loss", "binary_pseudo_labels", "dense_pseudo_label_loss", "sigmoid_rampup",
+    "linear_rampup", "sharpen", "guess_labels", "mixup_lambda", "mixup", "soft_cross_entropy", "ema_update",
+    "freematch_update", "freematch_thresholds", "freematch_mask", "freematch_fairness",
 ]

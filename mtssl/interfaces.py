@@ -206,6 +206,44 @@ class Task(ABC):
         return []
 
 
+def _single_process_sum(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.clone()
+
+
+@dataclass(frozen=True)
+class StrategyContext:
+    """Where a strategy or weighting runs: this process's ``rank`` among ``world_size`` and a collective sum.
+
+    Under torchrun every process draws its own shard of each stream, so
+    statistics a component keeps (class-wise thresholds, moving averages)
+    drift apart between processes unless it reduces what it learns from a
+    batch: pass the batch's sums through :meth:`all_reduce_sum` (or means
+    through :meth:`all_reduce_mean`) and every rank gets the same bits back.
+    Every rank must make the same calls in the same order (as the trainer
+    calls every strategy's ``loss`` on every rank). In one process both
+    return a copy of their input. The core hands the context over through
+    ``bind`` before training starts.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    reduce_sum: Callable[[torch.Tensor], torch.Tensor] = _single_process_sum
+    """The collective behind :meth:`all_reduce_sum`: returns a new tensor, its input is left alone."""
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The elementwise sum of ``tensor`` over every process (a new tensor; all ranks get the same)."""
+        return self.reduce_sum(tensor)
+
+    def all_reduce_mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The elementwise mean of ``tensor`` over every process (a new tensor; all ranks get the same)."""
+        return self.reduce_sum(tensor) / self.world_size
+
+
+SINGLE_PROCESS = StrategyContext()
+"""The context a strategy or weighting has until the core binds the run's own (one process, CPU)."""
+
+
 @dataclass(frozen=True)
 class ViewRequest:
     """A strategy's request for one view of one of its task's streams.
@@ -226,6 +264,10 @@ class ViewRequest:
     """``teacher``: run through the EMA teacher (the strategy must return a decay from
     :meth:`SSLStrategy.teacher_decay`); ``peer``: through the second network
     (:meth:`SSLStrategy.needs_peer`)."""
+    features: bool = False
+    """True: :attr:`StrategyInputs.view_features` carries the backbone's feature maps of this view (shallow to
+    deep, as its head saw them, with the view's gradient), for feature-level methods (feature perturbation,
+    auxiliary decoders, embeddings). Free: they come out of the pass that computes the view's outputs."""
 
 
 @dataclass
@@ -248,6 +290,9 @@ class StrategyInputs:
     view_images: Mapping[str, torch.Tensor] = field(default_factory=dict)
     view_targets: Mapping[str, torch.Tensor | None] = field(default_factory=dict)
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    view_features: Mapping[str, list[torch.Tensor]] = field(default_factory=dict)
+    """For each view planned with ``features=True``: the backbone's feature maps of that view's images
+    (one per level, ``[len(view), channels[i], H / strides[i], W / strides[i]]``, in the autocast dtype)."""
 
 
 @dataclass
@@ -273,12 +318,31 @@ class SSLStrategy(ABC):
       views with ``model="peer"``; it is trained with the model and checkpointed;
     * state that persists across steps and ``--resume`` (class-wise statistics, adaptive
       thresholds): keep it in tensors returned by :meth:`state_dict` and restored by
-      :meth:`load_state_dict`.
+      :meth:`load_state_dict`. :meth:`loss` only *proposes* the step's update of that state;
+      :meth:`commit` applies it once the step's update is applied, so a step the divergence
+      guard rejects (``--skip-nonfinite``) leaves it as it was;
+    * the process it runs in (:class:`StrategyContext`, in :attr:`context`): under torchrun,
+      reduce statistics with ``context.all_reduce_sum`` so that every rank keeps the same state;
+    * the backbone's features of a view: ``ViewRequest(..., features=True)``.
     """
+
+    context: StrategyContext = SINGLE_PROCESS
+    """The run's processes and collectives; :meth:`bind` replaces the single-process default."""
 
     def __init__(self, name: str, **options: Any) -> None:
         self.name = name
         self.options = options
+
+    def bind(self, context: StrategyContext) -> None:
+        """Called once by the core before training starts (and before any state is restored)."""
+        self.context = context
+
+    def commit(self) -> None:
+        """Apply the state update the last :meth:`loss` proposed; called only when that step updates the model.
+
+        The default does nothing (a stateless strategy). A step that is skipped never commits, and the
+        next :meth:`loss` proposes afresh from the committed state.
+        """
 
     def serves(self, target: TargetSpec) -> bool:
         """Whether this strategy can train a task with these targets (checked before training starts)."""
@@ -330,18 +394,32 @@ class Weighting(ABC):
     :meth:`parameters` (learned weights) to the optimizer, calls :meth:`combine`
     every step and then :meth:`backward`, which must leave gradients in every
     parameter's ``.grad``. Learned values and any other state go through
-    :meth:`state_dict`, so ``--resume`` restores them.
+    :meth:`state_dict`, so ``--resume`` restores them. Before :meth:`setup` the core binds the
+    run's :class:`StrategyContext` (:meth:`bind`); as for strategies, state that is not an optimised
+    parameter is proposed in :meth:`combine` and applied in :meth:`commit`, which only an applied step calls.
     """
 
     lr: float | None = None
     """Learning rate for :meth:`parameters` (None: the run's ``--lr``)."""
     needs_task_gradients: ClassVar[bool] = False
     """True for gradient-based methods: :meth:`backward` differentiates each task separately
-    (not supported with several processes, where DistributedDataParallel owns the backward)."""
+    (not supported with several processes, where DistributedDataParallel owns the backward).
+    In float16 the losses :meth:`backward` gets are multiplied by the gradient scaler's factor,
+    which the core divides out of every ``.grad`` before the optimizer step: the method must be
+    linear in the scale of the losses (projections and sums of per-task gradients are)."""
+    context: StrategyContext = SINGLE_PROCESS
+    """The run's processes and collectives; :meth:`bind` replaces the single-process default."""
 
     def __init__(self, name: str, **options: Any) -> None:
         self.name = name
         self.options = options
+
+    def bind(self, context: StrategyContext) -> None:
+        """Called once by the core before :meth:`setup`."""
+        self.context = context
+
+    def commit(self) -> None:
+        """Apply the state update the last :meth:`combine` proposed; called only when the step is applied."""
 
     def setup(self, tasks: Sequence[str], device: torch.device) -> None:
         """Called once before training with the run's task names."""

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from mtssl_plugins.functional import bernoulli_kl, fixmatch_loss, input_saliency, pseudo_labels, soft_dice_loss
+from mtssl.api import fixmatch_loss, pseudo_labels
+from mtssl_plugins.functional import bernoulli_kl, input_saliency, soft_dice_loss
 
 
 def logit(p: float) -> float:

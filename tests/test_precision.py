@@ -94,3 +94,19 @@ def test_compile_without_a_cpp_compiler_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(compile_module.shutil, "which", lambda name: None)
     with pytest.raises(ValueError, match="--compile on the CPU needs a C.. compiler.*'no-such-compiler'"):
         compile_module.compile_model(torch.nn.Module(), CPU)
+
+
+def test_fp16_loss_scaling_reaches_a_weighting_that_differentiates_each_task(host, tmp_path):
+    # pcgrad backpropagates every task itself: in fp16 it gets the scaled task losses, and the scaler
+    # unscales and checks its gradients (the plain backward's path) instead of failing at the first step
+    trainer = tiny_trainer(host, tmp_path, ["cls", "seg"], weighting="pcgrad", precision="fp16", steps=4,
+                           eval_every=100)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    logs = []
+    trainer.fit(on_step=lambda step, line: logs.append(line))
+    assert all("pcgrad/projections" in line for line in logs)
+    # 2^16 overflows these float16 activations: the scaler halves it and skips, as with the plain backward
+    assert trainer.precision.scaler.get_scale() < 2.0 ** 16
+    after = list(trainer.model.parameters())
+    assert all(torch.isfinite(p).all() for p in after)
+    assert all(not torch.equal(b, a) for b, a in zip(before, after))  # every parameter trained in the end

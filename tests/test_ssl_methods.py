@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from conftest import tiny_trainer
 from mtssl.api import StrategyInputs, ViewRequest
-from mtssl_plugins.functional import sigmoid_rampup
+from mtssl.api import sigmoid_rampup
 from mtssl_plugins.strategies.cps import cross_pseudo_loss
 
 LN3 = math.log(3.0)
@@ -47,7 +47,7 @@ def test_mean_teacher_plans_aligned_or_independent_teacher_views(host):
     assert aligned[1] == ViewRequest("teacher", "unlabeled", "none", grad=False, model="teacher", of="student")
     independent = host.create("strategy", "meanteacher", views="independent").plan()
     assert independent[1] == ViewRequest("teacher", "unlabeled", "weak", grad=False, model="teacher")
-    with pytest.raises(ValueError, match="views must be 'aligned' or 'independent'"):
+    with pytest.raises(ValueError, match="option views: input should be 'aligned' or 'independent'"):
         host.create("strategy", "meanteacher", views="mixed")
 
 
@@ -71,6 +71,8 @@ def test_freematch_thresholds_adapt_by_hand_and_state_round_trips(host):
     weak = torch.tensor([[LN3, 0.0], [0.0, math.log(9.0)], [0.2, 0.0]])   # p = (.75,.25), (.1,.9), (.5498,.4502)
     strong = torch.zeros(3, 2, requires_grad=True)
     out = strategy.loss(StrategyInputs(task, {"weak": weak, "strong": strong}, None, None, step=0))
+    assert strategy.state_dict() == {}  # proposed, not kept: the step has not been applied yet
+    strategy.commit()
     p3 = 1 / (1 + math.exp(-0.2))
     tau = 0.5 * 0.5 + 0.5 * (0.75 + 0.9 + p3) / 3
     p_model = [0.5 * 0.5 + 0.5 * (0.75 + 0.1 + p3) / 3, 0.5 * 0.5 + 0.5 * (0.25 + 0.9 + 1 - p3) / 3]
@@ -90,7 +92,7 @@ def test_freematch_thresholds_adapt_by_hand_and_state_round_trips(host):
 
 
 def test_freematch_fairness_is_zero_without_confident_images_and_finite_otherwise(host):
-    from mtssl_plugins.functional import freematch_fairness
+    from mtssl.api import freematch_fairness
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]], requires_grad=True)
     none = freematch_fairness(torch.tensor([False, False]), logits, torch.tensor([.5, .5]), torch.tensor([.5, .5]))
     assert none.item() == 0.0

@@ -10,7 +10,8 @@ from mtssl.api import StrategyInputs, ViewRequest
 from mtssl.model.assemble import build_components
 from mtssl.run.config import RunConfig
 from mtssl.registry import RegistryError
-from mtssl_plugins.functional import bernoulli_kl, fixmatch_loss
+from mtssl.api import fixmatch_loss
+from mtssl_plugins.functional import bernoulli_kl
 from mtssl_plugins.strategies.kl_consistency import consistency_reference
 
 

@@ -57,13 +57,15 @@ class MultiTaskModel(nn.Module):
                                  f"offers strides {list(self.backbone.strides)}")
 
     def forward(self, images: torch.Tensor, rows: Mapping[str, slice] | None = None,
-                maps: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                maps: dict[str, torch.Tensor] | None = None,
+                features: dict[str, list[torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
         """Return ``{task: output}`` for every task named in ``rows`` (all tasks, all rows by default).
 
         Each task's rows are a contiguous slice of the batch, so selecting its
         features is a view, not a copy. Pass a dict as ``maps`` to receive the
         bridges' displayable maps (:meth:`Bridge.maps`) for the target's rows,
-        named ``BRIDGE`` or ``BRIDGE.MAP``; training leaves it out.
+        named ``BRIDGE`` or ``BRIDGE.MAP``; training leaves it out. Pass a dict as
+        ``features`` to receive each task's backbone feature maps on its rows.
         """
         if rows is None:
             rows = {name: slice(0, images.shape[0]) for name in self.tasks}
@@ -73,10 +75,10 @@ class MultiTaskModel(nn.Module):
         with torch.enable_grad() if needs_grad else nullcontext():
             if needs_grad and not images.requires_grad:
                 images = images.detach().requires_grad_(True)
-            features = self.backbone(images)
+            pyramid = self.backbone(images)
             outputs: dict[str, torch.Tensor] = {}
             for name, task_rows in rows.items():
-                feats = [f[task_rows] for f in features]
+                feats = [f[task_rows] for f in pyramid]
                 extras: dict[int, torch.Tensor] = {}
                 for bridge in bridges:
                     if bridge.target != name:
@@ -89,6 +91,9 @@ class MultiTaskModel(nn.Module):
                     extras[bridge.stride] = extra if bridge.stride not in extras else torch.cat(
                         [extras[bridge.stride], extra], dim=1)
                 outputs[name] = self.heads[name](feats, extras)
+            if features is not None:
+                features.update({name: [f[task_rows] if caller_grad else f[task_rows].detach() for f in pyramid]
+                                 for name, task_rows in rows.items()})
         if not caller_grad:  # grad was enabled only for the bridges: hand back plain tensors, free the graph
             outputs = {name: out.detach() for name, out in outputs.items()}
         return outputs

@@ -5,6 +5,8 @@ rank 0's weights), draws its own shard of every stream, and augments with
 its own random stream. Only rank 0 writes files and prints. A resume
 restores every process's own device (from LOCAL_RANK, never from the saved
 config), generators and stream positions (:mod:`mtssl.run.state`).
+Strategies and weightings reduce their statistics over the processes
+through the :class:`~mtssl.interfaces.StrategyContext` made here.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from mtssl.interfaces import StrategyContext
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,20 @@ class Distributed:
         holder = [value]
         dist.broadcast_object_list(holder, src=0)
         return holder[0]
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum of ``tensor`` over the process group, as a new tensor (every rank gets the same bits)."""
+    total = tensor.detach().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
+
+
+def strategy_context(rank: int, world: int, device: torch.device) -> StrategyContext:
+    """What strategies and weightings learn about the run's processes (a copy instead of a collective alone)."""
+    if world == 1:
+        return StrategyContext(rank, world, device)
+    return StrategyContext(rank, world, device, all_reduce_sum)
 
 
 def from_environment() -> Distributed:

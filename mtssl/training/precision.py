@@ -67,9 +67,13 @@ class Precision:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        """``loss`` times the fp16 loss scale (``loss`` itself otherwise); :meth:`step` divides it out again."""
+        return loss if self.scaler is None else self.scaler.scale(loss)
+
     def backward(self, loss: torch.Tensor) -> None:
         """``loss.backward()``, of the scaled loss in fp16."""
-        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+        self.scale(loss).backward()
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         """``optimizer.step()``; in fp16 unscaled, skipped when a gradient overflowed, and the scale updated."""

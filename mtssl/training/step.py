@@ -4,7 +4,9 @@ Each task's loss is its supervised term plus its strategies' weighted SSL
 terms; the run's task weighting combines the tasks (a plain sum by default).
 All loss terms are fetched to the host in one transfer, which is also where
 the divergence guard looks at them: a step whose loss is not finite updates
-nothing.
+nothing. That includes the state of strategies and the weighting: they
+propose its update while scoring a step, and the step commits it
+(:meth:`~mtssl.interfaces.SSLStrategy.commit`) only when it is applied.
 """
 from __future__ import annotations
 
@@ -81,8 +83,12 @@ class TrainingStep:
         self.optimizer, self.scheduler, self.device = optimizer, scheduler, device
         self.log_grad_shares = log_grad_shares
 
-    def run_pass(self, views: list[View]) -> dict[tuple[str, str], torch.Tensor]:
-        """One backbone pass over the concatenated views; each head runs on its own task's rows."""
+    def run_pass(self, views: list[View]) -> tuple[dict[tuple[str, str], torch.Tensor],
+                                                   dict[tuple[str, str], list[torch.Tensor]]]:
+        """One backbone pass over the concatenated views; each head runs on its own task's rows.
+
+        Returns every view's output and, for views that asked for them, its backbone features.
+        """
         rows, start = {}, 0
         for view in views:  # a task's views are adjacent, so its rows form one slice
             first = rows.get(view.task, slice(start, start))
@@ -90,14 +96,19 @@ class TrainingStep:
             start += len(view.images)
         batch = torch.cat([v.images for v in views])
         network = self.networks.by_role(views[0].model)
+        features: dict[str, list[torch.Tensor]] | None = {} if any(v.features for v in views) else None
         with nullcontext() if views[0].grad else torch.no_grad(), self.precision.autocast():
-            outputs = network(batch, rows)
-        by_view, offsets = {}, {name: 0 for name in rows}
+            outputs = network(batch, rows) if features is None else network(batch, rows, features=features)
+        by_view, features_by_view, offsets = {}, {}, {name: 0 for name in rows}
         for view in views:
-            out = outputs[view.task][offsets[view.task]: offsets[view.task] + len(view.images)]
+            part = slice(offsets[view.task], offsets[view.task] + len(view.images))
             offsets[view.task] += len(view.images)
+            out = outputs[view.task][part]
             by_view[(view.task, view.key)] = out if view.grad else out.detach()
-        return by_view
+            if view.features:
+                maps = [f[part] for f in features[view.task]]
+                features_by_view[(view.task, view.key)] = maps if view.grad else [f.detach() for f in maps]
+        return by_view, features_by_view
 
     def head_forward(self, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         """Task ``name``'s output for new images: one more backbone pass, for strategies that need it."""
@@ -110,8 +121,11 @@ class TrainingStep:
     def compute_loss(self, views: list[View], step: int) -> StepResult:
         """Every loss term of step ``step`` (0-based), fetched to the host once and checked by the guard."""
         by_view: dict[tuple[str, str], torch.Tensor] = {}
+        features: dict[tuple[str, str], list[torch.Tensor]] = {}
         for group in plan_passes(views, self.parts.bridges):
-            by_view.update(self.run_pass(group))
+            outputs, group_features = self.run_pass(group)
+            by_view.update(outputs)
+            features.update(group_features)
         targets = {(v.task, v.key): v.target for v in views}
         images = {(v.task, v.key): v.images for v in views}
 
@@ -131,7 +145,8 @@ class TrainingStep:
                     task, {k[len(prefix):]: by_view[(t, k)] for t, k in mine}, labeled_out, labeled_target,
                     step, view_images={k[len(prefix):]: images[(t, k)] for t, k in mine},
                     view_targets={k[len(prefix):]: targets[(t, k)] for t, k in mine},
-                    forward=self.head_forward(name)))
+                    forward=self.head_forward(name),
+                    view_features={k[len(prefix):]: features[(t, k)] for t, k in mine if (t, k) in features}))
                 total = total + result.loss
                 terms[f"{name}/{strategy.name}"] = result.loss
                 logs[f"{name}/{strategy.name}"] = math.nan
@@ -152,6 +167,22 @@ class TrainingStep:
                        or "a loss term on another process is not finite or exceeds --max-loss")
         return StepResult(combined.loss, logs, problem, fetched.stop, task_losses, loss_terms, combined)
 
+    def scaled_for_backward(self, result: StepResult) -> tuple[dict[str, torch.Tensor], WeightedLoss]:
+        """The task losses and total a gradient-based weighting differentiates, times the fp16 loss scale.
+
+        The scaler divides the scale out of every gradient before the optimizer step (and skips a step
+        whose gradients overflowed), as it does for the plain backward.
+        """
+        combined = result.combined
+        scaled = {name: self.precision.scale(loss) for name, loss in result.task_losses.items()}
+        return scaled, WeightedLoss(self.precision.scale(combined.loss), combined.weights, combined.logs)
+
+    def commit_state(self) -> None:
+        """Let every strategy and the weighting apply the state updates this (applied) step proposed."""
+        for strategy in (s for group in self.parts.strategies.values() for s in group):
+            strategy.commit()
+        self.weighting.commit()
+
     def update(self, views: list[View], step: int, checkpoint_note: Callable[[], str]) -> StepResult:
         """Losses, backward and optimizer step for step ``step``; a rejected step updates nothing.
 
@@ -168,8 +199,8 @@ class TrainingStep:
         if problem is None:
             shared_ids = {id(p) for p in shared}
             others = [p for group in self.optimizer.param_groups for p in group["params"] if id(p) not in shared_ids]
-            if self.weighting.needs_task_gradients:  # it backpropagates each task itself (no fp16 loss scaling)
-                result.logs.update(self.weighting.backward(result.task_losses, result.combined, shared, others))
+            if self.weighting.needs_task_gradients:  # it backpropagates each task itself (scaled losses in fp16)
+                result.logs.update(self.weighting.backward(*self.scaled_for_backward(result), shared, others))
             else:
                 self.precision.backward(result.loss)
             if (self.guard.skip_budget and self.precision.scaler is None
@@ -180,6 +211,7 @@ class TrainingStep:
             self.scheduler.step()
             if self.networks.teacher is not None:
                 self.networks.teacher.update(self.networks.model)
+            self.commit_state()
         else:
             self.guard.bad_step(step + 1, problem, checkpoint_note())
             self.optimizer.zero_grad(set_to_none=True)

@@ -30,6 +30,7 @@ from mtssl.training.stopping import StopRequest, TrainingStopped, stop_on_signal
 from mtssl.training.teacher import EMATeacher, requested_decay
 from mtssl.training.batches import build_batches, image_channels, introduce_labels, write_splits
 from mtssl.training.checkpointing import Checkpointer, resumable_parts
+from mtssl.training.distributed import strategy_context
 from mtssl.training.step import Networks, StepResult, TrainingStep
 from mtssl.training.validation import validate
 from mtssl.training.views import View, ViewBuilder
@@ -103,6 +104,9 @@ class Trainer:
         self.teacher = EMATeacher(self.model, decay) if decay is not None else None
         self.peer = build_peer(config, host).to(self.device) if any(s.needs_peer() for s in strategies) else None
         self.weighting = build_weighting(config, host)
+        context = strategy_context(self.rank, world, self.device)
+        for component in (*strategies, self.weighting):
+            component.bind(context)
         self.weighting.setup(list(self.parts.tasks), self.device)
         if world > 1 and (self.peer is not None or self.weighting.needs_task_gradients):
             raise ValueError("a second network (cps) and gradient-based weightings (pcgrad) run in one process "

@@ -31,6 +31,7 @@ class View:
     target: torch.Tensor | None = None
     grad: bool = True
     model: str = "student"
+    features: bool = False  # the strategy asked for the backbone's features of this view
 
 
 class ViewBuilder:
@@ -82,7 +83,7 @@ class ViewBuilder:
             else:
                 xv, tv = self.augment(unlabeled_images, request.aug, None, spec)
             built[request.key] = View(name, f"{strategy.name}/{request.key}", xv, tv,
-                                      request.grad and request.model != "teacher", request.model)
+                                      request.grad and request.model != "teacher", request.model, request.features)
         return list(built.values())
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mtssl.api import SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, check_options
-from mtssl_plugins.functional import sigmoid_rampup
+from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, read_options,
+                       sigmoid_rampup)
 
 
 def cross_pseudo_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
@@ -25,18 +25,20 @@ def cross_pseudo_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.T
             + F.binary_cross_entropy_with_logits(logits_b.float(), label_a))
 
 
+class CPSOptions(Options):
+    weight: float = Field(1.5, ge=0.0)
+    rampup: int = Field(0, ge=0, description="steps of the sigmoid ramp-up of the weight")
+
+
 class CrossPseudoSupervision(SSLStrategy):
     def serves(self, target):
         """Binary maps: hard labels are sigmoid >= 0.5 per pixel and channel."""
         return target.spatial and target.binary
 
     def __init__(self, name: str, **options):
-        check_options(f"strategy '{name}'", options, {"weight", "rampup"})
+        settings = read_options(f"strategy '{name}'", options, CPSOptions)
         super().__init__(name, **options)
-        self.weight = float(options.get("weight", 1.5))
-        self.rampup = int(options.get("rampup", 0))
-        if self.rampup < 0:
-            raise ValueError(f"strategy '{name}': rampup must be >= 0 steps, got {self.rampup}")
+        self.weight, self.rampup = settings.weight, settings.rampup
 
     def needs_peer(self) -> bool:
         return True

@@ -1,10 +1,7 @@
 """FixMatch-style pseudo-labelling (MultiMix eq. 1): weak view labels, strong view learns."""
 from __future__ import annotations
 
-from pydantic import Field
-
-from mtssl.api import Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, read_options
-from mtssl_plugins.functional import fixmatch_loss
+from mtssl.api import Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, fixmatch_loss, read_options
 
 
 class FixMatchOptions(Options):

@@ -8,8 +8,13 @@ threshold`` (0.95, as UniMatch).
 """
 from __future__ import annotations
 
-from mtssl.api import SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, check_options
-from mtssl_plugins.functional import dense_pseudo_label_loss
+from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest,
+                       dense_pseudo_label_loss, read_options)
+
+
+class DenseFixMatchOptions(Options):
+    threshold: float = Field(0.95, ge=0.5, le=1.0, description="binary confidence max(p, 1 - p) to keep a pixel")
+    weight: float = Field(1.0, ge=0.0)
 
 
 class DenseFixMatch(SSLStrategy):
@@ -20,13 +25,9 @@ class DenseFixMatch(SSLStrategy):
         return target.spatial and target.binary
 
     def __init__(self, name: str, **options):
-        check_options(f"strategy '{name}'", options, {"threshold", "weight"})
+        settings = read_options(f"strategy '{name}'", options, DenseFixMatchOptions)
         super().__init__(name, **options)
-        self.threshold = float(options.get("threshold", 0.95))
-        self.weight = float(options.get("weight", 1.0))
-        if not 0.5 <= self.threshold <= 1.0:
-            raise ValueError(f"strategy '{name}': threshold must lie in [0.5, 1] (a binary confidence), "
-                             f"got {self.threshold}")
+        self.threshold, self.weight = settings.threshold, settings.weight
 
     def plan(self):
         return [ViewRequest("weak", "unlabeled", "weak", grad=False),

@@ -25,9 +25,7 @@ import torch
 
 from typing import Literal
 
-from pydantic import Field
-
-from mtssl.api import Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, read_options
+from mtssl.api import Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, read_options
 from mtssl_plugins.functional import bernoulli_kl
 
 

@@ -14,8 +14,18 @@ the geometry no longer lines up).
 """
 from __future__ import annotations
 
-from mtssl.api import SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, check_options
-from mtssl_plugins.functional import probability_mse, sigmoid_rampup
+from typing import Literal
+
+from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, read_options,
+                       sigmoid_rampup)
+from mtssl_plugins.functional import probability_mse
+
+
+class MeanTeacherOptions(Options):
+    weight: float = Field(1.0, ge=0.0)
+    rampup: int = Field(200, ge=0, description="steps of the sigmoid ramp-up of the weight")
+    ema: float = Field(0.99, ge=0.0, lt=1.0, description="decay of the EMA teacher")
+    views: Literal["aligned", "independent"] = "aligned"
 
 
 class MeanTeacher(SSLStrategy):
@@ -26,18 +36,9 @@ class MeanTeacher(SSLStrategy):
         return True
 
     def __init__(self, name: str, **options):
-        check_options(f"strategy '{name}'", options, {"weight", "rampup", "ema", "views"})
+        settings = read_options(f"strategy '{name}'", options, MeanTeacherOptions)
         super().__init__(name, **options)
-        self.weight = float(options.get("weight", 1.0))
-        self.rampup = int(options.get("rampup", 200))
-        self.ema = float(options.get("ema", 0.99))
-        self.views = str(options.get("views", "aligned"))
-        if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"strategy '{name}': ema must lie in [0, 1), got {self.ema}")
-        if self.rampup < 0:
-            raise ValueError(f"strategy '{name}': rampup must be >= 0 steps, got {self.rampup}")
-        if self.views not in {"aligned", "independent"}:
-            raise ValueError(f"strategy '{name}': views must be 'aligned' or 'independent', got '{self.views}'")
+        self.weight, self.rampup, self.ema, self.views = settings.weight, settings.rampup, settings.ema, settings.views
 
     def teacher_decay(self) -> float:
         return self.ema

@@ -18,10 +18,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pydantic import Field
-
-from mtssl.api import Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, read_options
-from mtssl_plugins.functional import guess_labels, mixup, mixup_lambda, probability_l2, soft_cross_entropy
+from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, guess_labels,
+                       linear_rampup, mixup, mixup_lambda, read_options, soft_cross_entropy)
+from mtssl_plugins.functional import probability_l2
 
 
 class MixMatchOptions(Options):
@@ -50,7 +49,7 @@ class MixMatch(SSLStrategy):
         return [ViewRequest("labeled", "labeled", "weak", grad=False), *unlabeled]
 
     def current_weight(self, step: int) -> float:
-        return self.weight * (min(1.0, step / self.rampup) if self.rampup else 1.0)
+        return self.weight * linear_rampup(step, self.rampup)
 
     def loss(self, inputs: StrategyInputs) -> StrategyLoss:
         if inputs.forward is None:

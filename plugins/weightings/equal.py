@@ -1,14 +1,14 @@
 """Equal weighting: the plain sum of the task losses (the default, MultiMix's Algorithm 1)."""
 from __future__ import annotations
 
-from mtssl.api import Weighting, WeightedLoss, check_options
+from mtssl.api import Options, Weighting, WeightedLoss, read_options
 
 
 class Equal(Weighting):
     """sum_t L_t: every task's loss counts once."""
 
     def __init__(self, name: str, **options):
-        check_options(f"weighting '{name}'", options, set())
+        read_options(f"weighting '{name}'", options, Options)  # takes none
         super().__init__(name, **options)
 
     def combine(self, losses, step):

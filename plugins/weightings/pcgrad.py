@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from mtssl.api import Weighting, WeightedLoss, check_options
+from mtssl.api import Options, Weighting, WeightedLoss, read_options
 
 
 def project_conflicts(grads: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
@@ -31,7 +31,7 @@ class PCGrad(Weighting):
     needs_task_gradients = True
 
     def __init__(self, name: str, **options):
-        check_options(f"weighting '{name}'", options, set())
+        read_options(f"weighting '{name}'", options, Options)  # takes none
         super().__init__(name, **options)
 
     def combine(self, losses, step):

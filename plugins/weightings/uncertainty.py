@@ -5,14 +5,20 @@ Each task t gets a learned ``s_t = log sigma_t^2`` and contributes
 variance and a small weight, and the ``s_t / 2`` term keeps the variances
 from growing without bound. (The same form as LibMTL's ``UW``.) The log-variances
 start at ``init`` (0: weight 1/2) and are trained by the run's optimizer, at
-``lr`` when given (they move slowly at the model's 1e-4).
+``lr`` when given (they move slowly at the model's 1e-4). ``init`` lies in
+[-20, 20]: initial weights between 1e-9 and 2.4e8 cover any sensible start.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from mtssl.api import Weighting, WeightedLoss, check_options
+from mtssl.api import Field, Options, Weighting, WeightedLoss, read_options
+
+
+class UncertaintyOptions(Options):
+    init: float = Field(0.0, ge=-20.0, le=20.0, description="initial log-variance s_t (weight exp(-s)/2)")
+    lr: float | None = Field(None, gt=0.0, description="learning rate of the log-variances (None: the run's)")
 
 
 def uncertainty_weighted(losses: torch.Tensor, log_vars: torch.Tensor) -> torch.Tensor:
@@ -22,12 +28,9 @@ def uncertainty_weighted(losses: torch.Tensor, log_vars: torch.Tensor) -> torch.
 
 class Uncertainty(Weighting):
     def __init__(self, name: str, **options):
-        check_options(f"weighting '{name}'", options, {"init", "lr"})
+        settings = read_options(f"weighting '{name}'", options, UncertaintyOptions)
         super().__init__(name, **options)
-        self.init = float(options.get("init", 0.0))
-        self.lr = float(options["lr"]) if options.get("lr") is not None else None
-        if self.lr is not None and self.lr <= 0:
-            raise ValueError(f"weighting '{name}': lr must be > 0, got {self.lr}")
+        self.init, self.lr = settings.init, settings.lr
         self.tasks: list[str] = []
         self.log_vars: nn.Parameter | None = None
 
