@@ -11,6 +11,9 @@ Real data (never copied into the project)::
     python benchmarks/grid.py --out grid-real \\
         --cls-data kermany:../shared/data/chest_xray \\
         --seg-data pairs:../shared/data/lungs/images,../shared/data/lungs/masks
+
+Without ``--cls-test``/``--seg-test`` each task is then scored on its runs' held-out validation split (the
+paper grid's synthetic test sets do not apply to a model of other data).
 """
 from __future__ import annotations
 

@@ -6,6 +6,16 @@ run's checkpoint. A cell's result is a JSON file in ``OUT/cells/``; a re-run
 skips every cell whose file says it finished with the same settings, and
 retries failed ones. A failing cell is recorded and the grid goes on.
 
+A signal (SIGTERM from a scheduler, Ctrl-C) stops the grid with
+:class:`GridStopped`: inside training after the current step, with the
+cell's ``last`` checkpoint saved as ``mtssl train`` does. The re-run
+resumes that cell from its checkpoint, bit for bit as ``mtssl train
+--resume`` would, instead of training it again.
+
+A task without test sources is scored on its run's held-out validation
+split (``val``): drawn from the training data, so it is the only test set
+that matches a user's own data without further options.
+
 A model varies only the budgets of the tasks it has, so a single-task model
 is not trained again for every budget of a task it does not have.
 
@@ -29,20 +39,46 @@ import json
 import re
 import shlex
 import shutil
+import signal
 import traceback
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from mtssl.run.config import ConfigError, RunConfig, TaskData, load_config, load_config_file
-from mtssl.spec import parse_task
+from mtssl.spec import parse_source, parse_task
+from mtssl.training.stopping import StartupStopped, TrainingStopped, signal_name, stop_startup_on_signals
 
 Budget = int | str
 CHECKPOINTS = ("best", "last")
+SYNTHETIC = "synthetic"
+"""The built-in phantom source: the paper grid's training and test data."""
+CELL_MARK = "grid-cell.json"
+"""Written into a cell's run folder when it starts: which cell and settings the folder belongs to."""
 
 
 class GridError(ValueError):
     """A grid definition that cannot be run; the message names the file or option."""
+
+
+class GridStopped(BaseException):
+    """The grid stopped on a signal; a re-run of the same command continues it.
+
+    A BaseException like :class:`~mtssl.training.stopping.TrainingStopped`,
+    so the per-cell ``except Exception`` does not record it as a failed cell.
+    ``step`` is the step the cell's ``last`` checkpoint holds when training
+    stopped cleanly, else None.
+    """
+
+    def __init__(self, signum: int, cell: str | None, step: int | None = None):
+        self.signum, self.cell, self.step = int(signum), cell, step
+        where = f" in cell {cell}" if cell else ""
+        saved = f" after step {step} (its checkpoint is kept)" if step is not None else ""
+        super().__init__(f"stopped by {signal_name(self.signum)}{where}{saved}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 @dataclass(frozen=True)
@@ -142,7 +178,7 @@ class GridSpec:
                 raise GridError(f"budgets for task '{task}' are empty")
 
 
-RUN_KEYS = {"size", "steps", "batch_size", "eval_every", "lr", "lr_step_epochs", "device", "cache_dir",
+RUN_KEYS = {"size", "steps", "batch_size", "eval_every", "save_every", "lr", "lr_step_epochs", "device", "cache_dir",
             "backbone", "strong_ops", "epochs", "skip_bad", "select_by", "amp", "precision", "weighting", "threads"}
 GRID_KEYS = {"models", "budgets", "seeds", "reference", "main_metrics", "data", "run", "checkpoint"}
 
@@ -284,8 +320,39 @@ def cell_config(grid: GridSpec, cell: Cell, runs_dir: Path) -> RunConfig:
                        seed=cell.seed, out=str(runs_dir), name=cell.cell_id, **run)
     if cell.model.weighting:
         config.weighting = cell.model.weighting
-    config.save_every = config.steps or config.save_every  # one resumable checkpoint at the end is enough
+    if "save_every" not in run:  # one resumable checkpoint at the end, unless asked (a stop saves one too)
+        config.save_every = config.steps or config.save_every
     return config
+
+
+def is_synthetic(spec: str) -> bool:
+    """Whether a data spec names the built-in synthetic source."""
+    return parse_source(spec).name == SYNTHETIC
+
+
+def cell_tests(config: RunConfig, tasks: Iterable[str]) -> dict[str, list[str]]:
+    """What each task is scored on: its test sources, else its run's held-out validation split."""
+    from mtssl.evaluation.evaluate import VAL
+
+    return {task: list(config.data[task].test) or [VAL] for task in tasks}
+
+
+def describe_tests(grid: GridSpec, tasks: Iterable[str]) -> list[str]:
+    """One line per task: the sets it is scored on, and where ``val`` comes from."""
+    from mtssl.evaluation.evaluate import VAL
+
+    lines = []
+    for task in dict.fromkeys(tasks):
+        data = grid.data.get(task, TaskData())
+        tests = data.test or [VAL]
+        line = f"{task} is tested on {', '.join(tests)}"
+        if VAL in tests:
+            origin = (f"'{data.val}'" if data.val else
+                      f"{data.val_fraction:.0%} of '{data.train or 'the default source'}'")
+            line += (f" ({VAL}: each run's held-out validation split, {origin}: the training data's own "
+                     f"distribution; give --{task}-test SPEC for an independent test set)")
+        lines.append(line)
+    return lines
 
 
 def settings_fingerprint(config: RunConfig, checkpoint: str) -> str:
@@ -315,29 +382,62 @@ def strip_per_image(result: dict) -> dict:
             for task, tests in result.items()}
 
 
-def run_cell(grid: GridSpec, cell: Cell, out: Path, host, evaluate: Evaluator) -> dict:
-    """Train and evaluate one cell; return its record (never raises for a cell's own failure)."""
+def resumable_run(run_path: Path, fingerprint: str):
+    """The run folder of an interrupted attempt at this cell with the same settings, if it has a checkpoint."""
+    from mtssl.run.rundir import RunDir
+
+    try:
+        mark = json.loads((run_path / CELL_MARK).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(mark, dict) or mark.get("fingerprint") != fingerprint:
+        return None
+    return RunDir(run_path) if (run_path / "checkpoints" / "last.safetensors").is_file() else None
+
+
+def start_trainer(config: RunConfig, cell: Cell, fingerprint: str, host, log: Callable[[str], None]):
+    """The cell's trainer: resumed from an interrupted attempt's ``last`` (as ``train --resume``), else new."""
     from mtssl.run.rundir import RunDir
     from mtssl.training.trainer import Trainer
 
+    run_path = Path(config.out) / cell.cell_id
+    run = resumable_run(run_path, fingerprint)
+    if run is not None:
+        try:
+            trainer = Trainer(run.config(), host, run)
+            trainer.resume("last")
+            log(f"resuming at step {trainer.step}/{trainer.total_steps}")
+            return trainer
+        except Exception as exc:  # noqa: BLE001 - a damaged attempt is started over, not recorded as a failure
+            log(f"cannot resume the earlier attempt ({type(exc).__name__}: {exc}); starting over")
+    if run_path.exists():
+        shutil.rmtree(run_path)  # a failed or unresumable earlier attempt
+    run = RunDir.create(config)
+    run.write_json(CELL_MARK, {"cell": cell.cell_id, "fingerprint": fingerprint})
+    return Trainer(config, host, run)
+
+
+def run_cell(grid: GridSpec, cell: Cell, out: Path, host, evaluate: Evaluator,
+             log: Callable[[str], None] = print) -> dict:
+    """Train (or resume) and evaluate one cell; return its record (never raises for a cell's own failure).
+
+    A stop (:class:`~mtssl.training.stopping.TrainingStopped`, a signal) passes through: the cell
+    stays resumable. A failed attempt is not resumed: its retry starts over.
+    """
     runs_dir = out / "runs"
     record: dict[str, Any] = {"cell": cell.cell_id, "model": cell.model.name, "spec": cell.model.describe(),
                               "budgets": {t: b for t, b in cell.budgets}, "seed": cell.seed}
     try:
         config = cell_config(grid, cell, runs_dir)
         record["fingerprint"] = settings_fingerprint(config, grid.checkpoint)
-        run_path = runs_dir / cell.cell_id
-        if run_path.exists():
-            shutil.rmtree(run_path)  # a half-finished earlier attempt
-        run = RunDir.create(config)
-        trainer = Trainer(config, host, run)
+        trainer = start_trainer(config, cell, record["fingerprint"], host, log)
         summary = trainer.fit()
-        # Without test sources a task is scored on its validation split ("val").
-        tests = {task: list(config.data[task].test) or ["val"] for task, _ in cell.budgets}
-        metrics = evaluate(run.path, tests=tests, checkpoint=grid.checkpoint, host=host)
-        record.update(status="ok", run_dir=str(run.path), wall_time_s=summary.get("wall_time_s"),
+        tests = cell_tests(config, (task for task, _ in cell.budgets))
+        metrics = evaluate(trainer.run.path, tests=tests, checkpoint=grid.checkpoint, host=host)
+        record.update(status="ok", run_dir=str(trainer.run.path), wall_time_s=summary.get("wall_time_s"),
                       metrics=strip_per_image(metrics))
     except Exception as exc:  # noqa: BLE001 - one broken cell must not stop the grid
+        (runs_dir / cell.cell_id / CELL_MARK).unlink(missing_ok=True)
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
                       traceback=traceback.format_exc(limit=8))
     return record
@@ -369,7 +469,10 @@ def write_record(out: Path, cell: Cell, record: dict) -> None:
 
 def run_grid(grid: GridSpec, out: str | Path, models: Iterable[str] | None = None, host=None,
              evaluate: Evaluator | None = None, log: Callable[[str], None] = print) -> list[dict]:
-    """Run every cell not already finished; return all records (stored and new) in grid order."""
+    """Run every cell not already finished; return all records (stored and new) in grid order.
+
+    Raises :class:`GridStopped` (naming the cell) when a signal stops it.
+    """
     from mtssl.plugins import PluginHost
 
     grid.check()
@@ -378,26 +481,45 @@ def run_grid(grid: GridSpec, out: str | Path, models: Iterable[str] | None = Non
     host = host or PluginHost()
     evaluate = evaluate or default_evaluator()
     cells = expand_cells(grid, models)
-    records = []
-    for i, cell in enumerate(cells, 1):
-        try:
-            fingerprint = settings_fingerprint(cell_config(grid, cell, out / "runs"), grid.checkpoint)
-        except (TypeError, ValueError):
-            fingerprint = ""  # run_cell reports the problem
-        stored = stored_record(out, cell, fingerprint)
-        if stored is not None:
-            log(f"[{i}/{len(cells)}] {cell.cell_id}: done earlier, skipped")
-            records.append(stored)
-            continue
-        log(f"[{i}/{len(cells)}] {cell.cell_id}: training ({cell.model.describe()})")
-        record = run_cell(grid, cell, out, host, evaluate)
-        write_record(out, cell, record)
-        if record["status"] == "ok":
-            log(f"[{i}/{len(cells)}] {cell.cell_id}: ok in {record.get('wall_time_s') or 0:.1f}s")
-        else:
-            log(f"[{i}/{len(cells)}] {cell.cell_id}: FAILED: {record['error']}")
-        records.append(record)
+    for line in describe_tests(grid, (task for cell in cells for task, _ in cell.budgets)):
+        log(line)
+    records: list[dict] = []
+    cell = None
+    try:
+        # Outside a training loop (decoding data, evaluating) a signal unwinds at once, as during a run's
+        # start-up; inside one, the trainer's own handler takes the first signal and stops after the step.
+        with stop_startup_on_signals((signal.SIGINT, signal.SIGTERM)):
+            for i, cell in enumerate(cells, 1):
+                records.append(run_or_skip(grid, cell, f"[{i}/{len(cells)}] {cell.cell_id}", out, host, evaluate,
+                                           log))
+    except TrainingStopped as exc:
+        raise GridStopped(exc.signum, cell and cell.cell_id, exc.step) from None
+    except StartupStopped as exc:
+        raise GridStopped(exc.signum, cell and cell.cell_id) from None
+    except KeyboardInterrupt:
+        raise GridStopped(signal.SIGINT, cell and cell.cell_id) from None
     return records
+
+
+def run_or_skip(grid: GridSpec, cell: Cell, label: str, out: Path, host, evaluate: Evaluator,
+                log: Callable[[str], None]) -> dict:
+    """The cell's stored record when it finished with these settings, else a new (stored) one."""
+    try:
+        fingerprint = settings_fingerprint(cell_config(grid, cell, out / "runs"), grid.checkpoint)
+    except (TypeError, ValueError):
+        fingerprint = ""  # run_cell reports the problem
+    stored = stored_record(out, cell, fingerprint)
+    if stored is not None:
+        log(f"{label}: done earlier, skipped")
+        return stored
+    log(f"{label}: training ({cell.model.describe()})")
+    record = run_cell(grid, cell, out, host, evaluate, log=lambda line: log(f"{label}: {line}"))
+    write_record(out, cell, record)
+    if record["status"] == "ok":
+        log(f"{label}: ok in {record.get('wall_time_s') or 0:.1f}s")
+    else:
+        log(f"{label}: FAILED: {record['error']}")
+    return record
 
 
 def load_records(out: str | Path) -> list[dict]:

@@ -19,6 +19,8 @@ import numpy as np
 from scipy import stats
 
 Row = tuple[str, tuple[tuple[str, object], ...]]
+VAL_NOTE = ("`{val}` is each run's held-out validation split: images from its own training data, so the scores "
+            "measure the training distribution, not an independent test set (give `--TASK-test SPEC` for one).")
 
 
 @dataclass
@@ -165,6 +167,8 @@ def _ordered(items: Iterable) -> list:
 def to_markdown(series: list[MetricSeries], failed: list[dict] | None = None, tests: list[PairedTest] | None = None,
                 reference: str | None = None, show_metrics: dict[str, list[str]] | None = None) -> str:
     """Table-2-style tables (one per test-set position: in-domain first, then cross-domain), then p-values."""
+    from mtssl.evaluation.evaluate import VAL
+
     tasks = _ordered(s.task for s in series)
     tests_of = {t: _ordered(s.test for s in series if s.task == t) for t in tasks}
     metrics_of = {t: [m for m in _ordered(s.metric for s in series if s.task == t)
@@ -175,6 +179,8 @@ def to_markdown(series: list[MetricSeries], failed: list[dict] | None = None, te
     for position in range(max((len(v) for v in tests_of.values()), default=0)):
         shown = {t: tests_of[t][position] if position < len(tests_of[t]) else None for t in tasks}
         lines.append("Test sets: " + ", ".join(f"{t} on `{v}`" for t, v in shown.items() if v) + "\n")
+        if VAL in shown.values():
+            lines.append(VAL_NOTE.format(val=VAL) + "\n")
         header = ["Model"]
         for t in tasks:
             header += [f"{t} labels"] + [f"{t} {m}" for m in metrics_of[t]]

@@ -1,12 +1,15 @@
 """``mtssl bench grid``: run an ablation grid (models x label budgets x seeds) and tabulate it."""
 from __future__ import annotations
 
+import shlex
+import sys
 from dataclasses import replace
 
 import click
+from click.core import ParameterSource
 
-from mtssl.bench.grid import (GridSpec, ModelSpec, load_grid, load_records, paper_grid, parse_budgets, parse_seeds,
-                              run_grid)
+from mtssl.bench.grid import (GridSpec, GridStopped, ModelSpec, is_synthetic, load_grid, load_records, paper_grid,
+                              parse_budgets, parse_seeds, run_grid)
 from mtssl.cli.common import err_console, friendly_errors, load_host, max_pixels_option, parse_task_data_args
 from mtssl.cli.params import DEVICE, LEARNING_RATE, POSITIVE_INT
 from mtssl.data.pixel_limit import pixel_limit
@@ -37,6 +40,10 @@ def apply_options(grid: GridSpec, model_specs, reference, seeds, checkpoint, dat
         if "labels" in fields_:
             grid.budgets[task] = parse_budgets(fields_.pop("labels"))
         current = grid.data.get(task, TaskData())
+        if "train" in fields_ and "test" not in fields_ and not is_synthetic(fields_["train"]):
+            # synthetic test sets say nothing about a model of the user's data: without --TASK-test and
+            # without other test sets in the grid, the task is scored on its held-out validation split
+            fields_["test"] = [t for t in current.test if not is_synthetic(t)]
         grid.data[task] = replace(current, **fields_)
     grid.run.update({k: v for k, v in run_options.items() if v is not None})
     return grid
@@ -56,6 +63,8 @@ def apply_options(grid: GridSpec, model_specs, reference, seeds, checkpoint, dat
 @click.option("--steps", type=POSITIVE_INT, help="Optimizer steps per cell.")
 @click.option("--batch-size", type=POSITIVE_INT, help="Images per stream per step.")
 @click.option("--eval-every", type=POSITIVE_INT, help="Validate (for the best checkpoint) every N steps.")
+@click.option("--save-every", type=POSITIVE_INT,
+              help="Write a cell's resumable checkpoint every N steps (default: at its end; a stop writes one too).")
 @click.option("--lr", type=LEARNING_RATE, help="Adam learning rate, 0 < LR <= 1e30.")
 @click.option("--device", type=DEVICE, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=POSITIVE_INT, help="CPU threads for torch's operators in every cell (see mtssl train).")
@@ -76,7 +85,12 @@ def grid(ctx, grid_file, model_specs, only, reference, seeds, checkpoint, out, r
     \b
     Per-task options: --TASK-data SPEC, --TASK-labels 10,50,all (the budget axis),
     --TASK-test SPEC (repeatable: in-domain first, then cross-domain), --TASK-val SPEC,
-    --TASK-val-fraction F.
+    --TASK-val-fraction F. A task whose --TASK-data is not synthetic and that has no --TASK-test
+    is scored on each run's held-out validation split.
+
+    \b
+    SIGTERM or Ctrl-C stops the grid after the current step; the same command
+    continues it, resuming the stopped cell from its checkpoint.
     """
     # no grid file and no --model: the paper's grid, shipped with mtssl
     spec = load_grid(grid_file) if grid_file else GridSpec(models=[]) if model_specs else paper_grid()
@@ -93,11 +107,30 @@ def grid(ctx, grid_file, model_specs, only, reference, seeds, checkpoint, out, r
         if busy := busy_machine_warning(spec.run.get("threads")):
             say(console, "Warning:", "yellow", busy)
         with pixel_limit(max_pixels):
-            records = run_grid(spec, out, models, host=load_host(console),
-                               log=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
+            try:
+                records = run_grid(spec, out, models, host=load_host(console),
+                                   log=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
+            except GridStopped as exc:
+                say(console, "Stopped:", "yellow", f"{exc}; continue with: {repeat_command(ctx)}")
+                sys.exit(exc.exit_code)
     from mtssl.bench.summary import write_outputs  # scipy: only when a grid is summarised
     paths = write_outputs(out, records, spec.reference, spec.main_metrics)
     failed = [r for r in records if r.get("status") != "ok"]
     console.print(plain(f"{len(records) - len(failed)} cells ok, {len(failed)} failed · "
                         + " · ".join(paths.values())), soft_wrap=True)
     click.echo(paths["markdown"])
+
+
+def repeat_command(ctx: click.Context) -> str:
+    """``mtssl bench grid`` with the options given on this command line (as parsed), to continue the grid."""
+    words = ["mtssl", "bench", ctx.info_name]
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[param.name]
+        if param.is_flag:
+            words += [param.opts[0]] if value else param.secondary_opts[:1]
+        else:
+            for item in value if param.multiple else [value]:
+                words += [param.opts[0], str(item)]
+    return shlex.join(words + list(ctx.args))
