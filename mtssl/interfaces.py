@@ -58,13 +58,16 @@ class Backbone(nn.Module, ABC):
 class HeadInputs:
     """What a task head is built from: the backbone's report plus bridge extras.
 
-    ``extras`` maps a stride to the number of extra channels a bridge will
-    inject at that stride.
+    ``extras`` maps a stride to the number of extra channels the bridges into
+    this head will inject at that stride (several bridges at one stride:
+    their channels in ``--bridge`` order); ``image_channels`` is the
+    channels of the model's input images.
     """
 
     channels: tuple[int, ...]
     strides: tuple[int, ...]
     extras: Mapping[int, int] = field(default_factory=dict)
+    image_channels: int = 1
 
 
 @dataclass
@@ -453,20 +456,35 @@ class BridgeInputs:
 
     ``images`` is the whole batch that went through the backbone (it requires
     grad when the bridge asked for it); ``rows`` picks the target's rows out of
-    it; ``source_output`` is the source head's output on those rows.
+    it; ``source_output`` is the source head's raw output on those rows (run
+    with the source's own bridge extras when bridges are chained) and
+    ``source_probabilities`` the same through the source's
+    :meth:`Task.probabilities`, so a bridge need not know sigmoid from softmax.
+    Both stay differentiable with respect to ``images``.
     """
 
     images: torch.Tensor
     rows: slice
     source_output: torch.Tensor
+    source_probabilities: torch.Tensor
 
 
 class Bridge(ABC):
-    """Carries something from one task's output into another task's head."""
+    """Carries something from one task's output into another task's head.
+
+    Bridges form a graph over the run's tasks: a task may be the target of
+    one bridge and the source of another (``cls -> seg -> cls2``); the model
+    runs the heads in topological order and refuses a cycle when it is built.
+    Each bridge may appear once per run (its state, maps and prediction files
+    are keyed by its name).
+
+    The model calls :meth:`setup` once with the route's tasks before it reads
+    :attr:`stride` or :attr:`extra_channels`, so both may depend on them.
+    """
 
     needs_input_grad: ClassVar[bool] = False
     image_channels: int = 1
-    """Channels of the model's input images; the core sets it before it reads :attr:`extra_channels`."""
+    """Channels of the model's input images, set by the default :meth:`setup` (read it after setup)."""
 
     def __init__(self, name: str, source: str, target: str, **options: Any) -> None:
         self.name = name
@@ -474,15 +492,27 @@ class Bridge(ABC):
         self.target = target
         self.options = options
 
+    def setup(self, source: Task, target: Task, head_inputs: HeadInputs) -> None:
+        """Learn the route before the model reads :attr:`stride` and :attr:`extra_channels`.
+
+        ``source`` and ``target`` are the run's tasks at the ends of this
+        bridge; ``head_inputs`` describes the backbone (feature channels and
+        strides, ``image_channels``; its ``extras`` are empty). Raise
+        ``ValueError`` naming the bridge when the route cannot work (e.g. a
+        source without classes). The default records ``image_channels``;
+        call it from an override.
+        """
+        self.image_channels = head_inputs.image_channels
+
     @property
     @abstractmethod
     def extra_channels(self) -> int:
-        """Channels this bridge adds to the target head's input."""
+        """Channels this bridge adds to the target head's input (read after :meth:`setup`)."""
 
     @property
     @abstractmethod
     def stride(self) -> int:
-        """Backbone stride at which the extras are injected into the target head."""
+        """Backbone stride at which the extras are injected into the target head (read after :meth:`setup`)."""
 
     @abstractmethod
     def compute(self, inputs: BridgeInputs) -> torch.Tensor:

@@ -78,6 +78,9 @@ uncertainty = CatalogPlugin("register_weightings", "uncertainty", "mtssl_plugins
     description="learned log-variances, exp(-s)/2*L + s/2 (Kendall et al. 2018); options init=0, lr")
 
 # -- Bridges ---------------------------------------------------------------------------------------
+mask = CatalogPlugin("register_bridges", "mask", "mtssl_plugins.bridges.mask:MaskBridge",
+    description=("the source's per-pixel probabilities (a segmentation) into the target head; cls pools its features "
+                 "under them; option stride (default: deepest)"))
 saliency = CatalogPlugin("register_bridges", "saliency", "mtssl_plugins.bridges.saliency:SaliencyBridge",
     description=("|d max logit / d input| of the source task, with the image, into the target decoder; options "
                  "stride=8, normalize=true"))

@@ -102,7 +102,7 @@ def test_route_is_inferred_and_matches_the_explicit_route(host):
 
 @pytest.mark.parametrize("tasks, bridge, message", [
     (("cls", "seg"), "saliency:cls->lungs", "task 'lungs' is not in this run"),
-    (("cls", "seg"), "saliency:seg->cls", "takes no bridge inputs"),
+    (("cls", "seg"), "saliency:seg->cls", "differentiates the top class of its source, but task 'seg'"),
     (("cls", "seg"), "saliency:cls->seg:stride=3", "injects at stride 3"),
     (("cls", "seg"), "saliency:cls->seg:stride=16", "decoder has no block at stride(s) [16]"),
     (("cls", "seg"), "saliency:cls->seg:colour=red", "known: in_channels, normalize, stride"),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from typing import Iterator, Mapping
 
 import torch
@@ -13,10 +14,13 @@ from mtssl.interfaces import Backbone, Bridge, BridgeInputs, HeadInputs, Task
 class MultiTaskModel(nn.Module):
     """Runs the backbone once over a concatenated batch and each head only on its own rows.
 
-    ``rows`` maps a task name to the slice of the batch holding of the images
+    ``rows`` maps a task name to the slice of the batch holding the images
     that task must predict. A decoder-style head therefore never touches the
     images of other tasks. Bridges get the source head's output on the
     target's rows and may differentiate it with respect to the input images.
+    Bridges form a graph (``cls -> seg -> cls2``): a head that is a bridge
+    source runs, on the target's rows, after the heads upstream of it and with
+    its own bridge extras; a cycle is refused when the model is built.
     """
 
     def __init__(self, backbone: Backbone, tasks: Mapping[str, Task], bridges: list[Bridge] = ()):
@@ -24,22 +28,32 @@ class MultiTaskModel(nn.Module):
         self.backbone = backbone
         self.tasks = dict(tasks)
         self.bridges = list(bridges)
-        self._check_bridges()
-        for bridge in self.bridges:
-            bridge.image_channels = backbone.in_channels
+        self._check_routes()
+        self.order = bridge_order(list(self.tasks), self.bridges)
+        self._into = {name: [b for b in self.bridges if b.target == name] for name in self.tasks}
+        self._upstream = {name: upstream_tasks(name, self.order, self.bridges) for name in self.tasks}
+        self._feeding = {name: [b for b in self.bridges if b.target in {name, *self._upstream[name]}]
+                         for name in self.tasks}
+        described = HeadInputs(tuple(backbone.channels), tuple(backbone.strides), {}, backbone.in_channels)
+        for bridge in self.bridges:  # every bridge knows its route before its stride and channels are read
+            bridge.setup(self.tasks[bridge.source], self.tasks[bridge.target], described)
+        self._check_strides()
         self.heads = nn.ModuleDict()
         for name, task in self.tasks.items():
             extras: dict[int, int] = {}
-            for bridge in self.bridges:
-                if bridge.target == name:
-                    extras[bridge.stride] = extras.get(bridge.stride, 0) + bridge.extra_channels
-            self.heads[name] = task.build_head(HeadInputs(tuple(backbone.channels), tuple(backbone.strides), extras))
-        # the batch norms a bridge's input gradient would run through, found once (not every forward)
-        self._batch_norms = {b.source: [m for part in (backbone, self.heads[b.source]) for m in part.modules()
-                                        if isinstance(m, nn.modules.batchnorm._BatchNorm)] for b in self.bridges}
+            for bridge in self._into[name]:
+                extras[bridge.stride] = extras.get(bridge.stride, 0) + bridge.extra_channels
+            self.heads[name] = task.build_head(HeadInputs(tuple(backbone.channels), tuple(backbone.strides), extras,
+                                                          backbone.in_channels))
+        # the batch norms a bridge's input gradient would run through (backbone, the source head and every
+        # head upstream of it), found once (not every forward)
+        self._batch_norms = {b.source: [m for part in (backbone, *(self.heads[t] for t in
+                                                                   (*self._upstream[b.source], b.source)))
+                                        for m in part.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+                             for b in self.bridges}
 
-    def _check_bridges(self) -> None:
-        targets = {b.target for b in self.bridges}
+    def _check_routes(self) -> None:
+        seen: dict[str, Bridge] = {}
         for bridge in self.bridges:
             for end in (bridge.source, bridge.target):
                 if end not in self.tasks:
@@ -49,9 +63,14 @@ class MultiTaskModel(nn.Module):
                     )
             if bridge.source == bridge.target:
                 raise ValueError(f"bridge '{bridge.name}' connects task '{bridge.source}' to itself")
-            if bridge.source in targets:
-                raise ValueError(f"bridge '{bridge.name}': task '{bridge.source}' is both a bridge source "
-                                 "and a bridge target; chained bridges are not supported")
+            first = seen.setdefault(bridge.name, bridge)
+            if first is not bridge:
+                raise ValueError(f"bridge '{bridge.name}' is given twice ({_route(first)} and {_route(bridge)}); "
+                                 "a bridge may appear once per run (its state, maps and prediction files are "
+                                 "keyed by its name)")
+
+    def _check_strides(self) -> None:
+        for bridge in self.bridges:
             if bridge.stride not in self.backbone.strides:
                 raise ValueError(f"bridge '{bridge.name}' injects at stride {bridge.stride}, but the backbone "
                                  f"offers strides {list(self.backbone.strides)}")
@@ -62,35 +81,25 @@ class MultiTaskModel(nn.Module):
         """Return ``{task: output}`` for every task named in ``rows`` (all tasks, all rows by default).
 
         Each task's rows are a contiguous slice of the batch, so selecting its
-        features is a view, not a copy. Pass a dict as ``maps`` to receive the
-        bridges' displayable maps (:meth:`Bridge.maps`) for the target's rows,
-        named ``BRIDGE`` or ``BRIDGE.MAP``; training leaves it out. Pass a dict as
+        features is a view, not a copy. A head runs once per distinct slice:
+        a source head on the target's rows is shared by every bridge (and task)
+        that needs it there. Pass a dict as ``maps`` to receive the bridges'
+        displayable maps (:meth:`Bridge.maps`) for the target's rows, named
+        ``BRIDGE`` or ``BRIDGE.MAP``; training leaves it out. Pass a dict as
         ``features`` to receive each task's backbone feature maps on its rows.
         """
         if rows is None:
             rows = {name: slice(0, images.shape[0]) for name in self.tasks}
-        bridges = [b for b in self.bridges if b.target in rows and _nonempty(rows[b.target])]
-        needs_grad = any(b.needs_input_grad for b in bridges)
+        needs_grad = any(b.needs_input_grad for name, task_rows in rows.items() if _nonempty(task_rows)
+                         for b in self._feeding[name])
         caller_grad = torch.is_grad_enabled()
         with torch.enable_grad() if needs_grad else nullcontext():
             if needs_grad and not images.requires_grad:
                 images = images.detach().requires_grad_(True)
             pyramid = self.backbone(images)
-            outputs: dict[str, torch.Tensor] = {}
-            for name, task_rows in rows.items():
-                feats = [f[task_rows] for f in pyramid]
-                extras: dict[int, torch.Tensor] = {}
-                for bridge in bridges:
-                    if bridge.target != name:
-                        continue
-                    source_output = self._bridge_source_output(bridge, images, task_rows, feats)
-                    extra = bridge.compute(BridgeInputs(images, task_rows, source_output)).detach()
-                    if maps is not None:
-                        for key, value in bridge.maps(extra).items():
-                            maps[bridge.name if key == bridge.name else f"{bridge.name}.{key}"] = value
-                    extras[bridge.stride] = extra if bridge.stride not in extras else torch.cat(
-                        [extras[bridge.stride], extra], dim=1)
-                outputs[name] = self.heads[name](feats, extras)
+            run = _Pass(images, rows, maps)
+            outputs = {name: self._head(name, task_rows, [f[task_rows] for f in pyramid], run)
+                       for name, task_rows in rows.items()}
             if features is not None:
                 features.update({name: [f[task_rows] if caller_grad else f[task_rows].detach() for f in pyramid]
                                  for name, task_rows in rows.items()})
@@ -98,22 +107,122 @@ class MultiTaskModel(nn.Module):
             outputs = {name: out.detach() for name, out in outputs.items()}
         return outputs
 
+    def _head(self, name: str, rows: slice, feats: list[torch.Tensor], run: "_Pass") -> torch.Tensor:
+        """Task ``name``'s output on ``rows``, once per distinct slice.
 
-    def _bridge_source_output(self, bridge: Bridge, images: torch.Tensor, rows: slice,
-                              feats: list[torch.Tensor]) -> torch.Tensor:
+        Its bridges' sources run first, on the same rows and with their own
+        extras (depth first, so the heads run in topological order).
+        """
+        if not _nonempty(rows):  # nothing to decode: no bridge runs
+            return self.heads[name](feats, {})
+        key = (name, rows.start, rows.stop)
+        if key not in run.done:
+            run.done[key] = self.heads[name](feats, self._extras(name, rows, feats, run))
+        return run.done[key]
+
+    def _extras(self, name: str, rows: slice, feats: list[torch.Tensor], run: "_Pass") -> dict[int, torch.Tensor]:
+        """``{stride: extras}`` of the bridges into task ``name`` on ``rows``, concatenated in bridge order."""
+        extras: dict[int, torch.Tensor] = {}
+        for bridge in self._into[name]:
+            source_output = self._bridge_source_output(bridge, rows, feats, run)
+            probabilities = self.tasks[bridge.source].probabilities(source_output)
+            extra = bridge.compute(BridgeInputs(run.images, rows, source_output, probabilities)).detach()
+            if run.maps is not None and run.rows.get(bridge.target) == rows:
+                for key, value in bridge.maps(extra).items():
+                    run.maps[bridge.name if key == bridge.name else f"{bridge.name}.{key}"] = value
+            extras[bridge.stride] = extra if bridge.stride not in extras else torch.cat(
+                [extras[bridge.stride], extra], dim=1)
+        return extras
+
+    def _bridge_source_output(self, bridge: Bridge, rows: slice, feats: list[torch.Tensor],
+                              run: "_Pass") -> torch.Tensor:
         """The source head's output on the target's rows, as the bridge may differentiate it.
 
         A training-mode batch norm mixes the images of a pass, so an input
         gradient through it would make one image's saliency depend on the
-        others. For such models the rows get a pass of their own with batch
-        norms on their running statistics; per-image norms (the default
-        encoder's instance norm) need nothing extra.
+        others. For such models the rows get a pass of their own (backbone,
+        the source head and the heads upstream of it) with batch norms on
+        their running statistics; per-image norms (the default encoder's
+        instance norm) need nothing extra.
         """
         layers = [m for m in self._batch_norms[bridge.source] if m.training] if bridge.needs_input_grad else []
         if not layers:
-            return self.heads[bridge.source](feats, {})
+            return self._head(bridge.source, rows, feats, run)
         with _running_statistics(layers):
-            return self.heads[bridge.source](self.backbone(images[rows]), {})
+            return self._head(bridge.source, rows, self.backbone(run.images[rows]), _Pass(run.images, run.rows, None))
+
+
+@dataclass
+class _Pass:
+    """One forward's shared state: the input, the rows asked for, the maps wanted, the heads already run."""
+
+    images: torch.Tensor
+    rows: Mapping[str, slice]
+    maps: dict[str, torch.Tensor] | None
+    done: dict[tuple[str, int, int], torch.Tensor] = field(default_factory=dict)
+    """``(task, start, stop) -> output``: a head runs once per distinct slice."""
+
+
+def bridge_order(tasks: list[str], bridges: list[Bridge]) -> list[str]:
+    """The tasks ordered so that every bridge's source precedes its target (stable: ties keep task order).
+
+    A cycle cannot be ordered: it is refused naming its tasks and bridges.
+    """
+    order: list[str] = []
+    remaining = list(tasks)
+    while remaining:
+        ready = [t for t in remaining if all(b.source in order for b in bridges if b.target == t)]
+        if not ready:
+            raise ValueError(_describe_cycle(remaining, bridges))
+        order.append(ready[0])
+        remaining.remove(ready[0])
+    return order
+
+
+def _describe_cycle(stuck: list[str], bridges: list[Bridge]) -> str:
+    """``bridges form a cycle: a -> b -> a (bridges 'x', 'y')`` for a cycle among tasks that cannot be ordered.
+
+    Every stuck task has a bridge from another stuck task, so walking such
+    bridges backwards from any of them must come back to a task already seen.
+    """
+    path, via = [stuck[0]], []
+    while True:
+        bridge = next(b for b in bridges if b.target == path[-1] and b.source in stuck)
+        via.append(bridge)
+        if bridge.source in path:
+            start = path.index(bridge.source)
+            tasks = [bridge.source, *reversed(path[start:])]
+            names = ", ".join(f"'{b.name}'" for b in reversed(via[start:]))
+            return f"bridges form a cycle: {' -> '.join(tasks)} (bridges {names})"
+        path.append(bridge.source)
+
+
+def upstream_tasks(name: str, order: list[str], bridges: list[Bridge]) -> list[str]:
+    """Every task whose head must run before ``name``'s on the same rows (its bridge ancestors), in ``order``."""
+    found: set[str] = set()
+    frontier = [name]
+    while frontier:
+        task = frontier.pop()
+        for bridge in bridges:
+            if bridge.target == task and bridge.source not in found:
+                found.add(bridge.source)
+                frontier.append(bridge.source)
+    return [t for t in order if t in found]
+
+
+def input_grad_tasks(tasks: list[str], bridges: list[Bridge]) -> set[str]:
+    """Tasks whose rows run a bridge that differentiates with respect to the input, directly or upstream.
+
+    A task downstream of a saliency bridge (``cls -> seg -> cls2``) runs it on
+    its own rows too, so its rows belong in the input-gradient pass.
+    """
+    order = bridge_order(tasks, bridges)
+    return {name for name in tasks for b in bridges if b.needs_input_grad
+            and b.target in {name, *upstream_tasks(name, order, bridges)}}
+
+
+def _route(bridge: Bridge) -> str:
+    return f"{bridge.source}->{bridge.target}"
 
 
 @contextmanager

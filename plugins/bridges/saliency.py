@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from pydantic import Field
 
-from mtssl.api import Bridge, BridgeInputs, Options, Task, read_options
+from mtssl.api import Bridge, BridgeInputs, HeadInputs, Options, Task, read_options
 from mtssl_plugins.functional import input_saliency
 
 
@@ -33,6 +33,13 @@ class SaliencyBridge(Bridge):
         settings = read_options(f"bridge '{name}'", options, SaliencyOptions)
         super().__init__(name, source, target, **options)
         self._stride, self.normalize, self.in_channels = settings.stride, settings.normalize, settings.in_channels
+
+    def setup(self, source: Task, target: Task, head_inputs: HeadInputs) -> None:
+        """Refuse a source without one class per image: there is no top class to differentiate."""
+        if not source.target.categorical:
+            raise ValueError(f"bridge '{self.name}' differentiates the top class of its source, but task "
+                             f"'{source.name}' has {source.target.describe()}; route it from a classification task")
+        super().setup(source, target, head_inputs)
 
     @property
     def extra_channels(self) -> int:

@@ -1,4 +1,7 @@
-"""Image classification: max-pool, global average pool, one linear layer; cross-entropy."""
+"""Image classification: max-pool, global average pool, one linear layer; cross-entropy.
+
+Bridge extras (e.g. a segmentation's probabilities) add pooling under each extra map before the linear layer.
+"""
 from __future__ import annotations
 
 import csv
@@ -12,7 +15,8 @@ from torch import nn
 
 from pydantic import Field
 
-from mtssl.api import (EvaluatedSet, HeadInputs, Options, PredictionWriter, ReportFigure, Task, TaskEvaluation, read_options)
+from mtssl.api import (EvaluatedSet, HeadInputs, Options, PredictionWriter, ReportFigure, Task, TaskEvaluation, read_options,
+                       resize_like)
 from mtssl_plugins.metrics.classification import binary_roc, classification_scores
 from mtssl_plugins.metrics.imbalance import balanced_class_weights, class_counts, collapse_note
 from mtssl_plugins.targets import CLASS_LABEL
@@ -20,17 +24,46 @@ from mtssl_plugins.tasks import plots
 
 
 class ClassificationHead(nn.Module):
-    """Paper Table 4 tail: MaxPool(2) -> AvgPool -> FC on the deepest feature map."""
+    """Paper Table 4 tail: MaxPool(2) -> AvgPool -> FC on the deepest feature map.
 
-    def __init__(self, channels: int, num_classes: int):
+    Bridge extras are pooling weights: each channel of the extras at stride
+    ``s`` (e.g. a segmentation's lung probability) is brought to the features
+    at ``s`` with ``resize_like``, clamped to be non-negative, and pools those
+    features as a weighted mean ``sum(w * f) / sum(w)``, so the classifier
+    also sees what lies inside the structure. These pooled vectors follow the
+    global one into the FC. Without extras the head is exactly the paper's.
+    """
+
+    def __init__(self, channels: int, num_classes: int, pooled: Sequence[tuple[int, int, int]] = ()):
+        """``pooled`` lists ``(stride, feature level, pooled width)`` for each stride bridges inject at; the
+        width is the level's feature channels times the extra channels there."""
         super().__init__()
-        self.fc = nn.Linear(channels, num_classes)
+        self.pooled = tuple(pooled)
+        self.fc = nn.Linear(channels + sum(width for _, _, width in self.pooled), num_classes)
 
     def forward(self, features: list[torch.Tensor], extras: Mapping[int, torch.Tensor]) -> torch.Tensor:
         x = features[-1]
         if min(x.shape[-2:]) >= 2:
             x = F.max_pool2d(x, 2)
-        return self.fc(x.mean(dim=(-2, -1)))
+        x = x.mean(dim=(-2, -1))
+        if self.pooled:
+            x = torch.cat([x, *(weighted_pool(features[level], resize_like(extras[stride], features[level]))
+                                for stride, level, _ in self.pooled)], dim=1)
+        return self.fc(x)
+
+
+POOL_EPS = 1e-6
+"""Keeps a weight map that is (nearly) zero everywhere from dividing by zero."""
+
+
+def weighted_pool(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``[B, C, H, W]`` features pooled under each of ``[B, K, H, W]`` weight maps: ``[B, K * C]``.
+
+    A map that is zero everywhere pools to zeros.
+    """
+    weights = weights.clamp_min(0)
+    total = torch.einsum("bkhw,bchw->bkc", weights, features)
+    return (total / (weights.sum(dim=(-2, -1)).unsqueeze(-1) + POOL_EPS)).flatten(1)
 
 
 class ClassificationOptions(Options):
@@ -56,9 +89,10 @@ class ClassificationTask(Task):
         self.class_weights: torch.Tensor | None = None  # per class, with balance=loss (observe_labels)
 
     def build_head(self, inputs: HeadInputs) -> nn.Module:
-        if inputs.extras:
-            raise ValueError(f"task '{self.name}' takes no bridge inputs (its head has no decoder)")
-        return ClassificationHead(inputs.channels[-1], self.num_classes)
+        """The paper's head; bridge extras become pooling weights over the features at their stride."""
+        levels = {stride: inputs.strides.index(stride) for stride in sorted(inputs.extras)}
+        pooled = [(stride, level, inputs.channels[level] * inputs.extras[stride]) for stride, level in levels.items()]
+        return ClassificationHead(inputs.channels[-1], self.num_classes, pooled)
 
     def observe_labels(self, targets: np.ndarray) -> None:
         if self.balance == "loss":
