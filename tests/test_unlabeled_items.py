@@ -59,6 +59,17 @@ def test_items_without_target_are_only_unlabeled_and_never_supervised_or_scored(
     assert result.exit_code == 0, result.output
 
 
+def test_a_separate_validation_source_keeps_only_its_labeled_items(partial, tmp_path):
+    result = invoke(["train", *BASE, "--out", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
+                     "--task", "grade", "--grade-data", "mixed:n=24", "--grade-labels", "4",
+                     "--grade-val", "mixed:n=9"])
+    assert result.exit_code == 0, result.output
+    assert "validation source 'mixed:n=9': 3 item(s) without a target left out" in " ".join(result.stderr.split())
+    run = Path(result.stdout.strip().splitlines()[-1])
+    listing = json.loads((run / "splits" / "grade.json").read_text())
+    assert listing["val"] == [key(i) for i in range(9) if i % 3 != 2]
+
+
 def test_every_label_kept_still_streams_items_without_target_to_strategies(partial, tmp_path):
     from mtssl.training.trainer import Trainer
 
