@@ -37,8 +37,9 @@ def debugging() -> bool:
 
 
 def component_text(entry: Entry) -> str:
-    """``strategy 'entmin' of plugin 'entmin' (mtssl-demo-entropy)``."""
-    return f"{entry.kind} '{entry.name}' of plugin '{entry.plugin}' ({entry.distribution})"
+    """``strategy 'entmin' of plugin 'entmin' (mtssl-demo-entropy)``; ``plugin 'x' (dist)`` for its code at large."""
+    plugin = f"plugin '{entry.plugin}' ({entry.distribution})"
+    return f"{entry.kind} '{entry.name}' of {plugin}" if entry.kind else plugin
 
 
 def one_line(text: str) -> str:
@@ -70,9 +71,16 @@ def _identity(entry: Entry) -> tuple[str, str, str, str]:
 
 
 def track(instance: Any, entry: Entry, factory: Any = None) -> None:
-    """Remember that ``instance`` (built by ``factory``) is ``entry``'s, for :func:`attribute`."""
-    for module in {getattr(factory, "__module__", None), type(instance).__module__}:
-        if module and not is_core(module):
+    """Remember that ``instance`` (built by ``factory``) is ``entry``'s, for :func:`attribute`.
+
+    Its modules in the factory's package, and that package, are remembered too: code there (a head, a
+    helper) is the component's, or at least its plugin's. Modules of other packages (torch, when a factory
+    returns a torch module as it is) are not.
+    """
+    home = getattr(factory, "__module__", None) or type(instance).__module__
+    package = home.split(".")[0]
+    for module in dict.fromkeys((home, type(instance).__module__, package)):
+        if module.split(".")[0] == package and not is_core(module):
             _modules.setdefault(module, {})[_identity(entry)] = entry
     try:
         ref = weakref.ref(instance, lambda _, key=id(instance): _instances.pop(key, None))
@@ -87,12 +95,6 @@ def entry_of(instance: Any) -> Entry | None:
     return found[1] if found is not None and found[0]() is instance else None
 
 
-def describe(instance: Any, kind: str) -> str:
-    """How messages name a built component: with its plugin when the host built it."""
-    entry = entry_of(instance)
-    return component_text(entry) if entry else f"{kind} '{getattr(instance, 'name', '?')}'"
-
-
 def is_core(module: str) -> bool:
     return module == "mtssl" or module.startswith("mtssl.")
 
@@ -105,8 +107,23 @@ def owner(frame: FrameType) -> Entry | None:
     entry = entry_of(frame.f_locals.get("self"))
     if entry is not None:
         return entry
-    candidates = _modules.get(module, {})
-    return next(iter(candidates.values())) if len(candidates) == 1 else None
+    for key in dict.fromkeys((module, module.split(".")[0])):
+        entry = _only(_modules.get(key, {}).values())
+        if entry is not None:
+            return entry
+    return None
+
+
+def _only(entries) -> Entry | None:
+    """The one component among ``entries``; when several, all of one plugin: that plugin (``kind`` empty)."""
+    entries = list(entries)
+    plugins = {(e.plugin, e.distribution) for e in entries}
+    if len(entries) == 1:
+        return entries[0]
+    if len(plugins) == 1:
+        plugin, distribution = plugins.pop()
+        return Entry("", "", "", plugin, distribution)
+    return None
 
 
 def _frames(tb: TracebackType | None) -> Iterator[tuple[FrameType, int]]:
@@ -122,7 +139,7 @@ def location(frame: FrameType, line: int) -> str:
 def names_component(exc: BaseException, entry: Entry) -> bool:
     """Whether the message names its component (``task 'depth'``): a message the plugin meant for the user."""
     text = str(exc)
-    return any(f"{entry.kind} '{key}'" in text for key in (entry.name, *entry.aliases))
+    return bool(entry.kind) and any(f"{entry.kind} '{key}'" in text for key in (entry.name, *entry.aliases))
 
 
 def meant_for_user(exc: BaseException, entry: Entry) -> bool:
@@ -133,7 +150,8 @@ def attribute(exc: BaseException) -> PluginFault | None:
     """``exc`` as a :class:`PluginFault` of the component whose code raised it; None when no plugin did.
 
     "Where" is the outermost frame of that component's run of frames (the method the core called:
-    ``plan``, ``loss``, ``compute``, ``forward``, ...); the location is the innermost (file:line).
+    ``plan``, ``loss``, ``compute``, ``forward``, ...); the location is the innermost (file:line). Code
+    of a plugin that no one component owns is named after the component of that plugin that called it.
     """
     if isinstance(exc, PluginFault):
         return exc
@@ -143,15 +161,22 @@ def attribute(exc: BaseException) -> PluginFault | None:
         return None
     inner = owned[-1]
     entry = frames[inner][2]
+    outer = inner
+    for i in range(inner - 1, -1, -1):  # outwards, while the frames are this component's (or its plugin's)
+        other = frames[i][2]
+        if other is None:
+            continue
+        if _identity(other)[2:] != _identity(entry)[2:]:  # another plugin
+            break
+        if not other.kind:  # the plugin's code of no one component: passed through
+            continue
+        if not entry.kind:
+            entry = other  # plugin code called by one of the plugin's components: name the component
+        if _identity(other) != _identity(entry):
+            break
+        outer = i
     if meant_for_user(exc, entry):
         return None
-    outer = inner
-    for i in range(inner - 1, -1, -1):
-        other = frames[i][2]
-        if other is not None and _identity(other) != _identity(entry):
-            break
-        if other is not None:
-            outer = i
     fault = PluginFault(entry, frames[outer][0].f_code.co_name, error_text(exc), location(*frames[inner][:2]))
     fault.__cause__ = exc
     return fault

@@ -161,6 +161,49 @@ def test_a_head_fault_is_attributed_to_its_task_and_a_core_error_to_nobody(host)
     assert attribute(raised.value) is None
 
 
+TWO_IN_ONE = '''
+from mtssl.api import SSLStrategy, hookimpl
+
+
+class Helper:
+    def boom(self):
+        raise KeyError("lost")
+
+
+class First(SSLStrategy):
+    def plan(self):
+        return []
+
+    def loss(self, inputs):
+        return Helper().boom()
+
+
+class Second(First):
+    pass
+
+
+@hookimpl
+def register_strategies(register):
+    register("first", First)
+    register("second", Second)
+'''
+
+
+def test_code_shared_by_two_components_of_a_plugin_names_the_plugin(plugin_factory):
+    plugin_factory.install("mtssl-two", {"mtssl_demo_two": TWO_IN_ONE}, {"two": "mtssl_demo_two"})
+    host = PluginHost()
+    first, _ = host.create("strategy", "first"), host.create("strategy", "second")
+    with pytest.raises(KeyError) as raised:
+        first.loss(None)
+    assert str(attribute(raised.value)).startswith(
+        "strategy 'first' of plugin 'two' (mtssl-two) failed in loss (mtssl_demo_two.py:")  # self: exact
+    import mtssl_demo_two
+
+    with pytest.raises(KeyError) as raised:
+        mtssl_demo_two.Helper().boom()  # module code of no one component in particular
+    assert str(attribute(raised.value)).startswith("plugin 'two' (mtssl-two) failed in boom (mtssl_demo_two.py:")
+
+
 def test_a_name_clash_disables_only_the_clashing_component(plugin_factory):
     source = '''
     from mtssl.api import hookimpl
