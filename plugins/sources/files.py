@@ -15,9 +15,8 @@ from typing import Annotated, Iterable, Optional, Sequence
 import numpy as np
 from pydantic import AfterValidator, ConfigDict, Field
 
-from mtssl.api import (DataError, Sample, Source, TargetSpec, UnservedTarget, check_mask_size, read_image,
+from mtssl.api import (DataError, Options, Sample, Source, TargetSpec, UnservedTarget, check_mask_size, read_image,
                        read_mask)
-from mtssl.api import Options
 from mtssl_plugins.targets import CLASS_LABEL, binary_masks
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom")
