@@ -117,11 +117,13 @@ class TargetSpec:
 
     def labeled(self, targets: np.ndarray) -> np.ndarray:
         """Per item of stored ``targets`` ``[N, ...]``: whether any element is known (bool ``[N]``)."""
-        targets = np.asarray(targets)
         if self.missing is None:
             return np.ones(len(targets), bool)
-        known = known_mask(targets, self)
-        return known.reshape(len(targets), -1).any(axis=1) if known.ndim > 1 else known
+        out = np.empty(len(targets), bool)
+        for start in range(0, len(targets), 1024):  # in chunks: maps of a large set stay memory-mapped
+            known = known_mask(np.asarray(targets[start:start + 1024]), self)
+            out[start:start + len(known)] = known.reshape(len(known), -1).any(axis=1)
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "shape": list(self.shape)}
