@@ -4,7 +4,9 @@ Both files hold the same graph (:mod:`mtssl.export.graph`): float images
 ``[B, C, S, S]`` in [0, 1] in; each task's probabilities and each bridge map
 out, the saliency gradient computed inside. Every written file is run on
 check images and compared with :func:`mtssl.evaluation.inference.predict` before the
-export counts as done; the largest difference is recorded in the metadata.
+export counts as done; the largest difference is recorded in the metadata. Files are
+written into a temporary folder beside the destination and moved into place only when
+every check passed, so a failed export leaves the destination as it was.
 """
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ import contextlib
 import copy
 import io
 import json
+import os
+import shutil
+import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable
@@ -19,6 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from mtssl.export import TOLERANCE
 from mtssl.export.graph import ExportError, GraphOutputs, portable_graph, scriptable
 from mtssl.evaluation.inference import LoadedModel, predict
 from mtssl.model.network import to_float
@@ -28,8 +34,6 @@ FORMAT = "mtssl-export-1"
 FILES = {"torchscript": "model.pt", "onnx": "model.onnx"}
 FORMATS = ("torchscript", "onnx", "both")
 INPUT_NAME = "image"
-TOLERANCE = 1e-3
-"""Largest allowed absolute difference between an exported file and ``predict`` (probabilities and maps in [0, 1])."""
 ONNX_OPSET = 18
 EXTRA_HINT = "pip install 'mtssl[export]'"
 
@@ -53,14 +57,26 @@ def require_onnx() -> None:
         raise ExportError(f"ONNX export needs {', '.join(missing)}: {EXTRA_HINT}")
 
 
-def check_images(loaded: LoadedModel, count: int = 3) -> np.ndarray:
-    """Deterministic uint8 check images: a gradient, noise, and a bright disc (not all-flat, so maps are defined)."""
+def scan_like(size: int, seed: int = 1) -> np.ndarray:
+    """A uint8 image with what real scans have and noise lacks: a flat black border, a saturated (255) area and
+    blocks of constant value where letters are burned in; flat regions give max-pooling windows with (near-)ties."""
+    image = np.random.default_rng(seed).integers(60, 200, (size, size)).astype(np.uint8)
+    edge = max(1, size // 8)
+    image[:edge], image[:, :edge] = 0, 0
+    image[size // 2: size // 2 + size // 4, size // 2:] = 255
+    image[edge: 2 * edge, size - 3 * edge: size - edge] = 255  # a "letter" in the corner
+    return image
+
+
+def check_images(loaded: LoadedModel, count: int = 4) -> np.ndarray:
+    """Deterministic uint8 check images: a gradient, noise, a bright disc and a scan-like image (not all-flat, so
+    maps are defined)."""
     size = loaded.size
     yy, xx = np.mgrid[0:size, 0:size]
     ramp = (255 * (xx + yy) / (2 * size - 2)).astype(np.uint8)
     noise = np.random.default_rng(0).integers(0, 256, (size, size), dtype=np.uint8)
     disc = np.where((yy - size / 2) ** 2 + (xx - size / 3) ** 2 < (size / 4) ** 2, 220, 40).astype(np.uint8)
-    planes = np.stack([ramp, noise, disc][:count])[:, None]  # [N, 1, S, S]
+    planes = np.stack([ramp, noise, disc, scan_like(size)][:count])[:, None]  # [N, 1, S, S]
     channels = loaded.parts.backbone.in_channels
     return np.concatenate([np.roll(planes, shift, axis=-1) for shift in range(channels)], axis=1)
 
@@ -158,7 +174,7 @@ def output_descriptions(loaded: LoadedModel, outputs: GraphOutputs, host) -> lis
 
 
 def metadata(loaded: LoadedModel, outputs: GraphOutputs, files: dict[str, str], checkpoint: str,
-             differences: dict[str, dict[str, float]], host) -> dict:
+             differences: dict[str, dict[str, float]], host, tolerance: float = TOLERANCE) -> dict:
     channels = loaded.parts.backbone.in_channels
     return {
         "format": FORMAT,
@@ -172,15 +188,21 @@ def metadata(loaded: LoadedModel, outputs: GraphOutputs, files: dict[str, str], 
         "outputs": output_descriptions(loaded, outputs, host),
         "class_names": {name: list(names) for name, names in loaded.class_names.items()},
         "checkpoint": {"tag": checkpoint, "step": loaded.step},
-        "verified": {"tolerance": TOLERANCE, "max_abs_difference": differences},
+        "verified": {"tolerance": tolerance, "max_abs_difference": differences},
         "config": loaded.config.to_dict(),
     }
 
 
-def export_run(loaded: LoadedModel, out_dir: str | Path, fmt: str, host, checkpoint: str = "best") -> Path:
-    """Write the chosen formats and ``metadata.json`` into ``out_dir``; return the metadata path."""
+def export_run(loaded: LoadedModel, out_dir: str | Path, fmt: str, host, checkpoint: str = "best",
+               tolerance: float = TOLERANCE) -> Path:
+    """Write the chosen formats and ``metadata.json`` into ``out_dir``; return the metadata path.
+
+    Nothing in ``out_dir`` changes unless every file passed the check against ``predict`` within ``tolerance``.
+    """
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    if not tolerance > 0:
+        raise ExportError(f"--tolerance {tolerance}: expected a positive number")
     chosen = ["torchscript", "onnx"] if fmt == "both" else [fmt]
     if "onnx" in chosen:
         require_onnx()
@@ -188,7 +210,23 @@ def export_run(loaded: LoadedModel, out_dir: str | Path, fmt: str, host, checkpo
         loaded.model.to("cpu")
         loaded.device = torch.device("cpu")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: exists and is not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        files, differences, outputs = write_checked(loaded, chosen, staging, out, tolerance)
+        meta = metadata(loaded, outputs, files, checkpoint, differences, host, tolerance)
+        (staging / METADATA).write_text(json.dumps(meta, indent=2))
+        move_into_place(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out / METADATA
+
+
+def write_checked(loaded: LoadedModel, chosen: list[str], folder: Path, destination: Path,
+                  tolerance: float) -> tuple[dict[str, str], dict[str, dict[str, float]], GraphOutputs]:
+    """Write each chosen format into ``folder`` and check it against ``predict``; errors name ``destination``."""
     tasks = loaded.parts.tasks
     channels = loaded.parts.backbone.in_channels
     graph, outputs = portable_graph(loaded.model, lambda name, raw: tasks[name].probabilities(raw), channels,
@@ -198,17 +236,34 @@ def export_run(loaded: LoadedModel, out_dir: str | Path, fmt: str, host, checkpo
     example = to_float(torch.from_numpy(images[:2]))
     files, differences = {}, {}
     for kind in chosen:
-        path = out / FILES[kind]
+        path = folder / FILES[kind]
         if kind == "torchscript":
             write_torchscript(copy.deepcopy(graph), path)
         else:
             write_onnx(graph, outputs, example, path)
         differences[kind] = max_difference(RUNNERS[kind](path)(images), want, outputs)
         worst = max(differences[kind].values())
-        if not worst <= TOLERANCE:
-            raise ExportError(f"{path}: outputs differ from mtssl predict by {worst:.2e} "
-                              f"(tolerance {TOLERANCE:g}): {differences[kind]}")
+        if not worst <= tolerance:
+            raise ExportError(f"{destination / FILES[kind]}: outputs differ from mtssl predict by {worst:.2e} "
+                              f"(tolerance {tolerance:g}, --tolerance): {differences[kind]}; nothing was written")
         files[kind] = FILES[kind]
-    target = out / METADATA
-    target.write_text(json.dumps(metadata(loaded, outputs, files, checkpoint, differences, host), indent=2))
-    return target
+    return files, differences, outputs
+
+
+def move_into_place(staging: Path, out: Path) -> None:
+    """Replace the export in ``out`` by the checked files in ``staging``.
+
+    A new folder is one rename. Into an existing folder, the old ``metadata.json`` goes first (a folder
+    without it is not an export), then each model file is replaced or, when this export lacks it, removed,
+    and the new ``metadata.json`` comes last; other files in the folder are left alone.
+    """
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    (out / METADATA).unlink(missing_ok=True)
+    for name in FILES.values():
+        if (staging / name).exists():
+            os.replace(staging / name, out / name)
+        else:
+            (out / name).unlink(missing_ok=True)
+    os.replace(staging / METADATA, out / METADATA)
