@@ -12,6 +12,7 @@ value::
 """
 from __future__ import annotations
 
+import reprlib
 from typing import Any, Mapping, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -56,8 +57,20 @@ def problem_text(item: dict, model: type[BaseModel] | None, name: str) -> str:
     return message if "got " in message else f"{message}, got {_value(item.get('input'))}"
 
 
+def _short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()
+    short.maxlevel = 2
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 4
+    short.maxstring = short.maxother = 40
+    return short
+
+
+SHORT_REPR = _short_repr()
+
+
 def _value(value: Any) -> str:
-    text = repr(value)
+    """A value as short text, built without the full ``repr`` (a YAML alias bomb's repr runs to gigabytes)."""
+    text = SHORT_REPR.repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 

@@ -11,6 +11,12 @@ class RegistryError(ValueError):
     """A name that is unknown, or claimed twice."""
 
 
+def did_you_mean(name: str, choices) -> str:
+    """`` Did you mean 'steps'?`` for the closest of ``choices`` to a mistyped ``name``, else ``""``."""
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
 def is_reference(factory: object) -> bool:
     """Whether ``factory`` is a ``"package.module:attribute"`` reference to import on first use."""
     if not isinstance(factory, str) or factory.count(":") != 1:
@@ -80,8 +86,7 @@ class Registry:
 
     def unknown_message(self, name: str) -> str:
         available = sorted(self._names)
-        close = difflib.get_close_matches(name, available, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(name, available)
         listing = ", ".join(available) if available else "none registered"
         return f"unknown {self.kind} '{name}'.{hint} Available: {listing}."
 

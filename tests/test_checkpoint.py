@@ -61,7 +61,7 @@ def test_failed_write_leaves_the_previous_checkpoint_and_no_temp_file(tmp_path, 
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoint, "save_file", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match=f"{tmp_path}: could not write m.safetensors \\(disk full\\)"):
         atomic_save({"w": torch.zeros(4)}, path, {"step": 2})
     loaded, meta = load(path)
     assert torch.equal(loaded["w"], torch.ones(4)) and meta["step"] == 1

@@ -28,7 +28,8 @@ def test_eval_cli_scores_in_domain_and_cross_domain_sources(run):
     assert result.exit_code == 0, result.output
     output = flat(result.output)  # tables wrap at the terminal width
     assert "dice" in output and "f1_pneumonia" in output and "hd_avginpixels" in output
-    saved = json.loads((run / "eval.json").read_text())
+    saved = json.loads((run / "eval-seg-synthetic_n=6+seg-synthetic_n=6_domain=2+cls-synthetic_n=10_domain=2.json")
+                       .read_text())
     assert saved["checkpoint"] == "best"
     seg = saved["results"]["seg"]
     assert set(seg) == {"synthetic:n=6", "synthetic:n=6,domain=2"}

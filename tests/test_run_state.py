@@ -123,7 +123,7 @@ def test_crash_before_the_commit_keeps_the_previous_pair(host, tmp_path, monkeyp
 
     monkeypatch.setattr(checkpoint, "atomic_save", crash_on_commit)
     trainer.train_step()
-    with pytest.raises(OSError, match="power cut"):
+    with pytest.raises(CheckpointError, match="checkpoints: power cut"):
         trainer.save("last", with_state=True)
     monkeypatch.undo()
     folder = trainer.run.checkpoints

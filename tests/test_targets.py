@@ -10,6 +10,7 @@ import torch
 
 from conftest import invoke
 from data_trees import gradient, write
+from mtssl.evaluation.evaluate import eval_file_name
 from mtssl.data.prepare import open_source
 from mtssl.data.splits import split_indices
 from mtssl.targets import TargetSpec
@@ -75,7 +76,8 @@ def test_multi_structure_segmentation_trains_and_evaluates_per_structure(tmp_pat
     result = invoke(["eval", str(run), "--seg-test", "synthetic:n=4,structures=lungs+heart"])
     assert result.exit_code == 0, result.output
     assert "lungs/dice" in result.output and "heart/dice" in result.output
-    entry = json.loads((run / "eval.json").read_text())["results"]["seg"]["synthetic:n=4,structures=lungs+heart"]
+    saved = json.loads((run / "eval-seg-synthetic_n=4_structures=lungs+heart.json").read_text())
+    entry = saved["results"]["seg"]["synthetic:n=4,structures=lungs+heart"]
     aggregate = entry["aggregate"]
     assert aggregate["dice"]["mean"] == pytest.approx(
         np.mean([aggregate["lungs/dice"]["mean"], aggregate["heart/dice"]["mean"]]))
@@ -223,7 +225,7 @@ def test_kermany_trained_classifier_scored_on_nih_with_a_class_map(tmp_path):
     spec = f"nih:{nih}:map=No Finding=NORMAL|Pneumonia=PNEUMONIA"
     result = invoke(["eval", str(run), "--cls-test", spec])
     assert result.exit_code == 0, result.output
-    entry = json.loads((run / "eval.json").read_text())["results"]["cls"][spec]
+    entry = json.loads((run / eval_file_name({"cls": [spec]})).read_text())["results"]["cls"][spec]
     assert entry["n"] == 4
     assert [r["target"] for r in entry["per_image"]] == ["NORMAL", "PNEUMONIA", "NORMAL", "PNEUMONIA"]
     wrong = invoke(["eval", str(run), "--cls-test", f"nih:{nih}:map=Effusion=NORMAL"])

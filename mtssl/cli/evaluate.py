@@ -16,9 +16,6 @@ from mtssl.data.pixel_limit import pixel_limit
 from mtssl.cli.output import plain, say
 from mtssl.cli.progress import decode_progress
 
-EVAL_FILE = "eval.json"
-
-
 def parse_test_args(args: list[str]) -> dict[str, list[str]]:
     """Only ``--TASK-test SPEC`` (repeatable) is meaningful here."""
     parsed = parse_task_data_args(args)
@@ -74,9 +71,10 @@ def eval_command(ctx, run_dir, checkpoint, batch_size, as_json, device, max_pixe
       mtssl eval runs/r1
       mtssl eval runs/r1 --seg-test pairs:imgs,masks --seg-test synthetic:n=50,domain=2
     Segmentation distances are in pixels at the run's training size. The
-    result (with per-image records) is saved as RUN/eval.json.
+    result (with per-image records) is saved as RUN/eval.json, or for test
+    sources as RUN/eval-TASK-SPEC....json (named by them).
     """
-    from mtssl.evaluation.evaluate import evaluate_run
+    from mtssl.evaluation.evaluate import eval_file_name, evaluate_run
 
     tests = parse_test_args(ctx.args) or None
     console = Console(stderr=True)
@@ -84,7 +82,7 @@ def eval_command(ctx, run_dir, checkpoint, batch_size, as_json, device, max_pixe
         results = evaluate_run(run_dir, tests, checkpoint, load_host(err_console()), batch_size, progress=progress,
                                device=device)
     saved = {"checkpoint": checkpoint, "results": results}
-    target = Path(run_dir) / EVAL_FILE
+    target = Path(run_dir) / eval_file_name(tests)  # one file per choice of test sets: none overwrites another
     target.write_text(json.dumps(saved, indent=2))
     if as_json:
         click.echo(json.dumps(results, indent=2))

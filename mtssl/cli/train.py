@@ -143,9 +143,6 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, verbose
     if check_only:
         click.echo(config.to_json())
         return
-    if run is not None and (finished := run.finished_steps()) is not None:
-        console.print(plain(f"Already finished: {run.path} ran all {finished} steps; nothing to resume"))
-        return
     if cluster.is_main and (busy := busy_machine_warning(config.threads)):
         say(err_console(), "Warning:", "yellow", busy)
     device = cluster.device_name(config.device)  # config.json keeps what was asked, not rank 0's device
@@ -158,10 +155,14 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, verbose
                 trainer_run = run or RunDir(cluster.share(str(RunDir.create(config).path) if cluster.is_main else None))
                 started.path = trainer_run.path
                 note = stack.enter_context(trainer_run.lock()) if cluster.is_main else None  # one writer per run
+                if note:
+                    say(err_console(), "Note:", "yellow", note)
+                if run is not None and (finished := run.finished_steps()) is not None:
+                    console.print(plain(f"Already finished: {run.path} ran all {finished} steps; nothing to resume"),
+                                  soft_wrap=True)
+                    return
                 trainer = Trainer(config, host, trainer_run, progress, cluster.rank, cluster.world, device)
             started.hub = LoggerHub(loggers, trainer)
-            if note:
-                say(err_console(), "Note:", "yellow", note)
             if cluster.is_main and (short := disk_space_warning(trainer)):
                 say(err_console(), "Warning:", "yellow", short)
             for line in data_summary(trainer.data) if cluster.is_main else ():

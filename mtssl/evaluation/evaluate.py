@@ -2,7 +2,8 @@
 
 ``evaluate_run`` is the entry point for scripts (the benchmark grid uses
 it); ``mtssl eval`` prints its result as tables and saves it as
-``RUN/eval.json``. Each task scores its own outputs through
+``RUN/eval.json``, or, scored on given test sets, as a file named after them
+(:func:`eval_file_name`), so one evaluation does not overwrite another. Each task scores its own outputs through
 :meth:`Task.evaluate`; the core only decodes the sets, runs the model and
 collects the records.
 
@@ -11,6 +12,8 @@ are in pixels at that size.
 """
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,6 +32,22 @@ VAL = "val"
 """Label of the run's own validation split in results."""
 TEST_SEED_OFFSET = 500_000
 """Seed offset for test sources, so a generated test set never repeats the training images."""
+
+
+EVAL_FILE = "eval.json"
+NAME_LIMIT = 120  # characters of a results file name before the rest is replaced by a digest
+
+
+def eval_file_name(tests: Mapping[str, list[str]] | None) -> str:
+    """``eval.json`` for the run's own sets; ``eval-seg-synthetic_n_6+cls-nih_...json`` for given test sets."""
+    if not tests:
+        return EVAL_FILE
+    parts = [f"{task}-{spec}" for task, specs in tests.items() for spec in dict.fromkeys(specs)]
+    name = re.sub(r"[^A-Za-z0-9.=+-]+", "_", "+".join(parts)).strip("._") or "tests"
+    if len(name) > NAME_LIMIT:
+        digest = hashlib.sha1("\n".join(parts).encode()).hexdigest()[:10]
+        name = f"{name[:NAME_LIMIT - 11]}-{digest}"
+    return f"eval-{name}.json"
 
 
 @dataclass

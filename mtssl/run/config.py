@@ -21,7 +21,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from mtssl.errors import ConfigError
-from mtssl.run.settings import explain, validate_settings
+from mtssl.registry import did_you_mean
+from mtssl.run.settings import RunSettings, TaskDataSettings, explain, validate_settings
 
 import tomllib
 
@@ -86,7 +87,10 @@ class RunConfig:
         try:
             settings = validate_settings(raw)
         except ValidationError as exc:
-            raise ConfigError(f"{origin}: {explain(exc)}") from None
+            raise ConfigError(f"{origin}: {explain(exc)}{key_hints(exc)}") from None
+        if settings.steps is not None and settings.epochs is not None:
+            raise ConfigError(f"{origin}: steps ({settings.steps}) and epochs ({settings.epochs}) are both "
+                              "given; give one (--steps or --epochs)")
         values = settings.model_dump()
         data = {task: TaskData(**spec) for task, spec in values.pop("data").items()}
         return cls(data=data, **values)
@@ -108,6 +112,54 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return load_config(text, str(path))
 
 
+def key_hints(error: ValidationError) -> str:
+    """`` Did you mean 'steps'?`` for each unknown key close to a known one (``step``), as for CLI names."""
+    hints = []
+    for item in error.errors():
+        if item["type"] == "extra_forbidden":
+            parent = item["loc"][:-1]
+            known = TaskDataSettings.model_fields if parent[:1] == ("data",) else RunSettings.model_fields
+            if hint := did_you_mean(str(item["loc"][-1]), known):
+                hints.append(f"; {'.'.join(str(p) for p in item['loc'])}:{hint}")
+    return "".join(hints)
+
+
+def unique_keys(pairs, name: str) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (TOML refuses it too; JSON would keep the last value)."""
+    mapping: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in mapping:
+            raise ConfigError(f"{name}: key '{key}' is given twice")
+        mapping[key] = value
+    return mapping
+
+
+def load_yaml(text: str, name: str) -> Any:
+    """YAML without aliases (``*name``: a few hundred bytes of nested aliases expand to gigabytes) and
+    without duplicate keys."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise ConfigError(f"{name}: line {mark.line + 1}: YAML aliases (*name) are not allowed in "
+                                  "config files; write the value out")
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node, deep=False):
+            self.flatten_mapping(node)
+            mapping: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in mapping:
+                    raise ConfigError(f"{name}: line {key_node.start_mark.line + 1}: key '{key}' is given twice")
+                mapping[key] = self.construct_object(value_node, deep=deep)
+            return mapping
+
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_config(text: str, name: str) -> dict[str, Any]:
     """Parse config ``text`` by the suffix of ``name``; errors are one line naming ``name``."""
     suffix = Path(name).suffix
@@ -115,12 +167,10 @@ def load_config(text: str, name: str) -> dict[str, Any]:
         if suffix == ".toml":
             raw = tomllib.loads(text)
         elif suffix in {".yaml", ".yml"}:
-            import yaml
-
-            raw = yaml.safe_load(text)
+            raw = load_yaml(text, name)
             raw = {} if raw is None else raw
         elif suffix == ".json":
-            raw = json.loads(text)
+            raw = json.loads(text, object_pairs_hook=lambda pairs: unique_keys(pairs, name))
         else:
             raise ConfigError(f"{name}: unknown config format '{suffix}' (use .toml, .yaml or .json)")
     except ConfigError:

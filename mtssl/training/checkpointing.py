@@ -103,7 +103,8 @@ class Checkpointer:
         try:
             self._write(tag, weights, metadata, step, parts)
         except (CheckpointError, OSError) as exc:  # e.g. disk full: one line naming the folder
-            reason = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
+            reason = (f"{exc.filename or self.run.checkpoints}: {exc.strerror or exc}" if isinstance(exc, OSError)
+                      else str(exc))
             resume = f" Free space, then: mtssl train --resume {self.run.path}" if self.saved_step is not None else ""
             raise CheckpointError(f"{reason}. {self.note()}{resume}") from exc
         if parts is not None:

@@ -1,0 +1,104 @@
+"""Small things a user trips on: config files, option messages, flags, and where `eval` saves its results."""
+from __future__ import annotations
+
+import json
+import time
+import tracemalloc
+
+import pytest
+
+from conftest import flat, invoke, tiny_train_args, train_run
+from mtssl.options import Options, read_options
+
+# 282 bytes of YAML that expand to 9**7 strings (a "billion laughs" alias bomb).
+ALIAS_BOMB = "a: &a [" + ",".join(['"lol"'] * 9) + "]\n" + "".join(
+    f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]\n" for prev, name in zip("abcdef", "bcdefg")) + "tasks: *g\n"
+
+
+def check(tmp_path, name: str, text: str, *extra: str):
+    config = tmp_path / name
+    config.write_text(text)
+    return invoke(["train", "--config", str(config), "--check", *extra])
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    started = time.perf_counter()
+    result = check(tmp_path, "bomb.yaml", ALIAS_BOMB)
+    assert result.exit_code == 2
+    assert "YAML aliases (*name) are not allowed" in result.stderr and "bomb.yaml: line 2" in result.stderr
+    assert time.perf_counter() - started < 30  # before: minutes and gigabytes
+
+
+def test_an_option_error_does_not_repr_a_huge_value():
+    class Small(Options):
+        size: int = 1
+
+    nested = ["lol"] * 9
+    for _ in range(6):
+        nested = [nested] * 9  # 9**7 leaves, shared: cheap to hold, a 33 MB repr
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"component: option size: .*got \[\[\[") as info:
+            read_options("component", {"size": nested}, Small)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(str(info.value)) < 200 and peak < 2**20
+
+
+@pytest.mark.parametrize("name, text, line", [
+    ("dup.yaml", "size: 32\nsteps: 3\nsteps: 5\n", "dup.yaml: line 3: key 'steps' is given twice"),
+    ("dup.yaml", "data:\n  cls:\n    labels: 4\n    labels: 8\n", "dup.yaml: line 4: key 'labels' is given twice"),
+    ("dup.json", '{"steps": 3, "steps": 5}', "dup.json: key 'steps' is given twice"),
+])
+def test_a_duplicate_key_is_refused_naming_key_and_file(tmp_path, name, text, line):
+    result = check(tmp_path, name, text, "--task", "cls")
+    assert result.exit_code == 2
+    assert line in " ".join(result.stderr.split())
+
+
+def test_an_unknown_config_key_suggests_the_closest(tmp_path):
+    result = check(tmp_path, "typo.toml", "step = 3\n[data.cls]\nlabel = 4\n", "--task", "cls")
+    assert result.exit_code == 2
+    text = " ".join(result.stderr.split())
+    assert "step: Did you mean 'steps'?" in text and "data.cls.label: Did you mean 'labels'?" in text
+
+
+@pytest.mark.parametrize("where", ["flags", "file"])
+def test_steps_and_epochs_together_are_refused(tmp_path, where):
+    if where == "flags":
+        result = invoke(["train", "--task", "cls", "--steps", "3", "--epochs", "2", "--check"])
+    else:
+        result = check(tmp_path, "both.toml", "steps = 3\nepochs = 2.0\n", "--task", "cls")
+    assert result.exit_code == 2
+    assert "steps (3) and epochs (2.0) are both given; give one" in " ".join(result.stderr.split())
+
+
+def test_deterministic_has_a_flag():
+    for args, expected in (([], False), (["--deterministic"], True)):
+        result = invoke(["train", "--task", "cls", "--check", *args])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["deterministic"] is expected
+
+
+def test_eval_on_other_test_sets_keeps_each_result(tmp_path):
+    run = train_run("cls", out=tmp_path, steps=1)
+    first = invoke(["eval", str(run), "--cls-test", "synthetic:n=6"])
+    second = invoke(["eval", str(run), "--cls-test", "synthetic:n=8,domain=2"])
+    own = invoke(["eval", str(run)])
+    assert first.exit_code == second.exit_code == own.exit_code == 0
+    saved = {p.name: json.loads(p.read_text()) for p in run.glob("eval*.json")}
+    assert set(saved) == {"eval.json", "eval-cls-synthetic_n=6.json", "eval-cls-synthetic_n=8_domain=2.json"}
+    assert set(saved["eval-cls-synthetic_n=6.json"]["results"]["cls"]) == {"synthetic:n=6"}
+    assert set(saved["eval-cls-synthetic_n=8_domain=2.json"]["results"]["cls"]) == {"synthetic:n=8,domain=2"}
+    assert set(saved["eval.json"]["results"]["cls"]) == {"val"}
+    assert flat(f"Saved {run / 'eval-cls-synthetic_n=6.json'}") in flat(first.output)
+
+
+def test_a_long_test_spec_gives_a_bounded_file_name():
+    from mtssl.evaluation.evaluate import eval_file_name
+
+    long = {"seg": [f"pairs:/data/{'x' * 100}/{i},/masks" for i in range(3)]}
+    name = eval_file_name(long)
+    assert name.startswith("eval-seg-pairs_data_xxx") and name.endswith(".json") and len(name) <= 130
+    assert name != eval_file_name({"seg": long["seg"][:2]})
