@@ -102,3 +102,42 @@ def test_a_long_test_spec_gives_a_bounded_file_name():
     name = eval_file_name(long)
     assert name.startswith("eval-seg-pairs_data_xxx") and name.endswith(".json") and len(name) <= 130
     assert name != eval_file_name({"seg": long["seg"][:2]})
+
+
+@pytest.fixture(scope="module")
+def resnet_weights(tmp_path_factory):
+    """A local file of resnet18's (ImageNet-shaped, 3-channel) weights, as timm's own download would give."""
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", pretrained=False)
+    file = tmp_path_factory.mktemp("weights") / "resnet18.pth"
+    torch.save(model.state_dict(), file)
+    return file, model.state_dict()
+
+
+def test_timm_pretrained_weights_from_a_local_file_are_loaded_and_adapted(resnet_weights):
+    from mtssl_plugins.backbones.timm_backbone import build
+
+    file, reference = resnet_weights
+    loaded = build("timm", 1, model="resnet18", pretrained_file=str(file)).net.state_dict()
+    assert loaded["layer1.0.conv1.weight"].equal(reference["layer1.0.conv1.weight"])
+    # one grey channel: timm folds the RGB filters of the first convolution into one
+    assert loaded["conv1.weight"].allclose(reference["conv1.weight"].sum(1, keepdim=True))
+    result = invoke(["train", "--task", "cls", "--size", "32", "--check",
+                     "--backbone", f"timm:model=resnet18,pretrained_file={file}"])
+    assert result.exit_code == 0, result.output
+
+
+def test_timm_pretrained_without_network_is_one_line(monkeypatch):
+    import huggingface_hub.constants
+
+    from mtssl_plugins.backbones.timm_backbone import build
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as on a machine with no network
+    with pytest.raises(ValueError) as info:
+        build("timm", 1, model="resnet18", pretrained=True)
+    message = str(info.value)
+    assert message.startswith("backbone 'timm': cannot load the pretrained weights of 'resnet18' through timm")
+    assert "give pretrained_file=PATH" in message and "\n" not in message

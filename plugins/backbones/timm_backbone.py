@@ -1,7 +1,10 @@
 """Any timm model with ``features_only=True`` as a backbone: ``--backbone timm:model=resnet18``.
 
-Weights are never downloaded: ``pretrained`` is off, or set ``checkpoint=PATH``
-to a local file that timm can read.
+``pretrained=true`` loads the model's pretrained weights through timm (from
+the Hugging Face Hub or timm's cache, adapted to the image channels);
+``pretrained_file=PATH`` loads the same weights from a local file instead, for
+machines without network. ``checkpoint=PATH`` loads a file of this very
+model (``features_only`` keys) with ``pretrained`` off.
 """
 from __future__ import annotations
 
@@ -18,12 +21,16 @@ from mtssl.api import Backbone, Options, read_options
 class TimmBackbone(Backbone):
     """Wraps ``timm.create_model(..., features_only=True)`` and reports its channels and strides."""
 
-    def __init__(self, model: str, in_channels: int = 1, checkpoint: str | None = None):
+    def __init__(self, model: str, in_channels: int = 1, checkpoint: str | None = None, pretrained: bool = False,
+                 pretrained_file: str | None = None):
         super().__init__()
         import timm
 
         kwargs = {"checkpoint_path": checkpoint} if checkpoint else {}
-        self.net = timm.create_model(model, pretrained=False, features_only=True, in_chans=in_channels, **kwargs)
+        if pretrained_file:
+            kwargs["pretrained_cfg_overlay"] = {"file": pretrained_file}
+        self.net = timm.create_model(model, pretrained=pretrained or bool(pretrained_file), features_only=True,
+                                     in_chans=in_channels, **kwargs)
         self.in_channels = in_channels
         self.channels = tuple(self.net.feature_info.channels())
         self.strides = tuple(self.net.feature_info.reduction())
@@ -35,6 +42,8 @@ class TimmBackbone(Backbone):
 class TimmOptions(Options):
     model: str = Field("resnet18", min_length=1)
     checkpoint: Optional[str] = None
+    pretrained: bool = False
+    pretrained_file: Optional[str] = None
 
 
 def build(name: str, in_channels: int = 1, **options) -> TimmBackbone:
@@ -45,10 +54,24 @@ def build(name: str, in_channels: int = 1, **options) -> TimmBackbone:
         close = difflib.get_close_matches(settings.model, timm.list_models(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else " (see timm.list_models())"
         raise ValueError(f"backbone '{name}': unknown timm model '{settings.model}'{hint}")
-    if settings.checkpoint and not Path(settings.checkpoint).is_file():
-        raise ValueError(f"backbone '{name}': checkpoint {settings.checkpoint}: file not found")
+    for option in ("checkpoint", "pretrained_file"):
+        if (file := getattr(settings, option)) and not Path(file).is_file():
+            raise ValueError(f"backbone '{name}': {option} {file}: file not found")
+    if settings.checkpoint and (settings.pretrained or settings.pretrained_file):
+        raise ValueError(f"backbone '{name}': give checkpoint or pretrained weights, not both")
     try:
-        return TimmBackbone(settings.model, in_channels, settings.checkpoint)
-    except (RuntimeError, ValueError, TypeError, KeyError) as exc:  # e.g. a model without features_only
-        raise ValueError(f"backbone '{name}': timm cannot build '{settings.model}' as a feature extractor "
-                         f"({type(exc).__name__}: {exc})") from None
+        return TimmBackbone(settings.model, in_channels, settings.checkpoint, settings.pretrained,
+                            settings.pretrained_file)
+    except Exception as exc:  # noqa: BLE001 - sorted below; what a download raises depends on the hub
+        detail = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        if settings.pretrained_file:
+            raise ValueError(f"backbone '{name}': cannot load {settings.pretrained_file} as the pretrained "
+                             f"weights of '{settings.model}' ({detail})") from None
+        if settings.pretrained:
+            raise ValueError(f"backbone '{name}': cannot load the pretrained weights of '{settings.model}' "
+                             f"through timm ({detail}); without network, download them once elsewhere and "
+                             "give pretrained_file=PATH") from None
+        if isinstance(exc, (RuntimeError, ValueError, TypeError, KeyError)):  # e.g. a model without features_only
+            raise ValueError(f"backbone '{name}': timm cannot build '{settings.model}' as a feature extractor "
+                             f"({detail})") from None
+        raise
