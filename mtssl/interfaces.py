@@ -122,6 +122,10 @@ class PredictionWriter(ABC):
     def write(self, name: str, probability: np.ndarray, original_size: tuple[int, int]) -> None:
         """Store the prediction for the image called ``name`` (a file stem); ``original_size`` is (H, W)."""
 
+    def source(self, name: str, path: Path) -> None:
+        """The input file that output ``name`` stands for, given just before its :meth:`write`; a writer that
+        lists images records it (names are stems made unique, so only the path tells two ``x.png`` apart)."""
+
     def close(self) -> list[Path]:
         """Finish writing; return the files written."""
         return []

@@ -111,27 +111,32 @@ def eval_command(ctx, run_dir, checkpoint, batch_size, as_json, device, max_pixe
 def predict(run_dir, inputs, out_dir, checkpoint, batch_size, skip_bad, quiet, device, max_pixels):
     """Predict image files or folders.
 
-    Writes class probabilities (CSV), masks and maps (PNG, original size).
+    Writes class probabilities (CSV), masks and maps (PNG, original size), and index.csv: each input's path, the
+    output name it got (stems made unique: x, x-2) and what became of it. Files in the folders that are not
+    images are named, not predicted. Nothing is written unless the run finishes (an unreadable image stops it
+    unless --skip-bad).
 
     RUN_DIR may also be a folder written by ``mtssl export`` (it holds metadata.json).
     """
     from mtssl.export.exported import is_export_dir, load_exported
     from mtssl.evaluation.inference import load_model
-    from mtssl.evaluation.prediction import list_inputs, predict_files
+    from mtssl.evaluation.prediction import ignored_line, predict_files, scan_inputs
 
     console = Console(stderr=True, quiet=quiet)
     if is_export_dir(run_dir):
         loaded = load_exported(run_dir, load_host(err_console()))
     else:
         loaded = load_model(run_dir, checkpoint, load_host(err_console()), device)
-    total = len(list_inputs(inputs))
+    found = scan_inputs(inputs)
+    if found.ignored:
+        say(err_console(), "note", "yellow", ignored_line(found.ignored) + " (listed in index.csv)")
     with pixel_limit(max_pixels), Progress(TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(),
                                            TimeRemainingColumn(), console=console, transient=True) as bar:
-        task_id = bar.add_task("predict", total=total)
-        summary = predict_files(loaded, inputs, out_dir, batch_size, skip_bad,
+        task_id = bar.add_task("predict", total=len(found.images))
+        summary = predict_files(loaded, found, out_dir, batch_size, skip_bad,
                                 lambda n: bar.advance(task_id, n))
-    for item in summary.skipped:
-        say(console, "skipped", "yellow", f"{item.path}: {item.reason}")
+    for item in summary.skipped:  # warnings, printed under --quiet too (it hides the progress bar)
+        say(err_console(), "skipped", "yellow", f"{item.path}: {item.reason}")
     console.print(plain(f"Predicted {summary.images} image(s) with {loaded.path} (step {loaded.step}) into {out_dir}"
                         + (f"; {len(summary.skipped)} skipped" if summary.skipped else "")), soft_wrap=True)
     click.echo(str(out_dir))

@@ -3,10 +3,16 @@
 Each task writes through its own :class:`PredictionWriter` (a CSV of class
 probabilities, mask PNGs at each image's original size); bridge maps are
 saved as 8-bit PNGs, scaled per image to the full 0-255 range, also at the
-original size, in ``OUT/MAP_NAME/``.
+original size, in ``OUT/MAP_NAME/``. ``OUT/index.csv`` maps every output
+name to its input file and says what became of it.
+
+Everything is written into a temporary folder beside ``OUT`` and moved into
+place when the last image is done: a predict that stops at an unreadable
+file (without ``--skip-bad``) leaves ``OUT`` as it was, not half-written.
 """
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -18,8 +24,19 @@ from PIL import Image
 from mtssl.data.decode import read_image, resize_channels, to_channels_uint8
 from mtssl.data.errors import DataError, Skipped
 from mtssl.evaluation.inference import LoadedModel, predict
+from mtssl.run.staging import merge_into, staging_beside
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".dcm", ".dicom"}
+INDEX = "index.csv"
+NOT_AN_IMAGE = "not an image (file type)"
+
+
+@dataclass
+class InputFiles:
+    """What the inputs expand to: images to predict, and files inside given folders that are not images."""
+
+    images: list[Path]
+    ignored: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -27,32 +44,54 @@ class PredictionSummary:
     images: int = 0
     files: list[Path] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    ignored: list[Path] = field(default_factory=list)
 
 
-def list_inputs(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders expanded (recursively, sorted) to their image files."""
-    found: list[Path] = []
+def scan_inputs(inputs: Iterable[str | Path]) -> InputFiles:
+    """Files as given, folders expanded (recursively, sorted) to their image files; other files are kept
+    aside to be reported, not dropped without a word."""
+    inputs = list(inputs)
+    found = InputFiles([])
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            for entry in sorted(p for p in path.rglob("*") if not p.is_dir()):
+                (found.images if entry.suffix.lower() in IMAGE_SUFFIXES else found.ignored).append(entry)
         elif path.is_file():
-            found.append(path)
+            found.images.append(path)
         else:
             raise FileNotFoundError(f"{path}: no such file or folder")
-    if not found:
-        raise FileNotFoundError(f"no image files found in {', '.join(map(str, inputs))}")
-    return list(dict.fromkeys(found))
+    if not found.images:
+        raise FileNotFoundError(f"no image files found in {', '.join(map(str, inputs))}"
+                                + (f" ({ignored_line(found.ignored)})" if found.ignored else ""))
+    found.images = list(dict.fromkeys(found.images))
+    return found
+
+
+def ignored_line(paths: Sequence[Path], shown: int = 3) -> str:
+    """``N file(s) that are not images: a, b, c and K more`` (one line however many)."""
+    names = ", ".join(str(p) for p in paths[:shown])
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return f"{len(paths)} file(s) that are not images ignored: {names}{more}"
 
 
 def output_names(paths: Sequence[Path]) -> list[str]:
-    """File stems, made unique with a numeric suffix where two inputs share one."""
-    seen: dict[str, int] = {}
+    """File stems, made unique with ``-2``, ``-3``... where inputs share one.
+
+    Uniqueness ignores case (``X.png`` and ``x.png`` would overwrite each other on a case-insensitive file
+    system), and a suffixed name never takes another input's own stem (``x``, ``x``, ``x-2`` give ``x``,
+    ``x-3``, ``x-2``).
+    """
+    stems = {p.stem.lower() for p in paths}
+    used: set[str] = set()
     names = []
     for path in paths:
-        count = seen.get(path.stem, 0)
-        seen[path.stem] = count + 1
-        names.append(path.stem if count == 0 else f"{path.stem}-{count + 1}")
+        name, count = path.stem, 1
+        while name.lower() in used or (count > 1 and name.lower() in stems):
+            count += 1
+            name = f"{path.stem}-{count}"
+        used.add(name.lower())
+        names.append(name)
     return names
 
 
@@ -65,19 +104,33 @@ def save_map(path: Path, heat: np.ndarray, original_size: tuple[int, int]) -> No
     Image.fromarray(np.clip(np.rint(np.asarray(resized) * 255), 0, 255).astype(np.uint8)).save(path)
 
 
-def predict_files(loaded: LoadedModel, inputs: Iterable[str | Path], out_dir: str | Path, batch_size: int = 16,
-                  skip_bad: bool = False, tick: Callable[[int], None] | None = None) -> PredictionSummary:
-    """Predict every task (and bridge map) for the input images; write everything under ``out_dir``."""
+def predict_files(loaded: LoadedModel, inputs: Iterable[str | Path] | InputFiles, out_dir: str | Path,
+                  batch_size: int = 16, skip_bad: bool = False,
+                  tick: Callable[[int], None] | None = None) -> PredictionSummary:
+    """Predict every task (and bridge map) for the input images; write everything under ``out_dir``.
+
+    Without ``skip_bad`` the first unreadable image stops the run and nothing is written.
+    """
+    found = inputs if isinstance(inputs, InputFiles) else scan_inputs(inputs)
     out_dir = Path(out_dir)
-    paths = list_inputs(inputs)
+    with staging_beside(out_dir) as staging:
+        summary = _predict_into(loaded, found, staging, out_dir, batch_size, skip_bad, tick)
+        summary.files = [out_dir / path.relative_to(staging) for path in summary.files]
+        merge_into(staging, out_dir)
+    return summary
+
+
+def _predict_into(loaded: LoadedModel, found: InputFiles, folder: Path, destination: Path, batch_size: int,
+                  skip_bad: bool, tick: Callable[[int], None] | None) -> PredictionSummary:
+    paths = found.images
     names = output_names(paths)
-    out_dir.mkdir(parents=True, exist_ok=True)
     writers = {}
     for task_name, task in loaded.parts.tasks.items():
-        writer = task.prediction_writer(out_dir, loaded.class_names.get(task_name, ()))
+        writer = task.prediction_writer(folder, loaded.class_names.get(task_name, ()))
         if writer is not None:
             writers[task_name] = writer
-    summary = PredictionSummary()
+    summary = PredictionSummary(ignored=list(found.ignored))
+    status: dict[Path, str] = {}
     try:
         for start in range(0, len(paths), batch_size):
             batch, sizes, kept = [], [], []
@@ -87,27 +140,48 @@ def predict_files(loaded: LoadedModel, inputs: Iterable[str | Path], out_dir: st
                 except (DataError, ValueError) as exc:
                     error = exc if isinstance(exc, DataError) else DataError(path, str(exc))
                     if not skip_bad:
-                        raise error from exc
+                        raise DataError(error.path, f"{error.problem}; predict stopped here after "
+                                                    f"{summary.images} of {len(paths)} image(s) and wrote nothing "
+                                                    f"to {destination} (--skip-bad skips unreadable images)") from exc
                     summary.skipped.append(Skipped.of(error))
+                    status[path] = f"skipped: {error.problem}"
                     continue
                 batch.append(resize_channels(image, loaded.size))
                 sizes.append(image.shape[-2:])
-                kept.append(name)
+                kept.append((name, path))
             if batch:
                 run = getattr(loaded, "predict", None) or partial(predict, loaded)  # a run, or an exported folder
                 out = run(np.stack(batch), list(writers), len(batch), with_maps=True)
-                for i, name in enumerate(kept):
+                for i, (name, path) in enumerate(kept):
                     for task_name, writer in writers.items():
+                        writer.source(name, path)
                         writer.write(name, out.probabilities[task_name][i], sizes[i])
                     for map_name, maps in out.maps.items():
-                        folder = out_dir / map_name
-                        folder.mkdir(exist_ok=True)
-                        save_map(folder / f"{name}.png", maps[i], sizes[i])
-                        summary.files.append(folder / f"{name}.png")
+                        map_folder = folder / map_name
+                        map_folder.mkdir(exist_ok=True)
+                        save_map(map_folder / f"{name}.png", maps[i], sizes[i])
+                        summary.files.append(map_folder / f"{name}.png")
+                    status[path] = "predicted"
                 summary.images += len(kept)
             if tick:
                 tick(min(batch_size, len(paths) - start))
     finally:
         for writer in writers.values():
             summary.files[:0] = writer.close()
+    summary.files.insert(0, write_index(folder / INDEX, paths, names, status, found.ignored))
     return summary
+
+
+def write_index(path: Path, images: Sequence[Path], names: Sequence[str], status: dict[Path, str],
+                ignored: Sequence[Path]) -> Path:
+    """``name,path,status``: the output name each input file got (empty for files not predicted)."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["name", "path", "status"])
+        for image, name in zip(images, names):
+            state = status[image]
+            writer.writerow([name if state == "predicted" else "", str(image), state])
+        for other in ignored:
+            writer.writerow(["", str(other), f"ignored: {NOT_AN_IMAGE}"])
+    return path
+

@@ -15,8 +15,6 @@ import copy
 import io
 import json
 import os
-import shutil
-import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable
@@ -28,6 +26,7 @@ from mtssl.export import TOLERANCE
 from mtssl.export.graph import ExportError, GraphOutputs, portable_graph, scriptable
 from mtssl.evaluation.inference import LoadedModel, predict
 from mtssl.model.network import to_float
+from mtssl.run.staging import staging_beside
 
 METADATA = "metadata.json"
 FORMAT = "mtssl-export-1"
@@ -210,17 +209,11 @@ def export_run(loaded: LoadedModel, out_dir: str | Path, fmt: str, host, checkpo
         loaded.model.to("cpu")
         loaded.device = torch.device("cpu")
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out}: exists and is not a folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    with staging_beside(out) as staging:
         files, differences, outputs = write_checked(loaded, chosen, staging, out, tolerance)
         meta = metadata(loaded, outputs, files, checkpoint, differences, host, tolerance)
         (staging / METADATA).write_text(json.dumps(meta, indent=2))
         move_into_place(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out / METADATA
 
 

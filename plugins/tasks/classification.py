@@ -162,18 +162,22 @@ class ClassificationTask(Task):
 
 
 class ProbabilityCsv(PredictionWriter):
-    """One row per image: its name, the predicted class, and one probability column per class."""
+    """One row per image: its output name, its input path, the predicted class, and one probability per class."""
 
     def __init__(self, path: Path, class_names: list[str]):
         self.path, self.class_names = path, class_names
+        self.sources: dict[str, Path] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
         self.handle = open(path, "w", newline="")
         self.writer = csv.writer(self.handle)
-        self.writer.writerow(["image", "predicted", *class_names])
+        self.writer.writerow(["image", "path", "predicted", *class_names])
+
+    def source(self, name: str, path: Path) -> None:
+        self.sources[name] = path
 
     def write(self, name: str, probability: np.ndarray, original_size: tuple[int, int]) -> None:
         probability = np.asarray(probability, float).reshape(-1)
-        self.writer.writerow([name, self.class_names[int(probability.argmax())],
+        self.writer.writerow([name, str(self.sources.pop(name, "")), self.class_names[int(probability.argmax())],
                               *(f"{p:.6f}" for p in probability)])
 
     def close(self) -> list[Path]:
