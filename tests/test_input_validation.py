@@ -76,6 +76,19 @@ def test_bad_command_line_values_name_the_option_and_range(tmp_path, args, messa
     (("--task", "cls:mixmatch:T=0"), "strategy 'mixmatch': option T: must satisfy x > 0.0, got 0"),
     (("--task", "seg:kl:pairing=random"), "option pairing: input should be 'mean' or 'index', got 'random'"),
     (("--task", "cls", "--task", "seg", "--bridge", "saliency:stride=0"), "bridge 'saliency': option stride: must satisfy x >= 1, got 0"),
+    (("--task", "cls", "--backbone", "unet:widths=nan"), "backbone 'unet': option widths: expected positive channel counts such as 16-32-64-128-256, got nan"),
+    (("--task", "cls", "--backbone", "unet:widths=16-0-64"), "backbone 'unet': option widths: expected positive channel counts such as 16-32-64-128-256, got '16-0-64'"),
+    (("--task", "seg", "--seg-data", "synthetic:structures=lungs+lungs"), "source 'synthetic': option structures: must be distinct names from lungs, heart joined by '+', got 'lungs+lungs'"),
+    (("--task", "cls", "--cls-data", "folders:imgs:channels=0"), "source 'folders': option channels: must satisfy x >= 1, got 0"),
+    (("--task", "cls", "--cls-data", "folders:imgs:group=("), "source 'folders': option group: not a valid regular expression (missing ), unterminated subpattern at position 0), got '('"),
+    (("--task", "seg", "--seg-data", "pairs:a,b:channels=-1"), "source 'pairs': option channels: must satisfy x >= 1, got -1"),
+    (("--task", "cls", "--cls-data", "kermany:x:split="), "source 'kermany': option split: string should have at least 1 character, got ''"),
+    (("--task", "seg", "--seg-data", "jsrt:x:structures=lungs+liver"), "source 'jsrt': option structures: must be names from lungs, heart, clavicles joined by '+', got 'lungs+liver'"),
+    (("--task", "seg", "--seg-data", "jsrt:x:invert=maybe"), "source 'jsrt': option invert: input should be a valid boolean"),
+    (("--task", "cls", "--cls-data", "nih:x:classes=Pneumonia"), "source 'nih': option classes: needs at least two findings separated by '|', got 'Pneumonia'"),
+    (("--task", "cls", "--cls-data", "montgomery:x:split=train"), "source 'montgomery': unknown option(s) split; known: none"),
+    (("--task", "cls", "--log", "tensorboard:dir="), "logger 'tensorboard': option dir: string should have at least 1 character, got ''"),
+    (("--task", "cls", "--log", "tensorboard:logdir=x"), "logger 'tensorboard': unknown option(s) logdir; known: dir"),
 ])
 def test_bad_spec_options_name_the_component_option_and_range(tmp_path, args, message):
     assert message in one_line_error(check(*args, out=tmp_path))

@@ -7,7 +7,7 @@ task, strategy, bridge and backbone options and the image size) and opens
 every source (which validates source options and lists the files) without
 decoding anything. It also calls every strategy's ``plan()`` once and
 refuses a plan the trainer could not run (:func:`plan_problem`), naming the
-plugin, and builds the task weighting.
+plugin, and builds the task weighting and the loggers.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from mtssl.run.config import RunConfig, TaskData
 from mtssl.data.prepare import check_split, open_source, task_seed, training_spec
 from mtssl.plugins import PluginHost
 from mtssl.run.seeding import pick_device
+from mtssl.training.loggers import create_loggers
 
 RESUME_KEEPS = ("device", "threads")
 """The only settings ``--resume`` takes from the command line (the machine's); everything else comes from the run."""
@@ -47,6 +48,7 @@ def check_run(config: RunConfig, host: PluginHost) -> Components:
     parts = build_components(config, host)
     check_plans(parts)
     build_weighting(config, host).setup(list(parts.tasks), pick_device(config.device))
+    create_loggers(host, config.log)  # options and packages; nothing is started
     if config.select_by != "mean":
         task = config.select_by.split("/", 1)[0]
         if task not in parts.tasks:
