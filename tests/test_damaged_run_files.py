@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +105,29 @@ def test_a_state_path_leading_out_of_the_run_is_refused(host, tmp_path):
     assert result.exit_code == 2
     assert "names the state file '../../../elsewhere.safetensors'" in " ".join(result.stderr.split())
     assert json.loads((run / "config.json").read_text())["steps"] == 3
+
+
+def test_links_and_fifos_named_like_images_are_reported_as_bad_files(tmp_path):
+    import os
+
+    from data_trees import class_tree
+
+    root = class_tree(tmp_path / "data", {"NORMAL": 3, "PNEUMONIA": 3})
+    folder = root / "NORMAL"
+    (folder / "dangling.png").symlink_to(folder / "gone.png")
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    os.mkfifo(folder / "pipe.png")  # opening it would wait for a writer forever
+    result = invoke(["data", "inspect", f"folders:{root}", "--task", "cls", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    reasons = {Path(b["path"]).name: b["reason"] for b in report["bad"]}
+    assert reasons == {"dangling.png": f"broken symbolic link (to {folder / 'gone.png'})",
+                       "loop.png": "symbolic link loop", "pipe.png": "is a named pipe (FIFO), not an image file"}
+    assert report["good"] == 6
+
+
+def test_inspecting_pairs_without_a_masks_folder_says_so():
+    result = invoke(["data", "inspect", "pairs:imgs"])
+    assert result.exit_code == 2
+    assert "needs two folders: pairs:IMAGES_DIR,MASKS_DIR (got 'imgs': no masks folder)" in " ".join(
+        result.stderr.split())

@@ -51,13 +51,17 @@ def open_for_inspection(host, spec: str, task: str | None):
     """Open the source for the given task's targets, or for the first registered task's it serves."""
     from mtssl.data.prepare import open_source
 
-    first_error = None
+    from mtssl.targets import UnservedTarget
+
+    errors: list[ValueError] = []
     for target in task_targets(host, task):
         try:
             return open_source(host, spec, target, seed=0, skip_bad=True)
         except ValueError as exc:
-            first_error = first_error or exc
-    raise first_error or ValueError("no task is registered to inspect the source for")
+            errors.append(exc)
+    # a problem with the data itself (a missing folder) says more than "serves masks, not classes"
+    errors.sort(key=lambda exc: isinstance(exc, UnservedTarget))
+    raise errors[0] if errors else ValueError("no task is registered to inspect the source for")
 
 
 def inspect_source(source, progress=None) -> dict:

@@ -1,6 +1,9 @@
 """Reading image and mask files, and normalising any decoded array to 8-bit grayscale at the training size."""
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -150,6 +153,28 @@ def _allow_pillow(limit: int) -> None:
         Image.MAX_IMAGE_PIXELS = limit // 2 + 1
 
 
+def not_a_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file (missing, a broken or looping link, a FIFO), or None.
+
+    Checked before opening: opening a FIFO would wait for a writer forever.
+    """
+    try:
+        kind = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"broken symbolic link (to {os.readlink(path)})" if path.is_symlink() else "file not found"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop"
+        return f"cannot read ({exc.strerror or exc})"
+    if stat.S_ISREG(kind):
+        return None
+    if stat.S_ISDIR(kind):
+        return "is a folder, not an image file"
+    if stat.S_ISFIFO(kind):
+        return "is a named pipe (FIFO), not an image file"
+    return "is not a regular file (a device or socket)"
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Decode PNG/JPEG/TIFF/BMP/GIF (Pillow) or DICOM (pydicom) keeping depth and channels.
 
@@ -157,8 +182,8 @@ def read_image(path: str | Path) -> np.ndarray:
     :class:`DataError` naming the file; the pixel count is read from the header, before decoding.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file not found")
+    if problem := not_a_file(path):
+        raise DataError(path, problem)
     try:
         if _is_dicom(path):
             return _read_dicom(path)

@@ -43,9 +43,13 @@ def require_dir(path: str | Path, what: str = "folder") -> Path:
 
 
 def list_images(folder: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name; hidden files ignored."""
+    """Entries with an image suffix directly in ``folder``, sorted by name; hidden files ignored.
+
+    Anything named like an image that is not a folder is listed, a broken link, a link loop or a FIFO
+    included, so that reading it reports a bad file instead of the file silently missing.
+    """
     return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes)
+                  if not p.name.startswith(".") and p.suffix.lower() in suffixes and not p.is_dir())
 
 
 def subfolders(folder: Path) -> list[Path]:

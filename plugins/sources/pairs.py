@@ -26,5 +26,7 @@ def build(name: str, path: str | None = None, target=None, seed: int = 0, **opti
     target_mode(name, target, ("mask",))
     parts = [p.strip() for p in (path or "").split(",")]
     if len(parts) != 2 or not all(parts):
-        raise ValueError(f"source '{name}' needs two folders: {name}:IMAGES_DIR,MASKS_DIR (got '{path or ''}')")
+        missing = ": no masks folder" if len([p for p in parts if p]) == 1 else ""
+        raise ValueError(f"source '{name}' needs two folders: {name}:IMAGES_DIR,MASKS_DIR (got '{path or ''}'"
+                         f"{missing})")
     return open_pairs(parts[0], parts[1], settings.channels).group_by(settings.group)
