@@ -29,7 +29,7 @@ class MaskBridge(Bridge):
         settings = read_options(f"bridge '{name}'", options, MaskOptions)
         super().__init__(name, source, target, **options)
         self.requested_stride = settings.stride
-        self.route: tuple[int, int] | None = None
+        self.injection: tuple[int, int] | None = None
         """``(stride, channels)`` once :meth:`setup` has seen the source task and the backbone."""
 
     def setup(self, source: Task, target: Task, head_inputs: HeadInputs) -> None:
@@ -38,20 +38,20 @@ class MaskBridge(Bridge):
             raise ValueError(f"bridge '{self.name}' hands on per-pixel probability maps, but task '{source.name}' "
                              f"has {source.target.describe()}; route it from a segmentation task")
         super().setup(source, target, head_inputs)
-        self.route = (self.requested_stride or max(head_inputs.strides), source.target.channels)
+        self.injection = (self.requested_stride or max(head_inputs.strides), source.target.channels)
 
-    def _route(self) -> tuple[int, int]:
-        if self.route is None:
+    def _injection(self) -> tuple[int, int]:
+        if self.injection is None:
             raise RuntimeError(f"bridge '{self.name}': its stride and channels are known only after setup()")
-        return self.route
+        return self.injection
 
     @property
     def extra_channels(self) -> int:
-        return self._route()[1]
+        return self._injection()[1]
 
     @property
     def stride(self) -> int:
-        return self._route()[0]
+        return self._injection()[0]
 
     def compute(self, inputs: BridgeInputs) -> torch.Tensor:
         return inputs.source_probabilities.detach()
