@@ -70,6 +70,10 @@ def _identity(entry: Entry) -> tuple[str, str, str, str]:
     return entry.kind, entry.name, entry.plugin, entry.distribution
 
 
+def _plugin(entry: Entry) -> tuple[str, str]:
+    return entry.plugin, entry.distribution
+
+
 def track(instance: Any, entry: Entry, factory: Any = None) -> None:
     """Remember that ``instance`` (built by ``factory``) is ``entry``'s, for :func:`attribute`.
 
@@ -117,7 +121,7 @@ def owner(frame: FrameType) -> Entry | None:
 def _only(entries) -> Entry | None:
     """The one component among ``entries``; when several, all of one plugin: that plugin (``kind`` empty)."""
     entries = list(entries)
-    plugins = {(e.plugin, e.distribution) for e in entries}
+    plugins = {_plugin(e) for e in entries}
     if len(entries) == 1:
         return entries[0]
     if len(plugins) == 1:
@@ -166,7 +170,7 @@ def attribute(exc: BaseException) -> PluginFault | None:
         other = frames[i][2]
         if other is None:
             continue
-        if _identity(other)[2:] != _identity(entry)[2:]:  # another plugin
+        if _plugin(other) != _plugin(entry):
             break
         if not other.kind:  # the plugin's code of no one component: passed through
             continue
