@@ -161,6 +161,34 @@ def test_a_head_fault_is_attributed_to_its_task_and_a_core_error_to_nobody(host)
     assert attribute(raised.value) is None
 
 
+PICKY = '''
+from mtssl.api import hookimpl
+from mtssl_plugins.tasks.classification import ClassificationTask
+
+
+class Picky(ClassificationTask):
+    """Trains like cls; its full evaluation fails."""
+
+    def evaluate(self, probabilities, targets, class_names=()):
+        return {}["auc"]
+
+
+@hookimpl
+def register_tasks(register):
+    register("picky", Picky)
+'''
+
+
+def test_evaluate_raising_in_mtssl_eval_names_the_task(plugin_factory, tmp_path):
+    plugin_factory.install("mtssl-picky", {"mtssl_demo_picky": PICKY}, {"picky": "mtssl_demo_picky"})
+    args = tiny_train_args("picky", out=tmp_path, name="r", steps=1,
+                           extra=("--picky-data", "synthetic:n=24", "--picky-labels", "8"))
+    assert invoke(args).exit_code == 0
+    line = error_line(invoke(["eval", str(tmp_path / "r")]), 1)
+    assert re.fullmatch(r"Error: task 'picky' of plugin 'picky' \(mtssl-picky\) failed in evaluate "
+                        r"\(mtssl_demo_picky\.py:\d+\): KeyError: 'auc'", line), line
+
+
 TWO_IN_ONE = '''
 from mtssl.api import SSLStrategy, hookimpl
 
