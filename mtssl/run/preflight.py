@@ -99,6 +99,7 @@ def plan_problem(strategy: SSLStrategy, plan: object) -> str | None:
 
 
 def view_problem(strategy: SSLStrategy, request: ViewRequest, planned: list[str]) -> str | None:
+    """What the trainer could not do with ``request`` after the views ``planned`` before it, or None."""
     if not isinstance(request.key, str) or not request.key:
         return f"key must be a non-empty string, got {request.key!r}"
     if request.key in planned:
