@@ -141,3 +141,60 @@ def test_timm_pretrained_without_network_is_one_line(monkeypatch):
     message = str(info.value)
     assert message.startswith("backbone 'timm': cannot load the pretrained weights of 'resnet18' through timm")
     assert "give pretrained_file=PATH" in message and "\n" not in message
+
+
+def whole_image_gray(array):
+    """The conversion as one whole-image computation (float64 copies of everything): the reference."""
+    import numpy as np
+
+    original = array
+    if array.ndim == 3:
+        array = array[..., :-1] if array.shape[2] in (2, 4) else array
+        array = array.mean(axis=2) if array.shape[2] > 1 else array[..., 0]
+    array = array.astype(np.float64)
+    if np.issubdtype(original.dtype, np.integer) and array.max() > 255:
+        array = (array - array.min()) / max(array.max() - array.min(), 1) * 255
+    elif array.max() <= 1.0:
+        array = array * 255
+    return np.clip(np.rint(array), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("kind", ["uint16", "rgba16", "float", "rgb8", "narrow16"])
+def test_strip_conversion_equals_the_whole_image_one(monkeypatch, kind):
+    import numpy as np
+
+    from mtssl.data import decode
+
+    rng = np.random.default_rng(0)
+    arrays = {"uint16": rng.integers(100, 60000, (97, 61)).astype(np.uint16),
+              "rgba16": rng.integers(0, 65535, (97, 61, 4)).astype(np.uint16),
+              "float": rng.random((97, 61)).astype(np.float32),
+              "rgb8": rng.integers(0, 255, (97, 61, 3)).astype(np.uint8),
+              "narrow16": rng.integers(3, 200, (97, 61)).astype(np.uint16)}
+    monkeypatch.setattr(decode, "STRIP_PIXELS", 500)  # 8 rows per strip: 13 strips
+    array = arrays[kind]
+    assert len(decode.row_strips(*array.shape[:2])) == 13
+    assert np.array_equal(decode.to_gray_uint8(array), whole_image_gray(array))
+
+
+def test_a_large_16_bit_scan_decodes_in_a_few_bytes_per_pixel(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from mtssl.data.decode import read_image, resize_channels, to_channels_uint8
+
+    side = 2400
+    ramp = (np.add.outer(np.arange(side), np.arange(side)) * 13 % 65536).astype(np.uint16)
+    path = tmp_path / "scan.png"
+    Image.fromarray(ramp).save(path)
+    tracemalloc.start()
+    try:
+        image = read_image(path)
+        gray = to_channels_uint8(image, 1)
+        del image
+        small = resize_channels(gray, 64)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak / side**2 < 5  # whole-image float64 temporaries took about 26 bytes per pixel
+    assert np.array_equal(gray[0], whole_image_gray(ramp)) and small.shape == (1, 64, 64)

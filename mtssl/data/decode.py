@@ -13,27 +13,61 @@ from PIL import Image, UnidentifiedImageError
 from mtssl.data.errors import DataError
 from mtssl.data.pixel_limit import check_pixels, max_pixels
 
+STRIP_PIXELS = 1 << 18
+"""Large images are converted this many pixels at a time, so that float temporaries stay small: a
+9500x9500 16-bit scan peaks at a few bytes per pixel instead of ~26 (float64 copies of the whole image)."""
+
+
+def row_strips(height: int, width: int) -> list[slice]:
+    """Row ranges of about :data:`STRIP_PIXELS` pixels each."""
+    rows = max(1, STRIP_PIXELS // max(width, 1))
+    return [slice(start, min(start + rows, height)) for start in range(0, height, rows)]
+
+
+def _plane(part: np.ndarray) -> np.ndarray:
+    """HxW or HxWxC (alpha already dropped) -> HxW: the channel mean, or the only channel."""
+    if part.ndim == 2:
+        return part
+    return part.mean(axis=2) if part.shape[2] > 1 else part[..., 0]
+
+
 def to_gray_uint8(image: np.ndarray) -> np.ndarray:
-    """HxW or HxWxC, 8- or 16-bit or float -> HxW uint8 (RGB averaged, alpha dropped, full range kept)."""
+    """HxW or HxWxC, 8- or 16-bit or float -> HxW uint8 (RGB averaged, alpha dropped, full range kept).
+
+    Integer images above 255 are stretched from their minimum to their maximum; floats up to 1 are
+    scaled by 255. Large images are converted in row strips (:func:`row_strips`), with the same result.
+    """
     array = np.asarray(image)
-    if array.ndim == 3:
-        if array.shape[2] in (2, 4):  # drop alpha
-            array = array[..., :-1]
-        if array.dtype == np.uint8 and array.shape[2] == 3:  # fast exact path: rint(sum / 3) == (sum + 1) // 3
-            total = array[..., 0].astype(np.uint16) + array[..., 1] + array[..., 2]
-            return ((total + 1) // 3).astype(np.uint8)
-        array = array.mean(axis=2) if array.shape[2] > 1 else array[..., 0]
-    if array.ndim != 2:
-        raise ValueError(f"expected a 2-D image or HxWxC, got shape {array.shape}")
-    if array.dtype == np.uint8:
+    if array.ndim == 3 and array.shape[2] in (2, 4):  # drop alpha
+        array = array[..., :-1]
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3):
+        raise ValueError(f"expected a 2-D image or HxWxC, got shape {np.asarray(image).shape}")
+    if array.dtype == np.uint8 and array.ndim == 2:
         return array
-    array = array.astype(np.float64)
-    if np.issubdtype(np.asarray(image).dtype, np.integer) and array.max() > 255:
-        lo, hi = array.min(), array.max()
-        array = (array - lo) / max(hi - lo, 1) * 255
-    elif array.max() <= 1.0:
-        array = array * 255
-    return np.clip(np.rint(array), 0, 255).astype(np.uint8)
+    strips = row_strips(*array.shape[:2])
+    out = np.empty(array.shape[:2], np.uint8)
+    if array.dtype == np.uint8 and array.shape[2] == 3:  # fast exact path: rint(sum / 3) == (sum + 1) // 3
+        for rows in strips:
+            part = array[rows]
+            total = part[..., 0].astype(np.uint16) + part[..., 1] + part[..., 2]
+            out[rows] = (total + 1) // 3
+        return out
+    lo, hi = np.inf, -np.inf  # of the grey plane; np.minimum/np.maximum let a NaN through, as min()/max() do
+    for rows in strips:
+        plane = _plane(array[rows])
+        lo, hi = np.minimum(lo, plane.min()), np.maximum(hi, plane.max())
+    lo, hi = float(lo), float(hi)
+    stretch = np.issubdtype(array.dtype, np.integer) and hi > 255
+    for rows in strips:
+        part = _plane(array[rows]).astype(np.float64)
+        if stretch:
+            part = (part - lo) / max(hi - lo, 1) * 255
+        elif hi <= 1.0:
+            part = part * 255
+        out[rows] = np.clip(np.rint(part), 0, 255)
+    return out
 
 
 def to_channels_uint8(image: np.ndarray, channels: int) -> np.ndarray:
@@ -141,10 +175,23 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
         image = image.convert("L")
     elif mode in {"CMYK", "YCbCr", "LAB", "HSV"}:
         image = image.convert("RGB")
-    array = np.asarray(image)
-    if array.dtype.byteorder == ">":
-        array = array.astype(array.dtype.newbyteorder("="))
-    return array
+    return image_rows(image)
+
+
+def image_rows(image: Image.Image) -> np.ndarray:
+    """``np.asarray(image)`` in native byte order, copied a strip of rows at a time for large images
+    (``tobytes`` of the whole image would hold it twice over)."""
+    width, height = image.size
+    strips = row_strips(height, width)
+    if len(strips) <= 1:
+        array = np.asarray(image)
+        return array.astype(array.dtype.newbyteorder("=")) if array.dtype.byteorder == ">" else array
+    first = np.asarray(image.crop((0, strips[0].start, width, strips[0].stop)))
+    out = np.empty((height, *first.shape[1:]), first.dtype.newbyteorder("="))
+    out[strips[0]] = first
+    for rows in strips[1:]:
+        out[rows] = np.asarray(image.crop((0, rows.start, width, rows.stop)))
+    return out
 
 
 def _allow_pillow(limit: int) -> None:
