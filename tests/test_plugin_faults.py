@@ -43,7 +43,7 @@ class Faulty(SSLStrategy):
 
     def raise_error(self):
         raise {"RuntimeError": RuntimeError("kaput"), "ValueError": ValueError("shapes differ"),
-               "named": ValueError("strategy 'faulty' needs a second view")}[self.error]
+               "named": ValueError("strategy 'faulty' needs a second view"), "exit": SystemExit(0)}[self.error]
 
     def plan(self):
         self.plans += 1
@@ -127,6 +127,14 @@ def test_plan_raising_after_a_checkpoint_keeps_the_run_and_says_how_to_resume(fa
     assert FAULT + "plan (mtssl_demo_faulty.py:" in line and "RuntimeError: kaput" in line
     assert line.endswith(f"the last checkpoint is step 1; resume with: mtssl train --resume {run}")
     assert (run / "checkpoints" / "last.safetensors").is_file() and not (run / ".lock").exists()
+
+
+def test_sys_exit_in_plugin_code_mid_run_names_the_plugin(faulty, tmp_path):
+    args = tiny_train_args("cls:faulty:fail=loss,error=exit,at=2", out=tmp_path / "runs", name="r", steps=3)
+    line = error_line(invoke(args), 1)
+    assert line.startswith("Error: strategy 'faulty' of plugin 'faulty' (mtssl-faulty) at ")
+    assert "mtssl_demo_faulty.py:" in line
+    assert "called sys.exit(0) during training at step 2" in line
 
 
 @pytest.mark.parametrize("plan, problem", [

@@ -234,14 +234,19 @@ def exit_from_plugin(exc: SystemExit, when: str) -> None:
 
 
 def where_raised(exc: BaseException) -> str:
-    """``file.py:12 (loss)`` of the innermost frame, to point at the code that raised."""
+    """``file.py:12 (loss)`` of the innermost frame, to point at the code that raised, after the component
+    and plugin whose code it is (when a plugin's)."""
+    from mtssl.plugin_faults import attribute, component_text
+
     tb = exc.__traceback__
     if tb is None:
         return "code"
     while tb.tb_next is not None:
         tb = tb.tb_next
     code = tb.tb_frame.f_code
-    return f"{code.co_filename}:{tb.tb_lineno} ({code.co_name})"
+    fault = attribute(exc)
+    owner = f"{component_text(fault.entry)} at " if fault else ""
+    return f"{owner}{code.co_filename}:{tb.tb_lineno} ({code.co_name})"
 
 
 @contextmanager
