@@ -93,7 +93,9 @@ class EvaluatedSet:
 
     ``images`` are uint8 ``[N, C, S, S]`` at the evaluation size; ``probabilities``
     and ``targets`` are what :meth:`Task.evaluate` received; ``maps`` holds
-    the bridge maps (:meth:`Bridge.maps`) computed on these images, ``[N, S, S]``.
+    the bridge maps (:meth:`Bridge.maps`) computed on these images, ``[N, S, S]``, and
+    ``map_labels`` what to call each in a figure: its route, so a map fed into
+    another task is not mistaken for an explanation of this one.
     """
 
     label: str
@@ -104,6 +106,10 @@ class EvaluatedSet:
     class_names: tuple[str, ...]
     evaluation: TaskEvaluation
     maps: dict[str, np.ndarray] = field(default_factory=dict)
+    map_labels: dict[str, str] = field(default_factory=dict)
+
+    def map_label(self, name: str) -> str:
+        return self.map_labels.get(name, name)
 
 
 @dataclass

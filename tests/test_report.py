@@ -54,8 +54,8 @@ def test_report_page_embeds_every_figure(report):
         image.load()
         assert image.format == "PNG" and min(image.size) >= 200
     titles = " | ".join(parser.headings)
-    for expected in ("Training curves", "ROC curve", "confusion matrix", "Bland-Altman", "saliency maps by predicted "
-                     "class", "boundaries", "best and worst"):
+    for expected in ("Training curves", "ROC curve", "confusion matrix", "Bland-Altman", "saliency (cls→seg, fed to seg) "
+                     "maps by predicted class", "boundaries", "best and worst", "calibration", "misclassified"):
         assert expected in titles, titles
 
 

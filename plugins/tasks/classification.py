@@ -17,6 +17,7 @@ from pydantic import Field
 
 from mtssl.api import (EvaluatedSet, HeadInputs, Options, PredictionWriter, ReportFigure, Task, TaskEvaluation, read_options,
                        resize_like)
+from mtssl_plugins.metrics.calibration import reliability_bins
 from mtssl_plugins.metrics.classification import binary_roc, classification_scores
 from mtssl_plugins.metrics.imbalance import balanced_class_weights, class_counts, collapse_note
 from mtssl_plugins.targets import CLASS_LABEL
@@ -156,6 +157,8 @@ class ClassificationTask(Task):
             names = self.class_names_or_default(data.class_names)
             figures.append(roc_figure(self.name, data, names))
             figures.append(confusion_figure(self.name, data, names))
+            figures.append(calibration_figure(self.name, data))
+            figures.append(misclassified_figure(self.name, data, names))
             for map_name, maps in data.maps.items():
                 figures.append(maps_by_class_figure(self.name, data, names, map_name, maps))
         return [f for f in figures if f is not None]
@@ -225,24 +228,73 @@ def confusion_figure(task: str, data: EvaluatedSet, names: list[str]) -> ReportF
     return ReportFigure(f"{task} confusion matrix · {data.label}", fig, caption)
 
 
+def calibration_figure(task: str, data: EvaluatedSet, bins: int = 10) -> ReportFigure:
+    """Reliability diagram: accuracy against confidence per confidence bin, with the ECE."""
+    found = reliability_bins(data.probabilities, data.targets, bins)
+    fig, axes = plots.figure(panel=4)
+    ax = axes[0, 0]
+    centres, width = (found.edges[:-1] + found.edges[1:]) / 2, 1 / bins
+    filled = found.counts > 0
+    ax.bar(centres[filled], found.accuracy[filled], width=width * 0.9, color="tab:blue", alpha=0.8,
+           label="accuracy")
+    ax.plot(centres[filled], found.confidence[filled], "_", color="tab:red", ms=14, mew=2,
+            label="mean confidence (calibrated height)")
+    ax.plot([0, 1], [0, 1], color="gray", ls="--", lw=1, label="calibrated")
+    for x, y, n in zip(centres[filled], found.accuracy[filled], found.counts[filled]):
+        ax.text(x, min(y + 0.02, 0.97), str(n), ha="center", fontsize=7)
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_aspect("equal")
+    ax.legend(loc="upper left", fontsize=8)
+    return ReportFigure(f"{task} calibration (reliability diagram) · {data.label}", fig,
+                        f"ECE = {found.ece:.3f} over {bins} equal-width confidence bins (n = {len(data.targets)}); "
+                        "numbers over the bars are images per bin; bars below the diagonal: overconfident.")
+
+
+def misclassified_figure(task: str, data: EvaluatedSet, names: list[str]) -> ReportFigure:
+    """The wrong predictions, most confident first, each titled with its file; the caption lists them all."""
+    predicted = data.probabilities.argmax(1)
+    truth = np.asarray(data.targets).reshape(-1).astype(int)
+    wrong = np.flatnonzero(predicted != truth)
+    wrong = wrong[np.argsort(-data.probabilities[wrong, predicted[wrong]], kind="stable")]
+    shown = wrong[:plots.MAX_PANELS]
+    fig, axes = plots.figure(max(1, len(shown)), panel=2.6)
+    if not len(shown):
+        plots.blank(axes[0, 0], "no misclassified image")
+    for ax, i in zip(axes[0], shown):
+        plots.show_image(ax, data.images[i], f"{plots.short_name(data.keys[i])}\ntrue {names[truth[i]]}\n"
+                                             f"predicted {names[predicted[i]]} "
+                                             f"({data.probabilities[i, predicted[i]]:.2f})")
+    listing = plots.case_list([f"{data.keys[i]} (true {names[truth[i]]}, predicted {names[predicted[i]]}, "
+                               f"p = {data.probabilities[i, predicted[i]]:.2f})" for i in wrong])
+    return ReportFigure(f"{task} misclassified cases · {data.label}", fig,
+                        f"{len(wrong)} of {len(truth)} misclassified, most confident first" +
+                        (f": {listing}" if len(wrong) else "."))
+
+
 def maps_by_class_figure(task: str, data: EvaluatedSet, names: list[str], map_name: str,
                          maps: np.ndarray) -> ReportFigure:
     """A row per predicted class, most confident first: images with the bridge map over them (MultiMix Fig. 9)."""
     predicted = data.probabilities.argmax(1)
     columns = plots.MAX_PANELS
     fig, axes = plots.figure(columns, len(names), panel=1.8)
+    shown = []
     for c, name in enumerate(names):
         confident_first = np.argsort(-data.probabilities[:, c], kind="stable")
         picks = confident_first[predicted[confident_first] == c][:columns]
+        shown += list(picks)
         for j in range(columns):
             ax = axes[c, j]
             if j < len(picks):
                 i = picks[j]
                 truth = names[int(data.targets[i])]
-                plots.show_map(ax, data.images[i], maps[i], f"true {truth}")
+                plots.show_map(ax, data.images[i], maps[i], f"{plots.short_name(data.keys[i])}\ntrue {truth}")
             else:
                 plots.blank(ax, f"no image predicted {name}" if j == 0 else "")
         axes[c, 0].set_ylabel(f"predicted {name}", fontsize=9)
-    return ReportFigure(f"{task} {map_name} maps by predicted class · {data.label}", fig,
-                        f"{map_name} map over the input image, one row per predicted class, "
-                        "its most confident predictions first.")
+    label = data.map_label(map_name)
+    return ReportFigure(f"{task} {label} maps by predicted class · {data.label}", fig,
+                        f"{label} over the input image, one row per predicted class, its most confident "
+                        f"predictions first: {plots.case_list([data.keys[i] for i in shown])}.")

@@ -5,11 +5,16 @@ so drawing never needs a display or touches global state.
 """
 from __future__ import annotations
 
+from pathlib import PurePath
+from typing import Sequence
+
 import numpy as np
 from matplotlib.figure import Figure
 
 MAX_PANELS = 6
 """Most images one row of a gallery figure shows."""
+MAX_LISTED = 20
+"""Most cases a caption names before it gives a count instead."""
 
 
 def figure(columns: int = 1, rows: int = 1, panel: float = 3.2) -> tuple[Figure, np.ndarray]:
@@ -45,3 +50,14 @@ def blank(ax, text: str = "") -> None:
     ax.set_yticks([])
     if text:
         ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=8, wrap=True)
+
+
+def short_name(key: str) -> str:
+    """A panel title's name for an item: the file name of a path key, the key itself otherwise."""
+    return PurePath(key).name or key
+
+
+def case_list(keys: Sequence[str], limit: int = MAX_LISTED) -> str:
+    """Items named in full (paths as the source gave them) for a caption: ``a; b; ... and N more``."""
+    listed = "; ".join(keys[:limit])
+    return listed + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")

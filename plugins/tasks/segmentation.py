@@ -199,7 +199,8 @@ def structure_view(data: EvaluatedSet, channel: int, name: str) -> EvaluatedSet:
     records = [{k[len(prefix):]: v for k, v in r.items() if k.startswith(prefix)} for r in data.evaluation.per_image]
     evaluation = TaskEvaluation(records, {}, {}, [])
     return EvaluatedSet(f"{data.label}", data.images, np.asarray(data.probabilities)[:, channel:channel + 1],
-                        np.asarray(data.targets)[:, channel:channel + 1], data.keys, (name,), evaluation, data.maps)
+                        np.asarray(data.targets)[:, channel:channel + 1], data.keys, (name,), evaluation, data.maps,
+                        data.map_labels)
 
 
 SEGMENTATION_METRICS = ("dice", "jaccard", "ssim", "hd_avg", "precision", "recall")
@@ -284,7 +285,7 @@ def boundaries_figure(task: str, data: EvaluatedSet) -> ReportFigure:
 
 
 def best_worst_figure(task: str, data: EvaluatedSet) -> ReportFigure:
-    """The best and the worst images by Dice, with any bridge maps next to them."""
+    """The best and the worst images by Dice, titled with their files, with any bridge maps next to them."""
     pred, truth = _predicted(data), _truth(data)
     dice = np.array([r["dice"] for r in data.evaluation.per_image])
     order = np.argsort(-dice, kind="stable")
@@ -293,9 +294,12 @@ def best_worst_figure(task: str, data: EvaluatedSet) -> ReportFigure:
     map_names = list(data.maps)
     fig, axes = plots.figure(1 + len(map_names), len(picks), panel=2.2)
     for row, (kind, i) in enumerate(picks):
-        _overlay(axes[row, 0], data.images[i], truth[i], pred[i], f"{kind}: Dice {dice[i]:.3f}")
+        _overlay(axes[row, 0], data.images[i], truth[i], pred[i],
+                 f"{kind}: Dice {dice[i]:.3f}\n{plots.short_name(data.keys[i])}")
         for col, name in enumerate(map_names, start=1):
-            plots.show_map(axes[row, col], data.images[i], data.maps[name][i], name)
+            plots.show_map(axes[row, col], data.images[i], data.maps[name][i], data.map_label(name))
+    named = "; ".join(f"{kind} {data.keys[i]} (Dice {dice[i]:.3f})" for kind, i in picks)
+    labels = ", ".join(data.map_label(name) for name in map_names)
     return ReportFigure(f"{task} best and worst cases by Dice · {data.label}", fig,
-                        "Green: ground truth; red: prediction" + (f"; right: {', '.join(map_names)} map"
-                                                                 if map_names else "") + ".")
+                        "Green: ground truth; red: prediction" + (f"; right: {labels}" if map_names else "")
+                        + f". Cases: {named}.")
