@@ -73,7 +73,8 @@ def resolve_config(config_file, tasks, bridges, data_args, overrides: dict, skip
 @click.option("--seed", type=NON_NEGATIVE_INT, help="Seed for splits, initialisation and augmentation (default 0).")
 @click.option("--device", type=DEVICE, help="auto (default), cpu, cuda or cuda:N.")
 @click.option("--threads", type=POSITIVE_INT,
-              help="CPU threads for torch's operators (default: torch's choice); 1 is fastest on a busy machine.")
+              help="CPU threads for torch's operators (default: torch's choice); fewer are often faster "
+                   "on a busy machine.")
 @click.option("--strong-ops", type=click.IntRange(1, 15),
               help="Operations per image in the strong augmentation, 1..15 (default 2).")
 @click.option("--eval-every", type=POSITIVE_INT, help="Validate and keep the best checkpoint every N steps (default 100).")
@@ -139,7 +140,7 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, verbose
     else:
         config = resolve_config(config_file, tasks, bridges, ctx.args, overrides, skip_bad)
         run = None
-    check_run(config, host)  # every spec, option and data source, before any work starts
+    check_run(config, host, cluster.world)  # every spec, option and data source, before any work starts
     if check_only:
         click.echo(config.to_json())
         return
