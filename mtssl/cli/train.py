@@ -140,7 +140,7 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, verbose
     else:
         config = resolve_config(config_file, tasks, bridges, ctx.args, overrides, skip_bad)
         run = None
-    check_run(config, host)  # every spec, option and data source, before any work starts
+    check_run(config, host, cluster.world)  # every spec, option and data source, before any work starts
     if check_only:
         click.echo(config.to_json())
         return

@@ -23,6 +23,7 @@ from mtssl.run.config import RunConfig, TaskData
 from mtssl.data.prepare import check_split, open_source, task_seed, training_spec
 from mtssl.plugins import PluginHost
 from mtssl.run.seeding import pick_device
+from mtssl.training.distributed import check_processes
 from mtssl.training.loggers import create_loggers
 
 RESUME_KEEPS = ("device", "threads")
@@ -41,13 +42,16 @@ def check_resume_options(tasks, bridges, config_file, skip_bad, data_args, overr
                                "--quiet, --verbose, --progress-every, --max-pixels)")
 
 
-def check_run(config: RunConfig, host: PluginHost) -> Components:
-    """Raise a one-line error for anything in ``config`` that cannot run; return the built components."""
+def check_run(config: RunConfig, host: PluginHost, world: int = 1) -> Components:
+    """Raise a one-line error for anything in ``config`` that cannot run on ``world`` processes; return the
+    built components."""
     config.check("settings")
     pick_device(config.device)  # --device cuda on a machine without one fails now, not after decoding
     parts = build_components(config, host)
     check_plans(parts)
-    build_weighting(config, host).setup(list(parts.tasks), pick_device(config.device))
+    weighting = build_weighting(config, host)
+    weighting.setup(list(parts.tasks), pick_device(config.device))
+    check_processes([s for group in parts.strategies.values() for s in group], weighting, world)
     create_loggers(host, config.log)  # options and packages; nothing is started
     if config.select_by != "mean":
         task = config.select_by.split("/", 1)[0]

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from mtssl.interfaces import StrategyContext
+from typing import Sequence
+
+from mtssl.interfaces import SSLStrategy, StrategyContext, Weighting
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,22 @@ def strategy_context(rank: int, world: int, device: torch.device) -> StrategyCon
     if world == 1:
         return StrategyContext(rank, world, device)
     return StrategyContext(rank, world, device, all_reduce_sum)
+
+
+def check_processes(strategies: Sequence[SSLStrategy], weighting: Weighting, world: int) -> None:
+    """Refuse, in one line naming them, the components that cannot share their work between processes.
+
+    A second network (cross pseudo supervision) lives beside the DistributedDataParallel model, and a
+    gradient-based weighting differentiates each task itself, which DDP's single backward does not allow.
+    """
+    if world <= 1:
+        return
+    pieces = [f"strategy '{s.name}' (a second network)" for s in strategies if s.needs_peer()]
+    if weighting.needs_task_gradients:
+        pieces.append(f"weighting '{weighting.name}' (a backward per task)")
+    if pieces:
+        raise ValueError(f"{' and '.join(pieces)} can run in one process only, not {world}; "
+                         "run without torchrun or choose another")
 
 
 def from_environment() -> Distributed:

@@ -30,7 +30,7 @@ from mtssl.training.stopping import StopRequest, TrainingStopped, stop_on_signal
 from mtssl.training.teacher import EMATeacher, requested_decay
 from mtssl.training.batches import build_batches, image_channels, introduce_labels, write_splits
 from mtssl.training.checkpointing import Checkpointer, resumable_parts
-from mtssl.training.distributed import strategy_context
+from mtssl.training.distributed import check_processes, strategy_context
 from mtssl.training.step import Networks, StepResult, TrainingStep
 from mtssl.training.validation import validate
 from mtssl.training.views import View, ViewBuilder
@@ -108,9 +108,7 @@ class Trainer:
         for component in (*strategies, self.weighting):
             component.bind(context)
         self.weighting.setup(list(self.parts.tasks), self.device)
-        if world > 1 and (self.peer is not None or self.weighting.needs_task_gradients):
-            raise ValueError("a second network (cps) and gradient-based weightings (pcgrad) run in one process "
-                             "only; drop torchrun or choose another strategy/weighting")
+        check_processes(strategies, self.weighting, world)
 
     def _total_steps(self) -> int:
         if self.config.steps is not None:
