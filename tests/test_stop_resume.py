@@ -17,6 +17,7 @@ import torch
 from safetensors import safe_open
 
 from conftest import invoke, read_metrics, tiny_train_args, tiny_trainer
+from run_files import state_tensors
 from mtssl.run import checkpoint
 from mtssl.run import state as run_state
 from mtssl.training.stopping import TrainingStopped
@@ -27,14 +28,6 @@ EXTRA = ("--save-every", "2", "--eval-every", "3")  # later flags override the d
 
 def flat(text: str) -> str:
     return " ".join(text.split())
-
-
-def state_tensors(run: Path) -> dict[str, torch.Tensor]:
-    """The weights and every tensor of the committed training state."""
-    folder = run / "checkpoints"
-    weights, meta = checkpoint.load(folder / "last.safetensors")
-    state, _ = checkpoint.load(folder / "state" / meta["resume"]["states"][0])
-    return {**{f"w/{k}": v for k, v in weights.items()}, **{f"s/{k}": v for k, v in state.items()}}
 
 
 def log_lines(run: Path) -> list[dict]:
@@ -221,6 +214,7 @@ def test_resume_refuses_a_state_file_of_another_step(tmp_path):
     assert result.exit_code == 0
     state = tmp_path / "r" / "checkpoints" / "state"
     (state / "last-00000002-rank0.safetensors").unlink()
+    (tmp_path / "r" / "summary.json").unlink()  # as if it crashed after its last save: not finished
     first = invoke(tiny_train_args("cls", out=tmp_path, name="s", steps=1))
     assert first.exit_code == 0
     (tmp_path / "s" / "checkpoints" / "state" / "last-00000001-rank0.safetensors").rename(
