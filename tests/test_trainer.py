@@ -97,6 +97,7 @@ def test_resume_from_a_truncated_checkpoint_names_the_file(tmp_path):
     run = train_run("cls", out=tmp_path)
     state = run / "checkpoints" / "state" / "last-00000002-rank0.safetensors"
     state.write_bytes(state.read_bytes()[:100])
+    (run / "summary.json").unlink()  # as if it crashed after its last save: not finished
     result = invoke(["train", "--resume", str(run)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     message = "".join(result.stderr.split())
