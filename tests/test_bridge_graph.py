@@ -334,3 +334,17 @@ def test_every_catalog_plugin_is_an_entry_point_and_back():
     assert {target.split(":")[1] for target in declared.values()} == in_catalog
     assert all(target.startswith("mtssl_plugins.catalog:") for target in declared.values())
     assert declared["mask"] == "mtssl_plugins.catalog:mask"
+
+
+def test_rows_downstream_of_an_input_gradient_bridge_share_its_pass():
+    """cls -> seg (saliency, input gradient) -> cls2 (mask): cls2's rows run the saliency bridge too, so they
+    go in the input-gradient pass with seg's and not in the plain pass with cls's."""
+    from types import SimpleNamespace
+
+    from mtssl.training.views import View, plan_passes
+
+    bridges = [SimpleNamespace(name="saliency", source="cls", target="seg", needs_input_grad=True),
+               SimpleNamespace(name="mask", source="seg", target="cls2", needs_input_grad=False)]
+    views = [View(task, "labeled", torch.zeros(1, 1, 8, 8)) for task in ("cls", "seg", "cls2")]
+    passes = [[view.task for view in group] for group in plan_passes(views, bridges)]
+    assert sorted(map(sorted, passes)) == [["cls"], ["cls2", "seg"]]

@@ -17,7 +17,7 @@ import torch
 from mtssl.training.augment import Augmenter
 from mtssl.data.streams import BatchStream
 from mtssl.interfaces import Bridge, SSLStrategy, Task
-from mtssl.model.network import to_float
+from mtssl.model.network import input_grad_tasks, to_float
 from mtssl.targets import TargetSpec
 
 
@@ -97,7 +97,8 @@ def plan_passes(views: list[View], bridges: list[Bridge]) -> list[list[View]]:
     own. Everything else shares one pass; instance norm keeps images
     independent, so grouping does not change any output.
     """
-    differentiated = {b.target for b in bridges if b.needs_input_grad}
+    tasks = list(dict.fromkeys([*(v.task for v in views), *(end for b in bridges for end in (b.source, b.target))]))
+    differentiated = input_grad_tasks(tasks, bridges)  # downstream of an input-gradient bridge too
     groups: dict[tuple[bool, bool, str], list[View]] = {}
     for view in views:
         groups.setdefault((view.grad, view.grad and view.task in differentiated, view.model), []).append(view)
