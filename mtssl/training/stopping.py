@@ -52,19 +52,28 @@ class TrainingStopped(BaseException):
 @contextmanager
 def stop_on_signals(stop: StopRequest, signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[StopRequest]:
     """Route the first SIGINT/SIGTERM into ``stop`` (main thread only: Python delivers signals there)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
     previous = {s: signal.getsignal(s) for s in signums}
 
     def handler(signum, frame):
         stop.request(signum)
         signal.signal(signum, previous[signum] if previous[signum] is not None else signal.SIG_DFL)
 
+    with handling(signums, handler):
+        yield stop
+
+
+@contextmanager
+def handling(signums: tuple[int, ...], handler) -> Iterator[None]:
+    """``handler`` for ``signums`` inside the block, the previous handlers after it (main thread only:
+    Python delivers signals there; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in signums}
     for s in signums:
         signal.signal(s, handler)
     try:
-        yield stop
+        yield
     finally:
         for s, old in previous.items():
             signal.signal(s, old if old is not None else signal.SIG_DFL)
@@ -93,18 +102,8 @@ def signal_name(signum: int) -> str:
 @contextmanager
 def stop_startup_on_signals(signums: tuple[int, ...] = (signal.SIGTERM,)) -> Iterator[None]:
     """Turn SIGTERM into :class:`StartupStopped` while the run is being set up (Ctrl-C already raises)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.getsignal(s) for s in signums}
-
     def handler(signum, frame):
         raise StartupStopped(signum)
 
-    for s in signums:
-        signal.signal(s, handler)
-    try:
+    with handling(signums, handler):
         yield
-    finally:
-        for s, old in previous.items():
-            signal.signal(s, old if old is not None else signal.SIG_DFL)
