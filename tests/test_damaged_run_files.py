@@ -53,13 +53,15 @@ def test_truncated_metrics_line_is_named(tmp_path, finished):
         RunDir(run).metrics()
 
 
-def test_resume_of_a_finished_run_says_so(finished):
-    before = (finished / "metrics.jsonl").read_text()
+def test_resume_of_a_finished_run_says_so_and_restores_its_log(finished):
+    log = finished / "metrics.jsonl"
+    before = log.read_text()
+    cut(log)
     result = invoke(["train", "--resume", str(finished)])
     assert result.exit_code == 0
     assert flat(f"Already finished: {finished} ran all 2 steps") in flat(result.output)
     assert "Done:" not in result.output
-    assert (finished / "metrics.jsonl").read_text() == before
+    assert log.read_text() == before
 
 
 def stopped_at_step_two(host, out):

@@ -123,7 +123,7 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, verbose
     from mtssl.run.preflight import check_resume_options, check_run
     from mtssl.run.rundir import RunDir
     from mtssl.run.threads import busy_machine_warning
-    from mtssl.training.checkpointing import disk_space_warning
+    from mtssl.training.checkpointing import Checkpointer, disk_space_warning
     from mtssl.training.distributed import from_environment
     from mtssl.training.loggers import LoggerHub, create_loggers
     from mtssl.training.trainer import Trainer
@@ -159,6 +159,8 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, verbose
                 if note:
                     say(err_console(), "Note:", "yellow", note)
                 if run is not None and (finished := run.finished_steps()) is not None:
+                    if cluster.is_main:  # a log cut or deleted since is restored all the same
+                        Checkpointer(run).truncate_log(finished)
                     console.print(plain(f"Already finished: {run.path} ran all {finished} steps; nothing to resume"),
                                   soft_wrap=True)
                     return
