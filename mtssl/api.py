@@ -1,6 +1,12 @@
 """Everything a plugin author imports: interfaces, the hook marker, small helpers, strategy building blocks.
 
 Plugins import from this module only; the rest of :mod:`mtssl` may change.
+
+What it promises: every name in ``__all__`` keeps its meaning and its call signature within a major
+version of :data:`__version__`. A minor version only adds (names, optional arguments, methods with a
+default) or deprecates: a deprecated name warns (``DeprecationWarning``) for at least one whole minor
+version before a later one removes it. CHANGELOG.md lists every change. A plugin that needs something
+added in, say, 1.1 checks ``__version__`` when it is imported.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from mtssl.hookspecs import hookimpl
 from pydantic import Field
 
 from mtssl.functional import (
+    Reduce,
     binary_pseudo_labels,
     dense_pseudo_label_loss,
     ema_update,
@@ -42,6 +49,7 @@ from mtssl.interfaces import (
     EvaluatedSet,
     HeadInputs,
     Logger,
+    ModelName,
     PredictionWriter,
     ReportFigure,
     Sample,
@@ -57,7 +65,10 @@ from mtssl.interfaces import (
     WeightedLoss,
     Weighting,
 )
-from mtssl.targets import TargetSpec, UnservedTarget, known_mask, masked_binary_cross_entropy
+from mtssl.targets import Resample, TargetSpec, UnservedTarget, known_mask, masked_binary_cross_entropy
+
+__version__ = "1.1"
+"""The plugin API's version, ``MAJOR.MINOR``: a major step may break plugins, a minor one only adds."""
 
 
 
@@ -85,11 +96,13 @@ def require(module: str, extra: str, component: str):
 def check_options(component: str, options: dict, allowed: set[str]) -> None:
     """Reject option names a component does not know, listing the ones it does.
 
-    Deprecated: it checks names only, so ``weight=nan`` passes. Declare an :class:`Options` model with
-    typed, ranged fields (``Field(1.0, ge=0)``) and read it with :func:`read_options`.
+    Deprecated since 1.1 (removed in 1.2 at the earliest): it checks names only, so ``weight=nan``
+    passes. Declare an :class:`Options` model with typed, ranged fields (``Field(1.0, ge=0)``) and read
+    it with :func:`read_options`.
     """
-    warnings.warn(f"{component}: check_options is deprecated; declare an mtssl.api.Options model and read it "
-                  "with read_options (typed, range-checked)", DeprecationWarning, stacklevel=2)
+    warnings.warn(f"{component}: check_options is deprecated since mtssl.api 1.1 (removed in 1.2 at the "
+                  "earliest); declare an mtssl.api.Options model and read it with read_options (typed, "
+                  "range-checked)", DeprecationWarning, stacklevel=2)
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ValueError(f"{component}: unknown option(s) {', '.join(unknown)}; "
@@ -103,7 +116,7 @@ __all__ = [
     "EvaluatedSet", "PredictionWriter", "ReportFigure", "TaskEvaluation", "Options", "read_options",
     "Logger", "ValidationImages", "MissingDependency", "require", "Weighting", "WeightedLoss",
     "UnservedTarget", "known_mask", "masked_binary_cross_entropy",
-    "Field", "StrategyContext",
+    "Field", "StrategyContext", "ModelName", "Resample", "Reduce",
     # building blocks (mtssl/functional.py)
     "pseudo_labels", "fixmatch_loss", "binary_pseudo_labels", "dense_pseudo_label_loss", "sigmoid_rampup",
     "linear_rampup", "sharpen", "guess_labels", "mixup_lambda", "mixup", "soft_cross_entropy", "ema_update",

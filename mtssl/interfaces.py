@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 AugName = Literal["none", "weak", "strong", "strong_photometric"]
+"""How a view's images are augmented: not at all, flip and padded crop, operations drawn from the strong
+pool, or that pool's intensity operations only (geometry kept, for a strong view of a weak view)."""
 
 ModelName = Literal["student", "teacher", "peer"]
 """Which network runs a view: the trained model, its EMA teacher (no autograd), or a second trained network."""
@@ -109,6 +111,7 @@ class EvaluatedSet:
     map_labels: dict[str, str] = field(default_factory=dict)
 
     def map_label(self, name: str) -> str:
+        """What to call bridge map ``name`` in a figure (its route when known, else its name)."""
         return self.map_labels.get(name, name)
 
 
@@ -453,9 +456,11 @@ class Weighting(ABC):
         return {}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors that must survive a checkpoint, the learned :meth:`parameters` included (empty by default)."""
         return {}
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_dict` returned (on ``--resume``, after :meth:`setup`)."""
         if state:
             raise ValueError(f"weighting '{self.name}' keeps no state, but the checkpoint holds {sorted(state)}")
 

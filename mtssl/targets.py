@@ -24,6 +24,8 @@ from typing import Any, Literal
 import numpy as np
 
 Resample = Literal["nearest", "bilinear"]
+"""How a spatial target is resampled when it moves with the image: ``nearest`` for labels, ``bilinear`` for
+continuous maps."""
 
 
 class UnservedTarget(ValueError):
@@ -101,6 +103,7 @@ class TargetSpec:
         return (*self.shape, size, size) if self.spatial else tuple(self.shape)
 
     def empty(self, count: int, size: int) -> np.ndarray:
+        """Uninitialised storage for ``count`` targets at training size ``size``, in the declared dtype."""
         return np.empty((count, *self.storage_shape(size)), np.dtype(self.dtype))
 
     def agrees(self, other: "TargetSpec") -> bool:
@@ -126,10 +129,12 @@ class TargetSpec:
         return out
 
     def as_dict(self) -> dict[str, Any]:
+        """The spec as JSON-able values, as a run's files record it (read back with :meth:`from_dict`)."""
         return {**asdict(self), "shape": list(self.shape)}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "TargetSpec":
+        """The spec :meth:`as_dict` wrote."""
         return cls(**{**raw, "shape": tuple(raw.get("shape", ()))})
 
 

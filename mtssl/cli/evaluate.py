@@ -55,7 +55,8 @@ device_option = click.option("--device", type=DEVICE, default="auto", show_defau
 @click.command("eval", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @checkpoint_option
-@click.option("--batch-size", default=32, show_default=True, type=POSITIVE_INT)
+@click.option("--batch-size", default=32, show_default=True, type=POSITIVE_INT,
+              help="Images per forward pass: larger is faster and needs more memory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result (with per-image records) as JSON.")
 @device_option
 @max_pixels_option
@@ -102,7 +103,8 @@ def eval_command(ctx, run_dir, checkpoint, batch_size, as_json, device, max_pixe
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the outputs.")
 @checkpoint_option
-@click.option("--batch-size", default=16, show_default=True, type=POSITIVE_INT)
+@click.option("--batch-size", default=16, show_default=True, type=POSITIVE_INT,
+              help="Images per forward pass: larger is faster and needs more memory.")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable images (and list them) instead of stopping.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @device_option
@@ -145,7 +147,8 @@ def predict(run_dir, inputs, out_dir, checkpoint, batch_size, skip_bad, quiet, d
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @checkpoint_option
-@click.option("--batch-size", default=32, show_default=True, type=POSITIVE_INT)
+@click.option("--batch-size", default=32, show_default=True, type=POSITIVE_INT,
+              help="Images per forward pass: larger is faster and needs more memory.")
 @device_option
 @max_pixels_option
 @click.pass_context
