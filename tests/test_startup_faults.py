@@ -101,3 +101,23 @@ def test_too_little_free_space_is_warned_before_training_with_an_estimate(tmp_pa
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * 2**20, 10 * 2**20 - 2**19, 2**19))
     result = invoke(tiny_train_args("cls", out=tmp_path / "runs", name="run", steps=1))
     assert "Warning:" in result.stderr and "0MBfree,butthecheckpointsneedabout" in flat(result.stderr)
+
+
+def test_sigterm_while_a_resume_starts_leaves_the_run_resumable(tmp_path, host):
+    from conftest import tiny_trainer
+    from mtssl.training.stopping import TrainingStopped
+
+    trainer = tiny_trainer(host, tmp_path, ["cls"], steps=3)
+    with pytest.raises(TrainingStopped):
+        trainer.fit(on_step=lambda step, logs: trainer.stop.request() if step == 1 else None)
+    run = trainer.run.path
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    child = subprocess.run([sys.executable, "-c", SIGNAL_IN_STARTUP.format(name="SIGTERM"), "train", "--resume",
+                            str(run)], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                           timeout=300)
+    assert child.returncode == 143, child.stderr
+    assert flat(f"SIGTERM during start-up, before the first step; {run} is as it was") in flat(child.stderr)
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before  # no lock left, nothing removed
+    resumed = invoke(["train", "--resume", str(run)])
+    assert resumed.exit_code == 0, resumed.output
+    assert "atstep1/3" in flat(resumed.output)
