@@ -2,32 +2,20 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "examples" / "ctr-plugin"
+from example_packages import EXAMPLES, install_example, mtssl_with as mtssl
+
+PACKAGE = EXAMPLES / "ctr-plugin"
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     """The example installed (with its entry point) into a folder of its own."""
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(PACKAGE)], check=True, capture_output=True)
-    assert list(target.glob("mtssl_ctr-*.dist-info"))
-    return target
-
-
-def mtssl(site: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
-           "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", "from mtssl.cli.app import main; main()", *args], capture_output=True, text=True, env=env,
-                          timeout=600)
+    return install_example(tmp_path_factory, "ctr-plugin", "mtssl-ctr")
 
 
 def test_plugins_lists_the_third_party_task_and_source(site):
