@@ -1,4 +1,4 @@
-"""``--log mlflow`` with the mlflow-skinny package of the ``[test]`` extra: no tracking URI set, as a newcomer runs it."""
+"""`--log mlflow` with the mlflow-skinny package of the `[test]` extra and no tracking URI, as a newcomer runs it."""
 from __future__ import annotations
 
 import importlib.util

@@ -45,8 +45,9 @@ def check_store_support(uri: str, component: str) -> None:
     """A database store with mlflow-skinny (no SQLAlchemy): one line naming the package to install."""
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
     if scheme in DATABASE_SCHEMES and importlib.util.find_spec("sqlalchemy") is None:
-        raise ValueError(f"{component}: tracking URI '{uri}' needs the full MLflow package (pip install 'mtssl[mlflow]'); "
-                         "mlflow-skinny logs to a folder (file:) or a tracking server (http:)")
+        raise ValueError(f"{component}: tracking URI '{uri}' needs the full MLflow package "
+                         "(pip install 'mtssl[mlflow]'); mlflow-skinny logs to a folder (file:) or a tracking "
+                         "server (http:)")
 
 
 class MLflowOptions(Options):
