@@ -150,6 +150,11 @@ def meant_for_user(exc: BaseException, entry: Entry) -> bool:
     return isinstance(exc, MESSAGES_TO_USER) or (isinstance(exc, ValueError) and names_component(exc, entry))
 
 
+JUDGED = "_mtssl_meant_for_user"
+"""Set on an exception already judged a message for the user where its component is known (its factory), so
+that :func:`attribute` does not charge it to another component whose code lies on the same traceback."""
+
+
 def attribute(exc: BaseException) -> PluginFault | None:
     """``exc`` as a :class:`PluginFault` of the component whose code raised it; None when no plugin did.
 
@@ -159,6 +164,8 @@ def attribute(exc: BaseException) -> PluginFault | None:
     """
     if isinstance(exc, PluginFault):
         return exc
+    if getattr(exc, JUDGED, False):
+        return None
     frames = [(frame, line, owner(frame)) for frame, line in _frames(exc.__traceback__)]
     owned = [i for i, (_, _, entry) in enumerate(frames) if entry is not None]
     if not owned:
@@ -189,6 +196,7 @@ def attribute(exc: BaseException) -> PluginFault | None:
 def factory_fault(entry: Entry, exc: BaseException) -> PluginFault | None:
     """A factory's exception as a fault in ``factory`` (None when it is a message for the user)."""
     if meant_for_user(exc, entry):
+        setattr(exc, JUDGED, True)
         return None
     frames = [(frame, line) for frame, line in list(_frames(exc.__traceback__))[1:]  # [0]: the caller's frame
               if not is_core(frame.f_globals.get("__name__", ""))]

@@ -273,3 +273,32 @@ def test_a_name_registered_twice_by_one_plugin_keeps_the_first():
     host = PluginHost([("twice", Twice())], load_entry_points=False)
     assert host.registry("task").get("depth").description == "first" and "normals" in host.registry("task")
     assert "task 'depth' is registered twice by that plugin" in host.failures[0].error
+
+
+TASK_AND_SOURCE = '''
+"""A third-party task and its source in one module: the source's option error must stay the source's."""
+from mtssl.api import hookimpl
+
+
+def build_source(name, path=None, target=None, seed=0, n=8):
+    if int(n) < 1:
+        raise ValueError(f"source 'rows': option n must be at least 1, got {n}")
+    raise RuntimeError("not reached in this test")
+
+
+@hookimpl
+def register_sources(register):
+    register("rows", build_source)
+'''
+
+
+def test_an_option_error_of_one_component_is_not_charged_to_another_whose_code_is_on_the_traceback(
+        plugin_factory, tmp_path):
+    """The first component built from a package (the task) must not claim a later factory's message for the
+    user: a strategy's option error names the strategy, a source's the source."""
+    plugin_factory.install("mtssl-rows", {"mtssl_demo_rows": TASK_AND_SOURCE}, {"rows": "mtssl_demo_rows"})
+    strategy = error_line(check(tmp_path, "cls:freematch:momentum=1.5"), 2)
+    assert strategy.startswith("Error: strategy 'freematch': option momentum") and "failed in" not in strategy
+    source = error_line(invoke(["train", "--check", "--out", str(tmp_path), "--task", "cls",
+                                "--cls-data", "rows:n=0"]), 2)
+    assert "source 'rows': option n must be at least 1" in source and "failed in" not in source
