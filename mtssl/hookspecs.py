@@ -41,6 +41,7 @@ import pluggy
 PROJECT = "mtssl"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)  # re-exported by mtssl.api; defined here so it imports no torch
+"""Marks a plugin's ``register_*`` functions (``@hookimpl``); import it from :mod:`mtssl.api`."""
 
 
 @hookspec
