@@ -23,10 +23,13 @@ from pydantic import Field
 
 from mtssl.functional import (
     Reduce,
+    align_distribution,
     binary_pseudo_labels,
     dense_pseudo_label_loss,
     ema_update,
     fixmatch_loss,
+    flexmatch_thresholds,
+    flexmatch_update,
     freematch_fairness,
     freematch_mask,
     freematch_thresholds,
@@ -35,10 +38,14 @@ from mtssl.functional import (
     linear_rampup,
     mixup,
     mixup_lambda,
+    pooled_means,
     pseudo_labels,
     sharpen,
     sigmoid_rampup,
+    softmatch_update,
+    softmatch_weights,
     soft_cross_entropy,
+    weighted_cross_entropy,
 )
 from mtssl.options import Options, read_options
 from mtssl.interfaces import (
@@ -120,5 +127,7 @@ __all__ = [
     # building blocks (mtssl/functional.py)
     "pseudo_labels", "fixmatch_loss", "binary_pseudo_labels", "dense_pseudo_label_loss", "sigmoid_rampup",
     "linear_rampup", "sharpen", "guess_labels", "mixup_lambda", "mixup", "soft_cross_entropy", "ema_update",
-    "freematch_update", "freematch_thresholds", "freematch_mask", "freematch_fairness",
+    "freematch_update", "freematch_thresholds", "freematch_mask", "freematch_fairness", "pooled_means",
+    "weighted_cross_entropy", "align_distribution", "softmatch_update", "softmatch_weights", "flexmatch_update",
+    "flexmatch_thresholds",
 ]

@@ -1,7 +1,8 @@
 """Building blocks of semi-supervised strategies, published for plugin authors through :mod:`mtssl.api`.
 
-Pseudo-labelling, ramps, sharpening, mixup, exponential moving averages and
-FreeMatch's self-adaptive thresholds: pure functions (no modules, no state),
+Pseudo-labelling, ramps, sharpening, mixup, exponential moving averages,
+statistics pooled over processes, distribution alignment, and FreeMatch's,
+SoftMatch's and FlexMatch's adaptive thresholds and weights: pure functions (no modules, no state),
 each reduced in float32 and checked against hand-computed values, so a
 third-party strategy can build on them instead of copying them. Targets
 (pseudo-labels, guessed labels) are always detached.
@@ -38,6 +39,15 @@ def fixmatch_loss(weak_logits: torch.Tensor, strong_logits: torch.Tensor, thresh
     per_image = F.cross_entropy(strong_logits.float(), labels, reduction="none")
     return (per_image * mask.float()).mean(), mask
 
+
+def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``mean_b w_b CE(logits_b, labels_b)``: hard pseudo-labels weighed by a 0/1 mask or soft weights.
+
+    Averaged over the whole batch, as FixMatch averages, so the term grows
+    with the number (or weight) of pseudo-labels that count.
+    """
+    per_image = F.cross_entropy(logits.float(), labels, reduction="none")
+    return (per_image * weights.detach().float()).mean()
 
 def binary_pseudo_labels(logits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel (per-channel) hard labels ``sigmoid >= 0.5`` and the mask of ``max(p, 1 - p) >= threshold``.
@@ -176,8 +186,102 @@ def freematch_fairness(mask: torch.Tensor, strong_logits: torch.Tensor, p_model:
     return (scaled_model.detach() * torch.log(scaled_s + 1e-12)).sum()
 
 
+
+# -- pooled statistics and distribution alignment -------------------------------------------------------------
+def pooled_means(blocks: list[torch.Tensor], reduce: Reduce | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Column means of each ``[B_i, K_i]`` block over every process's batch, with the pooled row count.
+
+    One collective for all blocks (their column sums and row counts travel
+    together), so statistics of several batches of different sizes (labeled
+    and unlabeled) cost one all-reduce. Without ``reduce``: this batch only.
+    """
+    parts = [torch.cat([torch.full((1,), float(b.shape[0]), dtype=b.dtype, device=b.device), b.sum(dim=0)])
+             for b in blocks]
+    sums = torch.cat(parts)
+    if reduce is not None:
+        sums = reduce(sums)
+    out, start = [], 0
+    for block in blocks:
+        count, total = sums[start], sums[start + 1:start + 1 + block.shape[1]]
+        out.append((total / count, count))
+        start += 1 + block.shape[1]
+    return out
+
+
+def align_distribution(probs: torch.Tensor, target: torch.Tensor, model: torch.Tensor) -> torch.Tensor:
+    """Distribution alignment (ReMixMatch): ``p * target / model``, renormalised over classes (dim 1).
+
+    ``model`` is the model's class distribution on these images (a running
+    mean), ``target`` the one it should have (uniform for SoftMatch, the
+    labeled batch's for AdaMatch). Detached: the result makes targets.
+    """
+    aligned = probs.detach().float() * target / model.clamp_min(1e-12)
+    return aligned / aligned.sum(dim=1, keepdim=True)
+
+
+# -- SoftMatch ------------------------------------------------------------------------------------------------
+def softmatch_update(mean: torch.Tensor, variance: torch.Tensor, max_probs: torch.Tensor, momentum: float,
+                     reduce: Reduce | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """SoftMatch's EMA of the mean and unbiased variance of the confidence ``max p`` over every process's batch.
+
+    ``mu = m mu + (1-m) mean(max p)``, ``var = m var + (1-m) var_unbiased(max p)``
+    (a batch of one image adds variance 0).
+    """
+    confidence = max_probs.detach().float()
+    [(moments, count)] = pooled_means([torch.stack([confidence, confidence * confidence], dim=1)], reduce)
+    batch_mean = moments[0]
+    batch_var = ((moments[1] - batch_mean * batch_mean) * count / (count - 1).clamp_min(1)).clamp_min(0)
+    return ema_update(mean, batch_mean, momentum), ema_update(variance, batch_var, momentum)
+
+
+def softmatch_weights(max_probs: torch.Tensor, mean: torch.Tensor, variance: torch.Tensor,
+                      n_sigma: float = 2.0) -> torch.Tensor:
+    """Truncated Gaussian sample weights ``exp(-min(p - mu, 0)^2 / (2 var / n_sigma^2))``: 1 at or above ``mu``."""
+    below = torch.clamp(max_probs.detach().float() - mean, max=0.0)
+    return torch.exp(-(below * below) / (2 * variance / n_sigma ** 2))
+
+
+# -- FlexMatch ------------------------------------------------------------------------------------------------
+def flexmatch_update(learning: torch.Tensor, probs: torch.Tensor, threshold: float, momentum: float,
+                     reduce: Reduce | None = None) -> torch.Tensor:
+    """FlexMatch's learning status after one batch of weak-view probabilities ``[B, C]``, as ``C + 1`` fractions.
+
+    Entry c is the share of recent unlabeled predictions confidently (``max p >= threshold``)
+    of class c (FlexMatch's sigma_c), the last the share left unconfident (its unused items).
+    FlexMatch counts each item's latest prediction; without item identities this
+    keeps an EMA of the batch shares instead, a window of about ``1 / (1 - momentum)`` batches.
+    """
+    classes = probs.shape[1]
+    confidence, label = probs.detach().float().max(dim=1)
+    confident = confidence >= threshold
+    rows = torch.zeros(probs.shape[0], classes + 1, device=probs.device)
+    rows[torch.arange(probs.shape[0], device=probs.device), torch.where(confident, label, classes)] = 1.0
+    [(shares, _)] = pooled_means([rows], reduce)
+    return ema_update(learning, shares, momentum)
+
+
+def flexmatch_thresholds(learning: torch.Tensor, threshold: float, warmup: bool = True,
+                         mapping: str = "convex") -> torch.Tensor:
+    """Class-wise thresholds ``M(beta_c) * threshold`` from the learning status of :func:`flexmatch_update`.
+
+    ``beta_c = sigma_c / max(max_c sigma, unused)`` with warm-up (unused
+    predictions count as a class, so thresholds rise as the model gets
+    confident), ``sigma_c / max_c sigma`` without (0 while no class has any);
+    ``M(x) = x / (2 - x)`` (``convex``) or ``x`` (``linear``).
+    """
+    sigma, unused = learning[:-1], learning[-1]
+    scale = torch.maximum(sigma.max(), unused) if warmup else sigma.max()
+    beta = torch.where(scale > 0, sigma / scale.clamp_min(1e-12), torch.zeros_like(sigma))
+    if mapping == "convex":
+        return threshold * beta / (2 - beta)
+    if mapping == "linear":
+        return threshold * beta
+    raise ValueError(f"flexmatch_thresholds: mapping must be 'convex' or 'linear', got '{mapping}'")
+
 __all__ = [
     "pseudo_labels", "fixmatch_loss", "binary_pseudo_labels", "dense_pseudo_label_loss", "sigmoid_rampup",
     "linear_rampup", "sharpen", "guess_labels", "mixup_lambda", "mixup", "soft_cross_entropy", "ema_update",
-    "freematch_update", "freematch_thresholds", "freematch_mask", "freematch_fairness",
+    "freematch_update", "freematch_thresholds", "freematch_mask", "freematch_fairness", "pooled_means",
+    "weighted_cross_entropy", "align_distribution", "softmatch_update", "softmatch_weights", "flexmatch_update",
+    "flexmatch_thresholds",
 ]

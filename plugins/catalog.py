@@ -67,6 +67,22 @@ meanteacher = CatalogPlugin("register_strategies", "meanteacher", "mtssl_plugins
 mixmatch = CatalogPlugin("register_strategies", "mixmatch", "mtssl_plugins.strategies.mixmatch:MixMatch",
     description=("MixMatch: K weak views, sharpened guesses, mixup, extra forward; options K=2, T=0.5, alpha=0.75, "
                  "weight=75, rampup=500"))
+adamatch = CatalogPlugin("register_strategies", "adamatch", "mtssl_plugins.strategies.adamatch:AdaMatch",
+    description=("distribution alignment toward the labeled predictions, threshold relative to the labeled "
+                 "confidence (state persists); options tau=0.9, weight=1, momentum=0.999"))
+flexmatch = CatalogPlugin("register_strategies", "flexmatch", "mtssl_plugins.strategies.flexmatch:FlexMatch",
+    description=("FixMatch with class-wise thresholds from each class's learning status (state persists); options "
+                 "threshold=0.95, weight=1, momentum=0.99, warmup=true, mapping=convex|linear"))
+pseudolabel = CatalogPlugin("register_strategies", "pseudolabel", "mtssl_plugins.strategies.pseudo_label:PseudoLabel",
+    aliases=("pseudo-label",),
+    description=("confident hard labels of a weak view train that view, weight ramped linearly; options "
+                 "threshold=0.95, weight=1, rampup=120, start=0"))
+softmatch = CatalogPlugin("register_strategies", "softmatch", "mtssl_plugins.strategies.softmatch:SoftMatch",
+    description=("pseudo-labels weighted by a truncated Gaussian of their confidence, uniform alignment (state "
+                 "persists); options weight=1, momentum=0.999, n_sigma=2, align=true"))
+uda = CatalogPlugin("register_strategies", "uda", "mtssl_plugins.strategies.uda:UDA",
+    description=("KL from sharpened confident weak predictions to the strong view; options T=0.4, threshold=0.8, "
+                 "weight=1"))
 
 # -- Task weightings -------------------------------------------------------------------------------
 equal = CatalogPlugin("register_weightings", "equal", "mtssl_plugins.weightings.equal:Equal",
