@@ -309,6 +309,10 @@ class StrategyInputs:
     view_features: Mapping[str, list[torch.Tensor]] = field(default_factory=dict)
     """For each view planned with ``features=True``: the backbone's feature maps of that view's images
     (one per level, ``[len(view), channels[i], H / strides[i], W / strides[i]]``, in the autocast dtype)."""
+    head: Callable[[str, list[torch.Tensor]], torch.Tensor] | None = None
+    """``head(view, features)``: the task's head (of the network that ran ``view``) on ``features`` in place
+    of the backbone features of ``view``, a view planned with ``features=True``, with the bridge extras that
+    view's head got. For feature perturbation (UniMatch, CCT): no backbone pass, only the head runs again."""
 
 
 @dataclass
@@ -339,7 +343,8 @@ class SSLStrategy(ABC):
       guard rejects (``--skip-nonfinite``) leaves it as it was;
     * the process it runs in (:class:`StrategyContext`, in :attr:`context`): under torchrun,
       reduce statistics with ``context.all_reduce_sum`` so that every rank keeps the same state;
-    * the backbone's features of a view: ``ViewRequest(..., features=True)``.
+    * the backbone's features of a view: ``ViewRequest(..., features=True)``, and the task's head on
+      changed features of such a view: :attr:`StrategyInputs.head`.
     """
 
     context: StrategyContext = SINGLE_PROCESS

@@ -83,6 +83,25 @@ softmatch = CatalogPlugin("register_strategies", "softmatch", "mtssl_plugins.str
 uda = CatalogPlugin("register_strategies", "uda", "mtssl_plugins.strategies.uda:UDA",
     description=("KL from sharpened confident weak predictions to the strong view; options T=0.4, threshold=0.8, "
                  "weight=1"))
+cct = CatalogPlugin("register_strategies", "cct", "mtssl_plugins.strategies.cct:CrossConsistency",
+    description=("cross-consistency for masks: feature noise, feature drop and dropout on the features, each "
+                 "decoded by the main head, match the clean prediction; options weight=1, rampup=200, noise=0.3, "
+                 "dropout=0.3"))
+cutmix_seg = CatalogPlugin("register_strategies", "cutmix-seg", "mtssl_plugins.strategies.cutmix_seg:CutMixSeg",
+    aliases=("cutmix",),
+    description=("box-mixed unlabeled images match the EMA teacher's predictions mixed the same way (masks); "
+                 "options weight=1, rampup=0, ema=0.99, area=0.5"))
+entmin = CatalogPlugin("register_strategies", "entmin", "mtssl_plugins.strategies.entmin:EntropyMinimisation",
+    aliases=("entropy-min",),
+    description="per-pixel entropy of unlabeled masks, minimised; options weight=0.1, rampup=200")
+uamt = CatalogPlugin("register_strategies", "uamt", "mtssl_plugins.strategies.uamt:UncertaintyMeanTeacher",
+    aliases=("ua-mt",),
+    description=("uncertainty-aware Mean Teacher for masks: T teacher passes, MSE where their entropy is low "
+                 "(threshold ramped); options weight=0.1, rampup=200, ema=0.99, passes=8, threshold_rampup=1000, "
+                 "perturb=photometric|none"))
+unimatch = CatalogPlugin("register_strategies", "unimatch", "mtssl_plugins.strategies.unimatch:UniMatch",
+    description=("UniMatch for masks: weak pseudo-labels train two strong views and the head on dropped-out weak "
+                 "features; options threshold=0.95, weight=1, dropout=0.5"))
 
 # -- Task weightings -------------------------------------------------------------------------------
 equal = CatalogPlugin("register_weightings", "equal", "mtssl_plugins.weightings.equal:Equal",

@@ -77,7 +77,8 @@ class MultiTaskModel(nn.Module):
 
     def forward(self, images: torch.Tensor, rows: Mapping[str, slice] | None = None,
                 maps: dict[str, torch.Tensor] | None = None,
-                features: dict[str, list[torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
+                features: dict[str, list[torch.Tensor]] | None = None,
+                extras: dict[str, dict[int, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
         """Return ``{task: output}`` for every task named in ``rows`` (all tasks, all rows by default).
 
         Each task's rows are a contiguous slice of the batch, so selecting its
@@ -86,7 +87,9 @@ class MultiTaskModel(nn.Module):
         that needs it there. Pass a dict as ``maps`` to receive the bridges'
         displayable maps (:meth:`Bridge.maps`) for the target's rows, named
         ``BRIDGE`` or ``BRIDGE.MAP``; training leaves it out. Pass a dict as
-        ``features`` to receive each task's backbone feature maps on its rows.
+        ``features`` to receive each task's backbone feature maps on its rows, and one as ``extras`` to
+        receive the bridge extras (``{stride: tensor}``, detached) its head got there, so that the head can
+        run again on changed features (feature perturbation).
         """
         if rows is None:
             rows = {name: slice(0, images.shape[0]) for name in self.tasks}
@@ -103,6 +106,9 @@ class MultiTaskModel(nn.Module):
             if features is not None:
                 features.update({name: [f[task_rows] if caller_grad else f[task_rows].detach() for f in pyramid]
                                  for name, task_rows in rows.items()})
+            if extras is not None:
+                extras.update({name: run.extras.get((name, task_rows.start, task_rows.stop), {})
+                               for name, task_rows in rows.items()})
         if not caller_grad:  # grad was enabled only for the bridges: hand back plain tensors, free the graph
             outputs = {name: out.detach() for name, out in outputs.items()}
         return outputs
@@ -117,7 +123,8 @@ class MultiTaskModel(nn.Module):
             return self.heads[name](feats, {})
         key = (name, rows.start, rows.stop)
         if key not in run.done:
-            run.done[key] = self.heads[name](feats, self._extras(name, rows, feats, run))
+            run.extras[key] = self._extras(name, rows, feats, run)
+            run.done[key] = self.heads[name](feats, run.extras[key])
         return run.done[key]
 
     def _extras(self, name: str, rows: slice, feats: list[torch.Tensor], run: "_Pass") -> dict[int, torch.Tensor]:
@@ -161,6 +168,8 @@ class _Pass:
     maps: dict[str, torch.Tensor] | None
     done: dict[tuple[str, int, int], torch.Tensor] = field(default_factory=dict)
     """``(task, start, stop) -> output``: a head runs once per distinct slice."""
+    extras: dict[tuple[str, int, int], dict[int, torch.Tensor]] = field(default_factory=dict)
+    """``(task, start, stop) -> {stride: extras}``: the bridge extras that head got."""
 
 
 def bridge_order(tasks: list[str], bridges: list[Bridge]) -> list[str]:

@@ -84,10 +84,11 @@ class TrainingStep:
         self.log_grad_shares = log_grad_shares
 
     def run_pass(self, views: list[View]) -> tuple[dict[tuple[str, str], torch.Tensor],
-                                                   dict[tuple[str, str], list[torch.Tensor]]]:
+                                                   dict[tuple[str, str], tuple[list[torch.Tensor], dict]]]:
         """One backbone pass over the concatenated views; each head runs on its own task's rows.
 
-        Returns every view's output and, for views that asked for them, its backbone features.
+        Returns every view's output and, for views that asked for them, its backbone features with the
+        bridge extras its head got (``{stride: tensor}``).
         """
         rows, start = {}, 0
         for view in views:  # a task's views are adjacent, so its rows form one slice
@@ -97,8 +98,10 @@ class TrainingStep:
         batch = torch.cat([v.images for v in views])
         network = self.networks.by_role(views[0].model)
         features: dict[str, list[torch.Tensor]] | None = {} if any(v.features for v in views) else None
+        extras: dict[str, dict[int, torch.Tensor]] = {}
         with nullcontext() if views[0].grad else torch.no_grad(), self.precision.autocast():
-            outputs = network(batch, rows) if features is None else network(batch, rows, features=features)
+            outputs = network(batch, rows) if features is None else network(batch, rows, features=features,
+                                                                            extras=extras)
         by_view, features_by_view, offsets = {}, {}, {name: 0 for name in rows}
         for view in views:
             part = slice(offsets[view.task], offsets[view.task] + len(view.images))
@@ -107,7 +110,8 @@ class TrainingStep:
             by_view[(view.task, view.key)] = out if view.grad else out.detach()
             if view.features:
                 maps = [f[part] for f in features[view.task]]
-                features_by_view[(view.task, view.key)] = maps if view.grad else [f.detach() for f in maps]
+                features_by_view[(view.task, view.key)] = (maps if view.grad else [f.detach() for f in maps],
+                                                           {s: e[part] for s, e in extras[view.task].items()})
         return by_view, features_by_view
 
     def head_forward(self, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -118,16 +122,32 @@ class TrainingStep:
 
         return forward
 
+    def feature_head(self, name: str, prefix: str, planned: dict[tuple[str, str], tuple[list[torch.Tensor], dict]],
+                     roles: dict[tuple[str, str], str]) -> Callable[[str, list[torch.Tensor]], torch.Tensor]:
+        """Task ``name``'s head on given features in place of those of one of its strategy's views."""
+        def head(view: str, features: list[torch.Tensor]) -> torch.Tensor:
+            key = (name, prefix + view)
+            if key not in planned:
+                raise ValueError(f"head('{view}', ...): strategy view '{view}' of task '{name}' was not planned "
+                                 "with features=True")
+            network = self.networks.by_role(roles[key])
+            heads = getattr(network, "module", network).heads  # past a DDP wrapper or the EMA teacher's shell
+            with nullcontext() if roles[key] != "teacher" else torch.no_grad(), self.precision.autocast():
+                return heads[name](features, planned[key][1])
+
+        return head
+
     def compute_loss(self, views: list[View], step: int) -> StepResult:
         """Every loss term of step ``step`` (0-based), fetched to the host once and checked by the guard."""
         by_view: dict[tuple[str, str], torch.Tensor] = {}
-        features: dict[tuple[str, str], list[torch.Tensor]] = {}
+        features: dict[tuple[str, str], tuple[list[torch.Tensor], dict]] = {}
         for group in plan_passes(views, self.parts.bridges):
             outputs, group_features = self.run_pass(group)
             by_view.update(outputs)
             features.update(group_features)
         targets = {(v.task, v.key): v.target for v in views}
         images = {(v.task, v.key): v.images for v in views}
+        roles = {(v.task, v.key): v.model for v in views}
 
         logs: dict[str, float | torch.Tensor] = {}
         terms: dict[str, torch.Tensor] = {}  # fetched together below; logs keeps their place
@@ -146,7 +166,8 @@ class TrainingStep:
                     step, view_images={k[len(prefix):]: images[(t, k)] for t, k in mine},
                     view_targets={k[len(prefix):]: targets[(t, k)] for t, k in mine},
                     forward=self.head_forward(name),
-                    view_features={k[len(prefix):]: features[(t, k)] for t, k in mine if (t, k) in features}))
+                    view_features={k[len(prefix):]: features[(t, k)][0] for t, k in mine if (t, k) in features},
+                    head=self.feature_head(name, prefix, features, roles)))
                 total = total + result.loss
                 terms[f"{name}/{strategy.name}"] = result.loss
                 logs[f"{name}/{strategy.name}"] = math.nan
