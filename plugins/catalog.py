@@ -91,8 +91,8 @@ cutmix_seg = CatalogPlugin("register_strategies", "cutmix-seg", "mtssl_plugins.s
     aliases=("cutmix",),
     description=("box-mixed unlabeled images match the EMA teacher's predictions mixed the same way (masks); "
                  "options weight=1, rampup=0, ema=0.99, area=0.5"))
-entmin = CatalogPlugin("register_strategies", "entmin", "mtssl_plugins.strategies.entmin:EntropyMinimisation",
-    aliases=("entropy-min",),
+entropy_min = CatalogPlugin("register_strategies", "entropy-min",
+    "mtssl_plugins.strategies.entropy_min:EntropyMinimisation",
     description="per-pixel entropy of unlabeled masks, minimised; options weight=0.1, rampup=200")
 uamt = CatalogPlugin("register_strategies", "uamt", "mtssl_plugins.strategies.uamt:UncertaintyMeanTeacher",
     aliases=("ua-mt",),

@@ -42,7 +42,7 @@ def softmax_map(*pixel_logits) -> torch.Tensor:
 
 # -- entropy minimisation -------------------------------------------------------------------------------
 def test_entropy_minimisation_by_hand_per_channel_for_sigmoid_and_across_channels_for_softmax(host):
-    strategy = host.create("strategy", "entmin", weight=2.0, rampup=0)
+    strategy = host.create("strategy", "entropy-min", weight=2.0, rampup=0)
     assert strategy.plan() == [ViewRequest("unlabeled", "unlabeled", "weak")]
     sigmoid = host.create("task", "seg")
     logits = pixels([0.0, LN3, -LN3, 0.0])           # p = .5, .75, .25, .5
@@ -58,7 +58,7 @@ def test_entropy_minimisation_by_hand_per_channel_for_sigmoid_and_across_channel
 
 
 def test_entropy_minimisation_ramps_its_weight(host):
-    strategy = host.create("strategy", "entmin", weight=1.0, rampup=10)
+    strategy = host.create("strategy", "entropy-min", weight=1.0, rampup=10)
     out = strategy.loss(StrategyInputs(host.create("task", "seg"), {"unlabeled": pixels([0.0] * 4)}, None, None,
                                        step=5))
     assert out.loss.item() == pytest.approx(math.exp(-1.25) * LN2, rel=1e-6)
@@ -254,7 +254,7 @@ class HeadProbe(SSLStrategy):
 
 
 def test_the_head_on_a_views_own_features_reproduces_its_output_bridge_extras_included(host, tmp_path):
-    trainer = tiny_trainer(host, tmp_path, ["cls", "seg:entmin"], ["saliency"])  # saliency: cls -> seg decoder
+    trainer = tiny_trainer(host, tmp_path, ["cls", "seg:entropy-min"], ["saliency"])  # saliency: cls -> seg decoder
     probe = HeadProbe("probe")
     trainer.parts.strategies["seg"].append(probe)
     trainer.model.eval()  # dropout off, so the head's second run matches its first
@@ -266,8 +266,8 @@ def test_the_head_on_a_views_own_features_reproduces_its_output_bridge_extras_in
 
 
 # -- from the command line ------------------------------------------------------------------------------
-ALL = "entmin+unimatch+cct+uamt+cutmix-seg:uamt.passes=2"
-TERMS = ("entmin/entropy", "unimatch/fp", "cct/drop", "uamt/mask_rate", "cutmix-seg/mse")
+ALL = "entropy-min+unimatch+cct+uamt+cutmix-seg:uamt.passes=2"
+TERMS = ("entropy-min/entropy", "unimatch/fp", "cct/drop", "uamt/mask_rate", "cutmix-seg/mse")
 
 
 @pytest.mark.parametrize("task, data", [
@@ -279,7 +279,7 @@ def test_each_method_trains_a_step_from_the_cli(tmp_path, task, data):
     line = read_metrics(run)[0]
     for term in TERMS:
         assert math.isfinite(line[f"seg/{term}"]), term
-    assert all(math.isfinite(line[f"seg/{name}"]) for name in ("entmin", "unimatch", "cct", "uamt", "cutmix-seg"))
+    assert all(math.isfinite(line[f"seg/{name}"]) for name in ("entropy-min", "unimatch", "cct", "uamt", "cutmix-seg"))
 
 
 def test_a_classification_task_is_refused_at_check(tmp_path):

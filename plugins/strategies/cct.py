@@ -19,6 +19,8 @@ and across channels for a softmax head.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -64,16 +66,21 @@ class CrossConsistency(SSLStrategy):
     def plan(self):
         return [ViewRequest("unlabeled", "unlabeled", "weak", features=True)]
 
-    def perturbations(self) -> dict[str, callable]:
+    def perturbations(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        """CCT's three feature perturbations, by the name their loss is logged under."""
         return {"noise": lambda f: feature_noise(f, self.noise), "drop": feature_drop,
                 "dropout": lambda f: F.dropout2d(f, self.dropout, training=True)}
 
+    @staticmethod
+    def consistency(inputs: StrategyInputs, perturb: Callable[[torch.Tensor], torch.Tensor],
+                    clean: torch.Tensor) -> torch.Tensor:
+        """MSE of the head's prediction on perturbed features of the unlabeled view to the clean prediction."""
+        features = [perturb(f) for f in inputs.view_features["unlabeled"]]
+        return distribution_mse(log_distribution(inputs.task, inputs.head("unlabeled", features)), clean).mean()
+
     def loss(self, inputs: StrategyInputs) -> StrategyLoss:
-        task, features = inputs.task, inputs.view_features["unlabeled"]
-        clean = log_distribution(task, inputs.views["unlabeled"]).exp().detach()
-        terms = {name: distribution_mse(log_distribution(task, inputs.head("unlabeled", [perturb(f) for f in features])),
-                                        clean).mean()
-                 for name, perturb in self.perturbations().items()}
+        clean = log_distribution(inputs.task, inputs.views["unlabeled"]).exp().detach()
+        terms = {name: self.consistency(inputs, perturb, clean) for name, perturb in self.perturbations().items()}
         mse = torch.stack(list(terms.values())).mean()
         weight = self.weight * sigmoid_rampup(inputs.step, self.rampup)
         return StrategyLoss(weight * mse, {**{k: v.detach() for k, v in terms.items()}, "weight": weight})

@@ -65,7 +65,8 @@ class UncertaintyMeanTeacher(SSLStrategy):
     def __init__(self, name: str, **options):
         settings = read_options(f"strategy '{name}'", options, UAMTOptions)
         super().__init__(name, **options)
-        self.weight, self.rampup, self.ema, self.passes = settings.weight, settings.rampup, settings.ema, settings.passes
+        self.weight, self.rampup, self.ema = settings.weight, settings.rampup, settings.ema
+        self.passes = settings.passes
         self.threshold_rampup, self.perturb = settings.threshold_rampup, settings.perturb
 
     def teacher_decay(self) -> float:
