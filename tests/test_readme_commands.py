@@ -1,8 +1,8 @@
-"""Every command in README.md's code blocks runs as written, at tiny sizes, so a README command cannot
-silently break.
+"""Every command in the code blocks of README.md and of the documentation pages (docs/) runs as written,
+at tiny sizes, so a documented command cannot silently break.
 
-The README is parsed, not copied: each command of a ``bash`` block (and each ``$ `` line of an output
-block) becomes one test case. Sizes, steps, seeds and data are made tiny (``--size 32 --steps 1`` and
+The pages are parsed, not copied: each command of a ``bash`` block (and each ``$ `` line of an output
+block) becomes one test case; a command shown on several pages runs once. Sizes, steps, seeds and data are made tiny (``--size 32 --steps 1`` and
 small synthetic sources); placeholders (``RUN``, ``scans/``) get a tiny trained run and a few images.
 Skipped, with the reason in pytest's summary: environment setup (venv, pip), the test suite itself,
 commands whose real datasets are absent, and -- unless ``MTSSL_README_SLOW=1`` -- full runs of the
@@ -31,6 +31,8 @@ from tiny_run import tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+PLUGIN_GUIDE = ROOT / "docs" / "plugins"  # its commands need a plugin installed: tests/test_docs.py runs them
+PAGES = [README, *sorted(p for p in (ROOT / "docs").rglob("*.md") if PLUGIN_GUIDE not in p.parents)]
 SLOW = os.environ.get("MTSSL_README_SLOW") == "1"
 
 
@@ -39,12 +41,13 @@ class Command:
     words: tuple[str, ...]
     expected: tuple[str, ...] = ()  # output lines shown under a `$ command` in the README
     line: int = 0
+    page: str = "README.md"
 
     def __str__(self) -> str:
         return " ".join(self.words)
 
 
-def readme_commands(text: str) -> list[Command]:
+def readme_commands(text: str, page: str = "README.md") -> list[Command]:
     """Commands of fenced code blocks: bash blocks line by line, other blocks only their ``$ `` lines."""
     commands: list[Command] = []
     lines = text.splitlines()
@@ -68,18 +71,29 @@ def readme_commands(text: str) -> list[Command]:
                         for part in joined.split("&&"):
                             words = shlex.split(part, comments=True)
                             if words:
-                                commands.append(Command(tuple(words), line=first))
+                                commands.append(Command(tuple(words), line=first, page=page))
                     joined = ""
         elif language == "":
             for k, raw in enumerate(block):
                 if raw.startswith("$ "):
                     output = tuple(o for o in block[k + 1:] if o.strip() and not o.startswith("$ "))
-                    commands.append(Command(tuple(shlex.split(raw[2:])), output, start + k + 1))
+                    commands.append(Command(tuple(shlex.split(raw[2:])), output, start + k + 1, page))
         i = end + 1
     return commands
 
 
-COMMANDS = readme_commands(README.read_text())
+def documented_commands(pages: list[Path]) -> list[Command]:
+    """Every page's commands, each distinct command (with its shown output) once, where it first appears."""
+    seen, commands = set(), []
+    for page in pages:
+        for command in readme_commands(page.read_text(), str(page.relative_to(ROOT))):
+            if (command.words, command.expected) not in seen:
+                seen.add((command.words, command.expected))
+                commands.append(command)
+    return commands
+
+
+COMMANDS = documented_commands(PAGES)
 
 
 def set_option(words: list[str], name: str, value: str) -> list[str]:
@@ -188,7 +202,7 @@ def run_dir(tmp_path_factory) -> Path:
     return tiny_run(tmp_path_factory)
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=[f"L{c.line}:{c}"[:80] for c in COMMANDS])
+@pytest.mark.parametrize("command", COMMANDS, ids=[f"{c.page}:L{c.line}:{c}"[:90] for c in COMMANDS])
 def test_readme_command_runs(command, tmp_path, monkeypatch, run_dir):
     words = list(command.words)
     monkeypatch.chdir(tmp_path)
@@ -213,7 +227,7 @@ def test_readme_command_runs(command, tmp_path, monkeypatch, run_dir):
         result = invoke([*words[1:3], str(copy), *words[4:], "--quiet"])
         assert result.exit_code == 0, result.output
         return
-    if head == "tensorboard":
+    if head == "tensorboard" or words[:2] == ["mkdocs", "serve"]:
         pytest.skip(f"starts a server that runs until stopped: {command}")
     if head == "mtssl" and words[1] == "train":
         if "--log" in words:  # MLflow in a folder of this test, not wherever MLflow would put it by default
@@ -259,11 +273,15 @@ def test_readme_command_runs(command, tmp_path, monkeypatch, run_dir):
         code, output = run_script(script, args)
         assert code == 0, output
         return
-    pytest.fail(f"README line {command.line}: no rule for running '{command}'; teach this test about it")
+    pytest.fail(f"{command.page} line {command.line}: no rule for running '{command}'; teach this test about it")
 
 
-def test_the_readme_has_the_commands_this_test_knows():
-    """The parser finds the quickstart, the training baselines, eval/predict/report and the grid."""
+def test_the_pages_have_the_commands_this_test_knows():
+    """The parser finds the quickstart in the README, and the training baselines, eval/predict/report and the
+    grid on some page."""
+    assert any(str(c).startswith("mtssl train --task") for c in readme_commands(README.read_text()))
+    for page, prefix in (("guide/training.md", "mtssl train --task"), ("guide/evaluation.md", "mtssl eval RUN")):
+        assert any(str(c).startswith(prefix) for c in readme_commands((ROOT / "docs" / page).read_text())), page
     text = [str(c) for c in COMMANDS]
     assert sum(t.startswith("mtssl train --task") for t in text) >= 9
     for prefix in ("mtssl eval RUN", "mtssl predict RUN", "mtssl report RUN", "mtssl bench grid", "python -m pytest"):
