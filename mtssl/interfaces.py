@@ -246,6 +246,9 @@ class StrategyContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     reduce_sum: Callable[[torch.Tensor], torch.Tensor] = _single_process_sum
     """The collective behind :meth:`all_reduce_sum`: returns a new tensor, its input is left alone."""
+    seed: int = 0
+    """The run's ``--seed`` (the same on every rank), for a component that draws from a generator of its own:
+    seeding that from it keeps the run's other random streams where they were."""
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The elementwise sum of ``tensor`` over every process (a new tensor; all ranks get the same)."""
@@ -456,7 +459,9 @@ class Weighting(ABC):
     def backward(self, losses: Mapping[str, torch.Tensor], combined: WeightedLoss,
                  shared: Sequence[nn.Parameter], others: Sequence[nn.Parameter]) -> dict[str, float]:
         """Fill ``.grad`` of ``shared`` (the encoder's parameters) and ``others`` (every other trained
-        parameter); the default backpropagates the combined loss. Returns numbers to log."""
+        parameter); the default backpropagates the combined loss. Returns numbers to log: floats or 0-d
+        tensors, which the core fetches in one transfer after the update (so the weights a gradient-based
+        method derives here can be logged as ``weight/TASK`` without a synchronisation of its own)."""
         combined.loss.backward()
         return {}
 

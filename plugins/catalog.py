@@ -111,6 +111,32 @@ pcgrad = CatalogPlugin("register_weightings", "pcgrad", "mtssl_plugins.weighting
 uncertainty = CatalogPlugin("register_weightings", "uncertainty", "mtssl_plugins.weightings.uncertainty:Uncertainty",
     aliases=("uw",),
     description="learned log-variances, exp(-s)/2*L + s/2 (Kendall et al. 2018); options init=0, lr")
+aligned_mtl = CatalogPlugin("register_weightings", "aligned-mtl", "mtssl_plugins.weightings.aligned_mtl:AlignedMTL",
+    aliases=("alignedmtl",),
+    description="task gradients aligned to an orthogonal equal-norm system via the Gram eigendecomposition "
+                "(Senushkin et al. 2023)")
+cagrad = CatalogPlugin("register_weightings", "cagrad", "mtssl_plugins.weightings.cagrad:CAGrad",
+    description=("conflict-averse gradient: helps the worst task near the average gradient (Liu et al. 2021); "
+                 "options c=0.5, rescale=true, iterations=100"))
+dwa = CatalogPlugin("register_weightings", "dwa", "mtssl_plugins.weightings.dwa:DWA",
+    description=("dynamic weight average: softmax of the tasks' loss ratios (Liu et al. 2019; state persists); "
+                 "options T=2, window=50"))
+gradnorm = CatalogPlugin("register_weightings", "gradnorm", "mtssl_plugins.weightings.gradnorm:GradNorm",
+    description=("learned weights balancing the gradient norms on the last shared layer (Chen et al. 2018); "
+                 "options alpha=1.5, lr"))
+imtl = CatalogPlugin("register_weightings", "imtl", "mtssl_plugins.weightings.imtl:IMTL",
+    aliases=("imtl-g",),
+    description="IMTL-G: equal projections of the update on every task's unit gradient (Liu et al. 2021)")
+mgda = CatalogPlugin("register_weightings", "mgda", "mtssl_plugins.weightings.mgda:MGDA",
+    description=("min-norm point of the task gradients by Frank-Wolfe (Sener & Koltun 2018); options "
+                 "normalize=none|l2|loss|loss+, iterations=100"))
+nash_mtl = CatalogPlugin("register_weightings", "nash-mtl", "mtssl_plugins.weightings.nash_mtl:NashMTL",
+    aliases=("nashmtl",),
+    description="Nash bargaining over the update, G'G a = 1/a by damped Newton (Navon et al. 2022); option "
+                "iterations=20")
+rlw = CatalogPlugin("register_weightings", "rlw", "mtssl_plugins.weightings.rlw:RLW",
+    description=("random weights each step from the run's seed (Lin et al. 2022); option "
+                 "distribution=normal|dirichlet"))
 
 # -- Bridges ---------------------------------------------------------------------------------------
 mask = CatalogPlugin("register_bridges", "mask", "mtssl_plugins.bridges.mask:MaskBridge",

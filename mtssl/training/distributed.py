@@ -53,11 +53,12 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def strategy_context(rank: int, world: int, device: torch.device) -> StrategyContext:
-    """What strategies and weightings learn about the run's processes (a copy instead of a collective alone)."""
+def strategy_context(rank: int, world: int, device: torch.device, seed: int = 0) -> StrategyContext:
+    """What strategies and weightings learn about the run's processes (a copy instead of a collective alone)
+    and the run's seed."""
     if world == 1:
-        return StrategyContext(rank, world, device)
-    return StrategyContext(rank, world, device, all_reduce_sum)
+        return StrategyContext(rank, world, device, seed=seed)
+    return StrategyContext(rank, world, device, all_reduce_sum, seed)
 
 
 def check_processes(strategies: Sequence[SSLStrategy], weighting: Weighting, world: int) -> None:

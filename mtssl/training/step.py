@@ -217,11 +217,12 @@ class TrainingStep:
             result.logs.update(gradient_shares(result.terms, shared))
         self.optimizer.zero_grad(set_to_none=True)
         problem = result.problem
+        backward_logs: dict[str, float | torch.Tensor] = {}
         if problem is None:
             shared_ids = {id(p) for p in shared}
             others = [p for group in self.optimizer.param_groups for p in group["params"] if id(p) not in shared_ids]
             if self.weighting.needs_task_gradients:  # it backpropagates each task itself (scaled losses in fp16)
-                result.logs.update(self.weighting.backward(*self.scaled_for_backward(result), shared, others))
+                backward_logs = self.weighting.backward(*self.scaled_for_backward(result), shared, others)
             else:
                 self.precision.backward(result.loss)
             if (self.guard.skip_budget and self.precision.scaler is None
@@ -240,4 +241,5 @@ class TrainingStep:
             with warnings.catch_warnings():  # torch warns when the schedule steps before any update
                 warnings.simplefilter("ignore", UserWarning)
                 self.scheduler.step()
+        result.logs.update(fetch_logs(backward_logs))  # one transfer, once the update is queued
         return result

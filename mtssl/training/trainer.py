@@ -104,7 +104,7 @@ class Trainer:
         self.teacher = EMATeacher(self.model, decay) if decay is not None else None
         self.peer = build_peer(config, host).to(self.device) if any(s.needs_peer() for s in strategies) else None
         self.weighting = build_weighting(config, host)
-        context = strategy_context(self.rank, world, self.device)
+        context = strategy_context(self.rank, world, self.device, config.seed)
         for component in (*strategies, self.weighting):
             component.bind(context)
         self.weighting.setup(list(self.parts.tasks), self.device)

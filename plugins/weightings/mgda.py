@@ -1,0 +1,67 @@
+"""MGDA (Sener & Koltun, NeurIPS 2018): the min-norm point in the convex hull of the task gradients.
+
+The encoder gets ``d = sum_t a_t g_t`` with ``a`` on the simplex minimising ``||sum_t a_t g_t||^2``: a
+direction that decreases every task's loss unless the run is Pareto-stationary. ``a`` is found by the
+paper's Frank-Wolfe solver with its exact line search, worked on the Gram matrix of the gradients (exact
+for two tasks after one iteration). ``normalize`` divides each gradient before solving, as in the authors'
+code: ``l2`` by its norm, ``loss`` by the task's loss, ``loss+`` by both; the weights then apply to the
+unnormalised gradients. Heads get their own task's gradient.
+
+MGDA-UB, the paper's cheaper upper bound, differentiates with respect to the shared *representation*
+instead of the encoder's parameters (one backward pass through the encoder instead of T). The weighting
+interface hands a weighting the encoder's parameters, not its output, so this plugin always uses the
+parameter gradients, i.e. the exact MGDA problem the bound approximates, at T backward passes per step.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from mtssl.api import Field, Options, read_options
+from mtssl_plugins.weightings.gradients import GradientWeighting, unit_scale
+
+
+class MGDAOptions(Options):
+    normalize: Literal["none", "l2", "loss", "loss+"] = Field(
+        "none", description="gradient normalisation before solving (the authors' code)")
+    iterations: int = Field(100, ge=1, le=10_000, description="Frank-Wolfe iterations")
+
+
+def min_norm_weights(gram: torch.Tensor, iterations: int = 100) -> torch.Tensor:
+    """Frank-Wolfe for ``min_a a^T M a`` on the simplex, from the uniform point (Sener & Koltun, Alg. 2).
+
+    Each iteration moves towards the vertex t with the smallest ``(M a)_t`` by the step ``gamma`` that
+    minimises the norm on the segment: ``gamma = clip((a'Ma - (Ma)_t) / (a'Ma + M_tt - 2 (Ma)_t), 0, 1)``.
+    Written without data-dependent branches, so it never waits for the device.
+    """
+    gram = unit_scale(gram)
+    count = len(gram)
+    weights = torch.full((count,), 1.0 / count, dtype=gram.dtype, device=gram.device)
+    eye = torch.eye(count, dtype=gram.dtype, device=gram.device)
+    for _ in range(iterations):
+        product = gram @ weights
+        vertex = torch.argmin(product)
+        current, towards, corner = weights @ product, product[vertex], gram[vertex, vertex]
+        gap = current + corner - 2 * towards
+        gamma = ((current - towards) / gap.clamp_min(1e-12)).clamp(0.0, 1.0)
+        weights = (1 - gamma) * weights + gamma * eye[vertex]
+    return weights
+
+
+def normalizers(gram: torch.Tensor, losses: torch.Tensor, kind: str) -> torch.Tensor:
+    """What each gradient is divided by before solving (the authors' ``gradient_normalizers``)."""
+    norms = gram.diagonal().clamp_min(0).sqrt()
+    by = {"none": torch.ones_like(norms), "l2": norms, "loss": losses, "loss+": losses * norms}[kind]
+    return by.clamp_min(torch.finfo(gram.dtype).tiny)
+
+
+class MGDA(GradientWeighting):
+    def __init__(self, name: str, **options):
+        settings = read_options(f"weighting '{name}'", options, MGDAOptions)
+        super().__init__(name, **options)
+        self.normalize, self.iterations = settings.normalize, settings.iterations
+
+    def task_weights(self, gram, losses):
+        scale = normalizers(gram, losses, self.normalize)
+        return min_norm_weights(gram / torch.outer(scale, scale), self.iterations)
