@@ -34,6 +34,7 @@ from mtssl.functional import (
     freematch_mask,
     freematch_thresholds,
     freematch_update,
+    gather_rows,
     guess_labels,
     linear_rampup,
     mixup,
@@ -129,5 +130,5 @@ __all__ = [
     "linear_rampup", "sharpen", "guess_labels", "mixup_lambda", "mixup", "soft_cross_entropy", "ema_update",
     "freematch_update", "freematch_thresholds", "freematch_mask", "freematch_fairness", "pooled_means",
     "weighted_cross_entropy", "align_distribution", "softmatch_update", "softmatch_weights", "flexmatch_update",
-    "flexmatch_thresholds",
+    "flexmatch_thresholds", "gather_rows",
 ]

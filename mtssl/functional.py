@@ -41,11 +41,14 @@ def fixmatch_loss(weak_logits: torch.Tensor, strong_logits: torch.Tensor, thresh
 
 
 def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``mean_b w_b CE(logits_b, labels_b)``: hard pseudo-labels weighed by a 0/1 mask or soft weights.
+    """``mean_b w_b CE(logits_b, labels_b)``: pseudo-labels weighed by a 0/1 mask or soft weights.
 
-    Averaged over the whole batch, as FixMatch averages, so the term grows
-    with the number (or weight) of pseudo-labels that count.
+    ``labels`` are class indices ``[B]`` or class probabilities ``[B, C]`` (soft
+    pseudo-labels, detached). Averaged over the whole batch, as FixMatch
+    averages, so the term grows with the number (or weight) of pseudo-labels that count.
     """
+    if labels.is_floating_point():
+        labels = labels.detach().float()
     per_image = F.cross_entropy(logits.float(), labels, reduction="none")
     return (per_image * weights.detach().float()).mean()
 
@@ -208,6 +211,19 @@ def pooled_means(blocks: list[torch.Tensor], reduce: Reduce | None = None) -> li
     return out
 
 
+def gather_rows(rows: torch.Tensor, rank: int, world_size: int, reduce: Reduce | None = None) -> torch.Tensor:
+    """Every process's ``rows`` stacked in rank order, through a collective sum (each process passes as many).
+
+    Rank r's rows go into block r of a zero tensor that the sum then fills
+    from every rank, so all processes get the same stack (a memory bank stays
+    the same everywhere). Without ``reduce`` (one process): a copy of ``rows``.
+    """
+    if reduce is None or world_size == 1:
+        return rows.clone()
+    blocks = rows.new_zeros((world_size, *rows.shape))
+    blocks[rank] = rows
+    return reduce(blocks).flatten(0, 1)
+
 def align_distribution(probs: torch.Tensor, target: torch.Tensor, model: torch.Tensor) -> torch.Tensor:
     """Distribution alignment (ReMixMatch): ``p * target / model``, renormalised over classes (dim 1).
 
@@ -283,5 +299,5 @@ __all__ = [
     "linear_rampup", "sharpen", "guess_labels", "mixup_lambda", "mixup", "soft_cross_entropy", "ema_update",
     "freematch_update", "freematch_thresholds", "freematch_mask", "freematch_fairness", "pooled_means",
     "weighted_cross_entropy", "align_distribution", "softmatch_update", "softmatch_weights", "flexmatch_update",
-    "flexmatch_thresholds",
+    "flexmatch_thresholds", "gather_rows",
 ]

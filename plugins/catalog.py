@@ -77,6 +77,10 @@ pseudolabel = CatalogPlugin("register_strategies", "pseudolabel", "mtssl_plugins
     aliases=("pseudo-label",),
     description=("confident hard labels of a weak view train that view, weight ramped linearly; options "
                  "threshold=0.95, weight=1, rampup=120, start=0"))
+simmatch = CatalogPlugin("register_strategies", "simmatch", "mtssl_plugins.strategies.simmatch:SimMatch",
+    description=("pseudo-labels refined by similarity to a bank of labeled embeddings (pooled backbone features), "
+                 "and the strong view's similarities match them (state persists); options threshold=0.95, T=0.1, "
+                 "alpha=0.9, weight=1, instance_weight=1, bank=100"))
 softmatch = CatalogPlugin("register_strategies", "softmatch", "mtssl_plugins.strategies.softmatch:SoftMatch",
     description=("pseudo-labels weighted by a truncated Gaussian of their confidence, uniform alignment (state "
                  "persists); options weight=1, momentum=0.999, n_sigma=2, align=true"))

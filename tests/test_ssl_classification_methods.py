@@ -1,4 +1,4 @@
-"""Pseudo-Label, UDA, FlexMatch, SoftMatch and AdaMatch against their papers' equations on hand-computed cases;
+"""Pseudo-Label, UDA, FlexMatch, SoftMatch, AdaMatch and SimMatch against their papers' equations on hand-computed cases;
 each trains from the CLI, serves class targets only, and keeps its statistics through a skipped step and a resume."""
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from conftest import TINY_DATA, invoke, read_metrics, tiny_trainer, train_run
-from mtssl.api import StrategyInputs, pooled_means, softmatch_update, softmatch_weights
+from mtssl.api import StrategyInputs, gather_rows, pooled_means, softmatch_update, softmatch_weights
 
-METHODS = ["pseudolabel", "uda", "flexmatch", "softmatch", "adamatch"]
+METHODS = ["pseudolabel", "uda", "flexmatch", "softmatch", "adamatch", "simmatch"]
 STATEFUL = {"flexmatch": ("learning",), "softmatch": ("mean", "variance", "p_model"),
-            "adamatch": ("p_labeled", "p_unlabeled")}
+            "adamatch": ("p_labeled", "p_unlabeled"), "simmatch": ("bank", "labels")}
+QUICK = {"flexmatch": "momentum=0.5", "softmatch": "momentum=0.5", "adamatch": "momentum=0.5",
+         "simmatch": "bank=4"}  # statistics that move visibly in a few steps
 LN2 = math.log(2.0)
 
 
@@ -123,6 +125,43 @@ def test_adamatch_aligns_to_the_labeled_distribution_and_thresholds_relative_to_
     assert strategy.state["p_unlabeled"].tolist() == pytest.approx([0.6, 0.4], rel=1e-6)
 
 
+
+def one_by_one(*rows: tuple[float, float]) -> list[torch.Tensor]:
+    """A feature pyramid whose deepest map is 1x1, so each image's embedding is its row, normalised."""
+    return [torch.tensor(rows).reshape(len(rows), 2, 1, 1)]
+
+
+def test_simmatch_refines_pseudo_labels_by_similarity_to_the_labeled_bank_by_hand(host):
+    e = math.e
+    strategy = host.create("strategy", "simmatch", T=1.0, alpha=0.5, threshold=0.6, weight=2.0, instance_weight=3.0,
+                           bank=2)
+    strategy.load_state_dict({"bank": torch.eye(2), "labels": torch.tensor([0, 1])})  # one embedding per class
+    views = {"weak": logits_of((0.6, 0.4)), "strong": logits_of((0.75, 0.25)).requires_grad_(),
+             "labeled": torch.zeros(1, 2)}
+    features = {"weak": one_by_one((3.0, 0.0)), "strong": one_by_one((0.0, 2.0)), "labeled": one_by_one((3.0, 4.0))}
+    out = strategy.loss(StrategyInputs(host.create("task", "cls"), views, None, None, step=0,
+                                       view_targets={"labeled": torch.tensor([1])}, view_features=features))
+    q = [e / (e + 1), 1 / (e + 1)]                      # softmax of the weak embedding (1, 0) . bank / T
+    refined = [0.5 * 0.6 + 0.5 * q[0], 0.5 * 0.4 + 0.5 * q[1]]  # (.666, .334): passes 0.6
+    unfolded = [q[0] * 0.6 / (q[0] * 0.6 + q[1] * 0.4), q[1] * 0.4 / (q[0] * 0.6 + q[1] * 0.4)]
+    log_student = [-math.log(1 + e), 1 - math.log(1 + e)]  # log softmax of the strong embedding (0, 1) . bank
+    instance = -(unfolded[0] * log_student[0] + unfolded[1] * log_student[1])
+    assert out.logs["mask_rate"].item() == 1.0
+    assert out.logs["class"].item() == pytest.approx(-(refined[0] * math.log(0.75) + refined[1] * math.log(0.25)),
+                                                     rel=1e-6)  # soft CE of the strong view against the refined label
+    assert out.logs["instance"].item() == pytest.approx(instance, rel=1e-6)
+    assert out.loss.item() == pytest.approx(2.0 * out.logs["class"].item() + 3.0 * instance, rel=1e-6)
+    strategy.commit()  # the labeled embedding (.6, .8) enters the front of the queue, the oldest leaves
+    assert strategy.state["bank"].flatten().tolist() == pytest.approx([0.6, 0.8, 1.0, 0.0])
+    assert strategy.state["labels"].tolist() == [1, 0]
+
+    # raising the threshold above the refined confidence masks the class term, not the instance term
+    strict = host.create("strategy", "simmatch", T=1.0, alpha=0.5, threshold=0.7, instance_weight=0.0)
+    strict.load_state_dict({"bank": torch.eye(2), "labels": torch.tensor([0, 1])})
+    out = strict.loss(StrategyInputs(host.create("task", "cls"), views, None, None, step=0,
+                                     view_targets={"labeled": torch.tensor([1])}, view_features=features))
+    assert out.logs["mask_rate"].item() == 0.0 and out.loss.item() == 0.0
+
 # -- the building blocks -----------------------------------------------------------------------------------
 def test_softmatch_update_and_weights_by_hand():
     mean, var = softmatch_update(torch.tensor(0.5), torch.tensor(1.0), torch.tensor([0.9, 0.7]), momentum=0.5)
@@ -154,16 +193,34 @@ def test_softmatch_statistics_reduced_over_processes_equal_one_update_on_every_b
     assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(reduced, together))
 
 
+
+def test_gather_rows_stacks_every_process_rows_in_rank_order():
+    rows = {0: torch.tensor([[1.0, 2.0]]), 1: torch.tensor([[3.0, 4.0]])}
+    sent = {rank: [] for rank in rows}
+    for rank in rows:  # what each rank contributes to the collective sum
+        gather_rows(rows[rank], rank, 2, reduce=lambda blocks, rank=rank: sent[rank].append(blocks) or blocks)
+    total = sent[0][0] + sent[1][0]
+    for rank in rows:
+        assert gather_rows(rows[rank], rank, 2, reduce=lambda blocks: total).tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert gather_rows(rows[1], 0, 1).tolist() == [[3.0, 4.0]]  # one process: its own rows
+
 # -- state: proposed, committed, resumed -------------------------------------------------------------------
 def stateful_inputs(host, classes: int = 2) -> StrategyInputs:
     torch.manual_seed(0)
-    views = {"weak": torch.randn(4, classes) * 3, "strong": torch.randn(4, classes)}
-    return StrategyInputs(host.create("task", "cls"), views, torch.randn(3, classes) * 3, None, step=0)
+    views = {"weak": torch.randn(4, classes) * 3, "strong": torch.randn(4, classes), "labeled": torch.randn(3, classes)}
+    features = {key: [torch.randn(len(v), 8, 2, 2)] for key, v in views.items()}
+    return StrategyInputs(host.create("task", "cls"), views, torch.randn(3, classes) * 3, None, step=0,
+                          view_targets={"labeled": torch.tensor([0, 1, 1])}, view_features=features)
+
+
+def quick(host, method: str):
+    key, value = QUICK[method].split("=")
+    return host.create("strategy", method, **{key: float(value) if "." in value else int(value)})
 
 
 @pytest.mark.parametrize("method", sorted(STATEFUL))
 def test_a_step_that_is_not_committed_leaves_the_statistics_as_they_were(host, method):
-    strategy = host.create("strategy", method, momentum=0.5)
+    strategy = quick(host, method)
     inputs = stateful_inputs(host)
     first = strategy.loss(inputs)
     assert strategy.state_dict() == {}  # proposed, not kept
@@ -177,7 +234,7 @@ def test_a_step_that_is_not_committed_leaves_the_statistics_as_they_were(host, m
     strategy.commit()
     assert any(not torch.equal(kept[k], v) for k, v in strategy.state_dict().items())
 
-    fresh = host.create("strategy", method, momentum=0.5)
+    fresh = quick(host, method)
     fresh.load_state_dict(kept)
     assert all(torch.equal(kept[k], v) for k, v in fresh.state_dict().items())
     with pytest.raises(ValueError, match=f"strategy '{method}' keeps .*, but the checkpoint holds \\['other'\\]"):
@@ -190,7 +247,7 @@ def test_a_stopped_run_resumes_its_statistics_bit_exactly(host, tmp_path, method
     from mtssl.training.stopping import TrainingStopped
     from mtssl.training.trainer import Trainer
 
-    spec, settings = f"cls:{method}:momentum=0.5", dict(steps=3, eval_every=2, save_every=100)
+    spec, settings = f"cls:{method}:{QUICK[method]}", dict(steps=3, eval_every=2, save_every=100)
     straight = tiny_trainer(host, tmp_path / "straight", [spec], **settings)
     straight.fit()
     stopped = tiny_trainer(host, tmp_path / "stopped", [spec], **settings)
@@ -230,6 +287,7 @@ def test_each_method_refuses_mask_targets_at_check(method):
     ("uda:T=0", "option T: must satisfy 0.0 < x <= 1.0, got 0"),
     ("adamatch:tau=1.5", "option tau: must satisfy 0.0 <= x <= 1.0, got 1.5"),
     ("pseudolabel:rampup=-1", "option rampup: must satisfy x >= 0, got -1"),
+    ("simmatch:bank=0", "option bank: must satisfy x >= 1, got 0"),
 ])
 def test_options_are_range_checked_in_one_line(host, spec, message):
     name, option = spec.split(":")
