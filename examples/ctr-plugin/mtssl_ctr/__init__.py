@@ -23,11 +23,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtssl.api import (HeadInputs, PredictionWriter, Sample, Source, TargetSpec, Task, TaskEvaluation,
-                       check_options, hookimpl)
+from mtssl.api import (Field, HeadInputs, Options, PredictionWriter, Sample, Source, TargetSpec, Task,
+                       TaskEvaluation, hookimpl, read_options)
 
 CTR = TargetSpec("ctr", "float32", ())
 """One float per image, required for every labeled image."""
+
+
+class CtrOptions(Options):
+    weight: float = Field(10.0, ge=0)
+
+
+class PhantomOptions(Options):
+    n: int = Field(200, ge=1)
 
 
 class RatioHead(nn.Module):
@@ -48,9 +56,9 @@ class CardiothoracicRatio(Task):
     default_labels = 20
 
     def __init__(self, name: str, **options):
-        check_options(f"task '{name}'", options, {"weight"})
+        settings = read_options(f"task '{name}'", options, CtrOptions)
         super().__init__(name, **options)
-        self.weight = float(options.get("weight", 10.0))
+        self.weight = settings.weight
 
     def build_head(self, inputs: HeadInputs) -> nn.Module:
         if inputs.extras:
@@ -149,10 +157,10 @@ class CtrPhantom(Source):
 
 def build_source(name: str, path: str | None = None, target: TargetSpec | None = None, seed: int = 0,
                  **options) -> CtrPhantom:
-    check_options(f"source '{name}'", options, {"n"})
+    settings = read_options(f"source '{name}'", options, PhantomOptions)
     if path:
         raise ValueError(f"source '{name}' draws its images and takes no path (got '{path}')")
-    return CtrPhantom(options.get("n", 200), seed)
+    return CtrPhantom(settings.n, seed)
 
 
 @hookimpl

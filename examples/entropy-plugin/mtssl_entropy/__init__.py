@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import torch
 
-from mtssl.api import SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, check_options, hookimpl
+from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, hookimpl,
+                       read_options)
+
+
+class EntropyOptions(Options):
+    weight: float = Field(0.1, ge=0)
 
 
 class EntropyMinimisation(SSLStrategy):
@@ -18,9 +23,9 @@ class EntropyMinimisation(SSLStrategy):
         return target.categorical
 
     def __init__(self, name: str, **options):
-        check_options(f"strategy '{name}'", options, {"weight"})
+        settings = read_options(f"strategy '{name}'", options, EntropyOptions)
         super().__init__(name, **options)
-        self.weight = float(options.get("weight", 0.1))
+        self.weight = settings.weight
 
     def plan(self):
         return [ViewRequest("weak", "unlabeled", "weak")]
