@@ -200,8 +200,8 @@ def test_a_large_16_bit_scan_decodes_in_a_few_bytes_per_pixel(tmp_path):
     assert np.array_equal(gray[0], whole_image_gray(ramp)) and small.shape == (1, 64, 64)
 
 
-def test_the_readme_onnxruntime_snippet_preprocesses_as_mtssl_predict(tmp_path, monkeypatch):
-    """The README's lines that turn a scan into the model input, run as written, against mtssl's own."""
+def test_the_export_guide_onnxruntime_snippet_preprocesses_as_mtssl_predict(tmp_path, monkeypatch):
+    """The export guide's lines that turn a scan into the model input, run as written, against mtssl's own."""
     import re
     from pathlib import Path
 
@@ -210,8 +210,8 @@ def test_the_readme_onnxruntime_snippet_preprocesses_as_mtssl_predict(tmp_path, 
 
     from mtssl.data.decode import read_image, resize_channels, to_channels_uint8
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "onnxruntime" in b]
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "guide" / "export.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", guide, re.S) if "onnxruntime" in b]
     lines = [line for line in block.splitlines() if line.startswith(("image", "x ="))]
     assert len(lines) >= 2
     rng = np.random.default_rng(0)
@@ -219,6 +219,6 @@ def test_the_readme_onnxruntime_snippet_preprocesses_as_mtssl_predict(tmp_path, 
     Image.fromarray(scan.astype(np.uint8)).save(tmp_path / "scan.png")
     monkeypatch.chdir(tmp_path)
     namespace = {"np": np, "Image": Image, "size": 64}
-    exec("\n".join(lines), namespace)  # noqa: S102 - the README's own code
+    exec("\n".join(lines), namespace)  # noqa: S102 - the guide's own code
     ours = resize_channels(to_channels_uint8(read_image(tmp_path / "scan.png"), 1), 64)[None] / 255
     assert np.array_equal(namespace["x"], ours.astype(np.float32))
