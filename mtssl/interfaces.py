@@ -312,10 +312,12 @@ class StrategyInputs:
     view_features: Mapping[str, list[torch.Tensor]] = field(default_factory=dict)
     """For each view planned with ``features=True``: the backbone's feature maps of that view's images
     (one per level, ``[len(view), channels[i], H / strides[i], W / strides[i]]``, in the autocast dtype)."""
-    head: Callable[[str, list[torch.Tensor]], torch.Tensor] | None = None
-    """``head(view, features)``: the task's head (of the network that ran ``view``) on ``features`` in place
-    of the backbone features of ``view``, a view planned with ``features=True``, with the bridge extras that
-    view's head got. For feature perturbation (UniMatch, CCT): no backbone pass, only the head runs again."""
+    head: Callable[..., torch.Tensor] | None = None
+    """``head(view, features, module=None)``: the task's head (of the network that ran ``view``) on
+    ``features`` in place of the backbone features of ``view``, a view planned with ``features=True``, with
+    the bridge extras that view's head got. For feature perturbation (UniMatch, CCT): no backbone pass, only
+    the head runs again. ``module``: run that head of the strategy's own (:meth:`SSLStrategy.modules`)
+    instead of the task's, called as the task's head is, ``module(features, extras)``."""
 
 
 @dataclass
@@ -347,7 +349,9 @@ class SSLStrategy(ABC):
     * the process it runs in (:class:`StrategyContext`, in :attr:`context`): under torchrun,
       reduce statistics with ``context.all_reduce_sum`` so that every rank keeps the same state;
     * the backbone's features of a view: ``ViewRequest(..., features=True)``, and the task's head on
-      changed features of such a view: :attr:`StrategyInputs.head`.
+      changed features of such a view: :attr:`StrategyInputs.head`;
+    * trainable modules of its own (auxiliary decoders): return them from :meth:`modules`; the core moves
+      them to the device, trains them with the model's optimizer and saves them with the run state.
     """
 
     context: StrategyContext = SINGLE_PROCESS
@@ -379,6 +383,17 @@ class SSLStrategy(ABC):
     def needs_peer(self) -> bool:
         """True when the strategy trains a second, independently initialised network."""
         return False
+
+    def modules(self, task: Task, inputs: HeadInputs) -> nn.Module | None:
+        """Trainable modules this strategy owns, built once before training (None: it owns none).
+
+        ``inputs`` is what the task's head was built from, so ``task.build_head(inputs)`` builds a head that
+        takes the same features and bridge extras (an auxiliary decoder). The strategy keeps the module it
+        returns and calls it in :meth:`loss` (e.g. through :attr:`StrategyInputs.head`); the core moves it to
+        the device, adds its parameters to the optimizer and saves it with the run state, so ``--resume``
+        restores it. Validation, evaluation and export never see it. One process only (like the peer).
+        """
+        return None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors that must survive a checkpoint (empty for stateless strategies)."""

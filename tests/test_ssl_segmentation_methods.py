@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import invoke, read_metrics, tiny_trainer, train_run
-from mtssl.api import SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest
+from mtssl.api import HeadInputs, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest
 from mtssl.run.rundir import RunDir
 from mtssl.training.stopping import TrainingStopped
 from mtssl.training.trainer import Trainer
@@ -139,23 +139,54 @@ def test_cct_feature_noise_scales_each_position_by_one_draw_for_the_batch():
     ({}, pixels([0.0] * 4), [pixels([LN3] * 4), pixels([0.0] * 4), pixels([-LN3] * 4)], 2 * 0.0625 / 3),
     (SOFTMAX_3, softmax_map(*[UNIFORM] * 4), [softmax_map(*[HALF] * 4)] * 3, 1 / 72),
 ])
-def test_cct_by_hand(host, options, clean, perturbed, expected):
+def test_cct_by_hand_with_one_auxiliary_decoder_per_perturbation(host, options, clean, perturbed, expected):
     strategy = host.create("strategy", "cct", weight=3.0, rampup=0)
     assert strategy.plan() == [ViewRequest("unlabeled", "unlabeled", "weak", features=True)]
+    task = host.create("task", "seg", **options)
+    decoders = strategy.modules(task, HeadInputs((4, 8), (1, 2)))
+    assert list(decoders) == ["noise", "drop", "dropout"]
+    assert all(type(d) is type(task.build_head(HeadInputs((4, 8), (1, 2)))) for d in decoders.values())
     outputs = iter(perturbed)
     seen = []
 
-    def head(view, features):
-        seen.append(view)
+    def head(view, features, module=None):
+        seen.append((view, module))
         return next(outputs)
 
-    inputs = StrategyInputs(host.create("task", "seg", **options), {"unlabeled": clean}, None, None, step=0,
+    inputs = StrategyInputs(task, {"unlabeled": clean}, None, None, step=0,
                             view_features={"unlabeled": [torch.rand(1, 4, 2, 2) + 0.5]}, head=head)
     out = strategy.loss(inputs)
-    # sigmoid: (.75 - .5)^2, 0, (.25 - .5)^2 over the three perturbations; softmax: per pixel the mean over
+    # sigmoid: (.75 - .5)^2, 0, (.25 - .5)^2 over the three decoders; softmax: per pixel the mean over
     # three categories of (1/12)^2, (1/6)^2, (1/12)^2
     assert out.loss.item() == pytest.approx(3.0 * expected, rel=1e-6)
-    assert seen == ["unlabeled"] * 3 and set(out.logs) == {"noise", "drop", "dropout", "weight"}
+    assert seen == [("unlabeled", decoders[name]) for name in ("noise", "drop", "dropout")]
+    assert set(out.logs) == {"noise", "drop", "dropout", "weight"}
+
+
+def test_cct_trains_its_auxiliary_decoders_and_not_the_main_head_from_unlabeled_images(host, tmp_path):
+    trainer = tiny_trainer(host, tmp_path, ["seg:cct:rampup=0"], steps=1)
+    decoders = trainer.parts.strategies["seg"][0].decoders
+    assert trainer.strategy_modules == {"seg/cct": decoders}
+    optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert all(id(p) in optimized for p in decoders.parameters())
+    result = trainer.compute_loss(trainer.gather_views())
+    trainer.optimizer.zero_grad()
+    result.terms["seg/cct"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for d in decoders.values()
+               for p in [next(d.parameters())])
+    assert all(p.grad is None for p in trainer.model.heads["seg"].parameters())  # the clean target is detached
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.model.backbone.parameters())
+
+
+def test_cct_runs_in_one_process_only(host):
+    from mtssl.training.distributed import check_processes
+
+    strategies = [host.create("strategy", name) for name in ("cct", "unimatch", "uamt")]
+    equal = host.create("weighting", "equal")
+    check_processes(strategies, equal, 1)
+    with pytest.raises(ValueError, match=r"^strategy 'cct' \(modules of its own\) can run in one process only, "
+                                         r"not 2; run without torchrun or choose another$"):
+        check_processes(strategies, equal, 2)
 
 
 # -- UA-MT ----------------------------------------------------------------------------------------------
@@ -288,8 +319,9 @@ def test_a_classification_task_is_refused_at_check(tmp_path):
     assert "unimatch" in result.output and "class targets" in result.output
 
 
-def test_teacher_methods_stop_and_resume_bit_exactly(host, tmp_path):
-    tasks = ["seg:uamt+cutmix-seg:uamt.passes=2"]
+@pytest.mark.parametrize("tasks", [["seg:uamt+cutmix-seg:uamt.passes=2"], ["seg:cct"]], ids=["teachers", "cct"])
+def test_stateful_methods_stop_and_resume_bit_exactly(host, tmp_path, tasks):
+    """The EMA teacher (UA-MT, CutMix-Seg) and CCT's auxiliary decoders with their optimizer state."""
     settings = dict(steps=3, save_every=100, eval_every=100)
     straight = tiny_trainer(host, tmp_path / "straight", tasks, **settings)
     straight.fit()
@@ -300,6 +332,11 @@ def test_teacher_methods_stop_and_resume_bit_exactly(host, tmp_path):
     resumed = Trainer(run.config(), host, run)
     resumed.resume()
     resumed.fit()
-    for a, b in ((straight.model, resumed.model), (straight.teacher.module, resumed.teacher.module)):
+    networks = [(straight.model, resumed.model)]
+    if straight.teacher is not None:
+        networks.append((straight.teacher.module, resumed.teacher.module))
+    networks += [(straight.strategy_modules[k], resumed.strategy_modules[k]) for k in straight.strategy_modules]
+    assert len(networks) == 2
+    for a, b in networks:
         assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
     assert read_metrics(straight.run.path)[-1]["loss"] == read_metrics(run.path)[-1]["loss"]

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from mtssl.run.config import RunConfig
 import torch
+from torch import nn
 
 from mtssl.interfaces import Backbone, Bridge, SSLStrategy, Task, Weighting
 from mtssl.model.network import MultiTaskModel
@@ -71,6 +72,21 @@ def build_components(config: RunConfig, host: PluginHost, task_set: TaskSet | No
     backbone.check_input_size(config.size, config.size)
     model = MultiTaskModel(backbone, tasks, bridges)
     return Components(tasks, strategies, bridges, backbone, model)
+
+
+def build_strategy_modules(parts: Components, device: torch.device) -> dict[str, nn.Module]:
+    """The trainable modules strategies own (:meth:`SSLStrategy.modules`), on ``device``, keyed ``TASK/STRATEGY``.
+
+    They live beside the model, outside DistributedDataParallel (which would not average their gradients),
+    so a run of several processes refuses them (:func:`mtssl.training.distributed.check_processes`).
+    """
+    modules = {}
+    for name, group in parts.strategies.items():
+        for strategy in group:
+            module = strategy.modules(parts.tasks[name], parts.model.head_inputs[name])
+            if module is not None:
+                modules[f"{name}/{strategy.name}"] = module.to(device)
+    return modules
 
 
 def build_weighting(config: RunConfig, host: PluginHost) -> Weighting:

@@ -39,12 +39,15 @@ class MultiTaskModel(nn.Module):
             bridge.setup(self.tasks[bridge.source], self.tasks[bridge.target], described)
         self._check_strides()
         self.heads = nn.ModuleDict()
+        self.head_inputs: dict[str, HeadInputs] = {}
+        """What each task's head was built from (a strategy builds its auxiliary heads from the same)."""
         for name, task in self.tasks.items():
             extras: dict[int, int] = {}
             for bridge in self._into[name]:
                 extras[bridge.stride] = extras.get(bridge.stride, 0) + bridge.extra_channels
-            self.heads[name] = task.build_head(HeadInputs(tuple(backbone.channels), tuple(backbone.strides), extras,
-                                                          backbone.in_channels))
+            self.head_inputs[name] = HeadInputs(tuple(backbone.channels), tuple(backbone.strides), extras,
+                                                backbone.in_channels)
+            self.heads[name] = task.build_head(self.head_inputs[name])
         # the batch norms a bridge's input gradient would run through (backbone, the source head and every
         # head upstream of it), found once (not every forward)
         self._batch_norms = {b.source: [m for part in (backbone, *(self.heads[t] for t in

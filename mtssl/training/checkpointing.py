@@ -51,6 +51,8 @@ def resumable_parts(trainer: "Trainer") -> dict[str, Any]:
         parts["teacher"] = trainer.teacher
     if trainer.peer is not None:
         parts["peer"] = trainer.peer
+    for key, module in trainer.strategy_modules.items():  # a strategy's own modules (auxiliary decoders)
+        parts[f"modules/{key}"] = module
     parts["weighting"] = trainer.weighting
     return parts
 
@@ -62,10 +64,11 @@ def tensor_bytes(tensors) -> int:
 def checkpoint_bytes(trainer: "Trainer") -> int:
     """About the most disk a run's checkpoints take, at the moment a save commits: ``best``, ``last`` and
     the temporary copy of the weights, plus the old and new state files (Adam's two moments per
-    parameter, the EMA teacher's and the second network's weights)."""
+    parameter, the EMA teacher's, the second network's and the strategies' own modules' weights)."""
     weights = tensor_bytes(trainer.model.state_dict().values())
     params = tensor_bytes(p for group in trainer.optimizer.param_groups for p in group["params"])
     companions = [m for m in (getattr(trainer.teacher, "module", None), trainer.peer) if m is not None]
+    companions += list(trainer.strategy_modules.values())
     state = 2 * params + sum(tensor_bytes(m.state_dict().values()) for m in companions)
     return 3 * weights + 2 * state
 

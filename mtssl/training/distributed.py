@@ -64,12 +64,15 @@ def strategy_context(rank: int, world: int, device: torch.device, seed: int = 0)
 def check_processes(strategies: Sequence[SSLStrategy], weighting: Weighting, world: int) -> None:
     """Refuse, in one line naming them, the components that cannot share their work between processes.
 
-    A second network (cross pseudo supervision) lives beside the DistributedDataParallel model, and a
-    gradient-based weighting differentiates each task itself, which DDP's single backward does not allow.
+    A second network (cross pseudo supervision) and a strategy's own modules (:meth:`SSLStrategy.modules`,
+    overridden) live beside the DistributedDataParallel model, and a gradient-based weighting differentiates
+    each task itself, which DDP's single backward does not allow.
     """
     if world <= 1:
         return
     pieces = [f"strategy '{s.name}' (a second network)" for s in strategies if s.needs_peer()]
+    pieces += [f"strategy '{s.name}' (modules of its own)" for s in strategies
+               if type(s).modules is not SSLStrategy.modules]
     if weighting.needs_task_gradients:
         pieces.append(f"weighting '{weighting.name}' (a backward per task)")
     if pieces:

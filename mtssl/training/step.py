@@ -124,16 +124,17 @@ class TrainingStep:
 
     def feature_head(self, name: str, prefix: str, planned: dict[tuple[str, str], tuple[list[torch.Tensor], dict]],
                      roles: dict[tuple[str, str], str]) -> Callable[[str, list[torch.Tensor]], torch.Tensor]:
-        """Task ``name``'s head on given features in place of those of one of its strategy's views."""
-        def head(view: str, features: list[torch.Tensor]) -> torch.Tensor:
+        """Task ``name``'s head (or a strategy's own) on given features in place of those of one of its views."""
+        def head(view: str, features: list[torch.Tensor], module: nn.Module | None = None) -> torch.Tensor:
             key = (name, prefix + view)
             if key not in planned:
                 raise ValueError(f"head('{view}', ...): strategy view '{view}' of task '{name}' was not planned "
                                  "with features=True")
-            network = self.networks.by_role(roles[key])
-            heads = getattr(network, "module", network).heads  # past a DDP wrapper or the EMA teacher's shell
+            if module is None:
+                network = self.networks.by_role(roles[key])
+                module = getattr(network, "module", network).heads[name]  # past a DDP wrapper or the teacher's shell
             with nullcontext() if roles[key] != "teacher" else torch.no_grad(), self.precision.autocast():
-                return heads[name](features, planned[key][1])
+                return module(features, planned[key][1])
 
         return head
 

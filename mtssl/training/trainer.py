@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 import torch
 
-from mtssl.model.assemble import Components, build_components, build_peer, build_tasks, build_weighting
+from mtssl.model.assemble import (Components, build_components, build_peer, build_strategy_modules, build_tasks,
+                                   build_weighting)
 from mtssl.training.augment import Augmenter
 from mtssl.model.compile import compile_model
 from mtssl.run.config import RunConfig, TaskData
@@ -79,7 +80,9 @@ class Trainer:
                                    for s in [*self.labeled.values(), *self.unlabeled.values()])
         self.total_steps = self._total_steps()
         self._build_companions(config, host, world)
-        groups = [{"params": [*self.model.parameters(), *(self.peer.parameters() if self.peer else ())]}]
+        self.strategy_modules = build_strategy_modules(self.parts, self.device)
+        groups = [{"params": [*self.model.parameters(), *(self.peer.parameters() if self.peer else ()),
+                              *(p for module in self.strategy_modules.values() for p in module.parameters())]}]
         if self.weighting.parameters():
             groups.append({"params": self.weighting.parameters(),
                            **({"lr": self.weighting.lr} if self.weighting.lr else {})})

@@ -1,21 +1,22 @@
-"""Cross-consistency training (Ouali et al., CVPR 2020) for masks, with the main decoder on perturbed features.
+"""Cross-consistency training (Ouali et al., CVPR 2020) for masks: auxiliary decoders on perturbed features.
 
-CCT trains auxiliary decoders on perturbed encoder features of unlabeled
-images to agree with the main decoder's prediction on the clean features.
-Here the perturbed features go through the task's own head
-(:attr:`mtssl.api.StrategyInputs.head`), not through separate auxiliary
-decoders: strategies own no trainable modules, so the consistency trains the
-encoder and the shared head alike. Each step runs three of CCT's
-perturbations on every feature level of an unlabeled view:
+The task's head (the main decoder) learns from labels only. Three auxiliary
+decoders, each built as the task's head is (:meth:`SSLStrategy.modules`:
+the strategy owns them, the core trains and checkpoints them), decode
+perturbed backbone features of an unlabeled view and are pulled toward the
+main decoder's prediction on the clean features; the encoder learns from
+their consistency through the perturbed features. One perturbation per
+decoder, on every feature level (the U-Net decoder reads every level):
 
-* feature noise: ``f + f * n`` with ``n ~ U(-noise, noise)``, one draw per position shared by the batch;
-* feature drop: positions whose channel-mean activation reaches ``gamma * max`` (``gamma ~ U(0.7, 0.9)``
+* ``noise``: ``f + f * n`` with ``n ~ U(-noise, noise)``, one draw per position shared by the batch;
+* ``drop``: positions whose channel-mean activation reaches ``gamma * max`` (``gamma ~ U(0.7, 0.9)``
   per image) are zeroed, hiding the most active regions;
-* dropout: channel dropout ``Dropout2d(dropout)``.
+* ``dropout``: channel dropout ``Dropout2d(dropout)``.
 
-The loss is ``weight * rampup(step) * mean_k MSE(q(perturbed_k), q(clean))``,
+The loss is ``weight * rampup(step) * mean_k MSE(q(decoder_k(perturbed_k)), q(clean))``,
 the clean prediction detached, probabilities per channel for a sigmoid head
-and across channels for a softmax head.
+and across channels for a softmax head. The auxiliary decoders take no part
+in validation, evaluation or export.
 """
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, read_options,
-                       sigmoid_rampup)
+from mtssl.api import (Field, HeadInputs, Options, SSLStrategy, StrategyInputs, StrategyLoss, Task, ViewRequest,
+                       read_options, sigmoid_rampup)
 from mtssl_plugins.strategies.dense import distribution_mse, log_distribution
 
 
@@ -51,7 +53,7 @@ class CCTOptions(Options):
 
 
 class CrossConsistency(SSLStrategy):
-    """weight * rampup(step) * mean over noise, drop and dropout of MSE(q(head(perturbed)), q(clean))."""
+    """weight * rampup(step) * mean over noise, drop and dropout of MSE(q(decoder_k(perturbed_k)), q(clean))."""
 
     def serves(self, target):
         """Binary structure maps, one or more channels (a sigmoid or a softmax head)."""
@@ -62,6 +64,12 @@ class CrossConsistency(SSLStrategy):
         super().__init__(name, **options)
         self.weight, self.rampup = settings.weight, settings.rampup
         self.noise, self.dropout = settings.noise, settings.dropout
+        self.decoders: nn.ModuleDict | None = None
+
+    def modules(self, task: Task, inputs: HeadInputs) -> nn.ModuleDict:
+        """One auxiliary decoder per perturbation, each built as the task's own head."""
+        self.decoders = nn.ModuleDict({name: task.build_head(inputs) for name in self.perturbations()})
+        return self.decoders
 
     def plan(self):
         return [ViewRequest("unlabeled", "unlabeled", "weak", features=True)]
@@ -71,16 +79,17 @@ class CrossConsistency(SSLStrategy):
         return {"noise": lambda f: feature_noise(f, self.noise), "drop": feature_drop,
                 "dropout": lambda f: F.dropout2d(f, self.dropout, training=True)}
 
-    @staticmethod
-    def consistency(inputs: StrategyInputs, perturb: Callable[[torch.Tensor], torch.Tensor],
-                    clean: torch.Tensor) -> torch.Tensor:
-        """MSE of the head's prediction on perturbed features of the unlabeled view to the clean prediction."""
-        features = [perturb(f) for f in inputs.view_features["unlabeled"]]
-        return distribution_mse(log_distribution(inputs.task, inputs.head("unlabeled", features)), clean).mean()
+    def consistency(self, inputs: StrategyInputs, name: str, clean: torch.Tensor) -> torch.Tensor:
+        """MSE of auxiliary decoder ``name`` on its perturbation of the unlabeled view's features to ``clean``."""
+        features = [self.perturbations()[name](f) for f in inputs.view_features["unlabeled"]]
+        output = inputs.head("unlabeled", features, self.decoders[name])
+        return distribution_mse(log_distribution(inputs.task, output), clean).mean()
 
     def loss(self, inputs: StrategyInputs) -> StrategyLoss:
+        if self.decoders is None:
+            raise ValueError(f"strategy '{self.name}': its auxiliary decoders were never built (modules())")
         clean = log_distribution(inputs.task, inputs.views["unlabeled"]).exp().detach()
-        terms = {name: self.consistency(inputs, perturb, clean) for name, perturb in self.perturbations().items()}
+        terms = {name: self.consistency(inputs, name, clean) for name in self.perturbations()}
         mse = torch.stack(list(terms.values())).mean()
         weight = self.weight * sigmoid_rampup(inputs.step, self.rampup)
         return StrategyLoss(weight * mse, {**{k: v.detach() for k, v in terms.items()}, "weight": weight})
