@@ -3,19 +3,30 @@ each trains from the CLI, serves class targets only, and keeps its statistics th
 from __future__ import annotations
 
 import math
+import os
 import signal
+import socket
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
-from conftest import TINY_DATA, invoke, read_metrics, tiny_trainer, train_run
+from conftest import TINY_DATA, invoke, read_metrics, tiny_config, tiny_trainer, train_run
 from mtssl.api import StrategyInputs, gather_rows, pooled_means, softmatch_update, softmatch_weights
 
 METHODS = ["pseudolabel", "uda", "flexmatch", "softmatch", "adamatch", "simmatch"]
 STATEFUL = {"flexmatch": ("learning",), "softmatch": ("mean", "variance", "p_model"),
             "adamatch": ("p_labeled", "p_unlabeled"), "simmatch": ("bank", "labels")}
-QUICK = {"flexmatch": "momentum=0.5", "softmatch": "momentum=0.5", "adamatch": "momentum=0.5",
-         "simmatch": "bank=4"}  # statistics that move visibly in a few steps
+QUICK = {"flexmatch": {"momentum": 0.5, "threshold": 0.5}, "softmatch": {"momentum": 0.5},
+         "adamatch": {"momentum": 0.5}, "simmatch": {"bank": 4}}  # statistics that move visibly in a few steps
+
+
+def all_stateful_spec() -> str:
+    """One classification task trained by every stateful strategy at once, each with its :data:`QUICK` options."""
+    names = sorted(STATEFUL)
+    options = [f"{name}.{key}={value}" for name in names for key, value in QUICK[name].items()]
+    return "cls:" + "+".join(names) + ":" + ",".join(options)
 LN2 = math.log(2.0)
 
 
@@ -214,8 +225,7 @@ def stateful_inputs(host, classes: int = 2) -> StrategyInputs:
 
 
 def quick(host, method: str):
-    key, value = QUICK[method].split("=")
-    return host.create("strategy", method, **{key: float(value) if "." in value else int(value)})
+    return host.create("strategy", method, **QUICK[method])
 
 
 @pytest.mark.parametrize("method", sorted(STATEFUL))
@@ -247,7 +257,8 @@ def test_a_stopped_run_resumes_its_statistics_bit_exactly(host, tmp_path, method
     from mtssl.training.stopping import TrainingStopped
     from mtssl.training.trainer import Trainer
 
-    spec, settings = f"cls:{method}:{QUICK[method]}", dict(steps=3, eval_every=2, save_every=100)
+    options = ",".join(f"{key}={value}" for key, value in QUICK[method].items())
+    spec, settings = f"cls:{method}:{options}", dict(steps=3, eval_every=2, save_every=100)
     straight = tiny_trainer(host, tmp_path / "straight", [spec], **settings)
     straight.fit()
     stopped = tiny_trainer(host, tmp_path / "stopped", [spec], **settings)
@@ -266,6 +277,69 @@ def test_a_stopped_run_resumes_its_statistics_bit_exactly(host, tmp_path, method
             for t in (straight, resumed)]
     assert logs[0] == logs[1]
 
+
+
+def test_a_skipped_step_in_training_moves_no_statistics(host, tmp_path):
+    trainer = tiny_trainer(host, tmp_path, [all_stateful_spec()], steps=3, eval_every=100, skip_nonfinite=1)
+    strategies = trainer.parts.strategies["cls"]
+    original = strategies[0].loss
+
+    def nan_at_step_1(inputs):
+        out = original(inputs)
+        if inputs.step == 1:
+            out.loss = out.loss * math.nan
+        return out
+
+    strategies[0].loss = nan_at_step_1
+    states = []
+    trainer.fit(on_step=lambda step, logs: states.append([s.state_dict() for s in strategies]))
+    assert trainer.guard.skipped == 1
+    for i, strategy in enumerate(strategies):
+        before, skipped, applied = (states[step][i] for step in range(3))
+        assert set(before) == set(STATEFUL[strategy.name])
+        assert all(torch.equal(before[k], skipped[k]) for k in before), strategy.name  # skipped: unchanged
+        assert any(not torch.equal(skipped[k], applied[k]) for k in before), strategy.name  # applied: moved
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_process_worker(rank: int, world: int, port: int, spec: str, out: str, results) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from mtssl.plugins import PluginHost
+    from mtssl.run.rundir import RunDir
+    from mtssl.training.distributed import from_environment
+    from mtssl.training.trainer import Trainer
+
+    cluster = from_environment()
+    config = tiny_config(out, [spec], steps=2, eval_every=100, name="stats")
+    run = RunDir(cluster.share(str(RunDir.create(config).path) if cluster.is_main else None))
+    trainer = Trainer(config, PluginHost(), run, rank=cluster.rank, world=cluster.world)
+    first_batch = trainer.unlabeled["cls"].next()[0].float().sum()  # a stream draw: shards differ by rank
+    trainer.fit()
+    state = torch.cat([v.float().reshape(-1) for s in trainer.parts.strategies["cls"]
+                       for _, v in sorted(s.state_dict().items())])
+    gathered = [torch.zeros_like(state) for _ in range(world)]
+    dist.all_gather(gathered, state)
+    batches = [torch.zeros_like(first_batch) for _ in range(world)]
+    dist.all_gather(batches, first_batch)
+    results[rank] = {"states": [g.tolist() for g in gathered], "batches": [b.item() for b in batches]}
+    dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
+def test_statistics_are_reduced_over_processes_and_identical_on_every_rank(tmp_path):
+    results = mp.Manager().dict()
+    mp.spawn(_two_process_worker, args=(2, _free_port(), all_stateful_spec(), str(tmp_path), results), nprocs=2,
+             join=True)
+    mine = results[0]
+    assert mine["batches"][0] != mine["batches"][1]  # each rank scores its own images...
+    assert mine["states"][0] == mine["states"][1]  # ...and yet all keep the same statistics and bank, bit for bit
 
 # -- from the command line ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", METHODS)
