@@ -88,8 +88,8 @@ uda = CatalogPlugin("register_strategies", "uda", "mtssl_plugins.strategies.uda:
     description=("KL from sharpened confident weak predictions to the strong view; options T=0.4, threshold=0.8, "
                  "weight=1"))
 cct = CatalogPlugin("register_strategies", "cct", "mtssl_plugins.strategies.cct:CrossConsistency",
-    description=("cross-consistency for masks: feature noise, feature drop and dropout on the features, each "
-                 "decoded by the main head, match the clean prediction; options weight=1, rampup=200, noise=0.3, "
+    description=("cross-consistency for masks: auxiliary decoders of its own on features under noise, drop and "
+                 "dropout match the main head's clean prediction; options weight=1, rampup=200, noise=0.3, "
                  "dropout=0.3"))
 cutmix_seg = CatalogPlugin("register_strategies", "cutmix-seg", "mtssl_plugins.strategies.cutmix_seg:CutMixSeg",
     aliases=("cutmix",),
