@@ -1,5 +1,6 @@
-"""Pseudo-Label, UDA, FlexMatch, SoftMatch, AdaMatch and SimMatch against their papers' equations on hand-computed cases;
-each trains from the CLI, serves class targets only, and keeps its statistics through a skipped step and a resume."""
+"""Pseudo-Label, UDA, FlexMatch, SoftMatch, AdaMatch and SimMatch against their papers' equations on hand-computed
+cases; each trains from the CLI and serves class targets only; the stateful ones keep their statistics through a
+skipped step and a resume, and agree across processes."""
 from __future__ import annotations
 
 import math
@@ -20,6 +21,7 @@ STATEFUL = {"flexmatch": ("learning",), "softmatch": ("mean", "variance", "p_mod
             "adamatch": ("p_labeled", "p_unlabeled"), "simmatch": ("bank", "labels")}
 QUICK = {"flexmatch": {"momentum": 0.5, "threshold": 0.5}, "softmatch": {"momentum": 0.5},
          "adamatch": {"momentum": 0.5}, "simmatch": {"bank": 4}}  # statistics that move visibly in a few steps
+LN2 = math.log(2.0)
 
 
 def all_stateful_spec() -> str:
@@ -27,7 +29,6 @@ def all_stateful_spec() -> str:
     names = sorted(STATEFUL)
     options = [f"{name}.{key}={value}" for name in names for key, value in QUICK[name].items()]
     return "cls:" + "+".join(names) + ":" + ",".join(options)
-LN2 = math.log(2.0)
 
 
 def logits_of(*rows: tuple[float, float]) -> torch.Tensor:
@@ -354,6 +355,21 @@ def test_each_method_refuses_mask_targets_at_check(method):
     assert result.exit_code != 0
     assert f"strategy '{method}' cannot train task 'seg': it does not serve mask targets" in result.output
 
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_listing_names_the_options_and_their_defaults(host, method):
+    """What ``mtssl plugins`` says a method's defaults are is what its Options model declares."""
+    import importlib
+
+    from mtssl.spec import parse_value
+
+    entry = host.registry("strategy").get(method)
+    listed = dict(item.split("=", 1) for item in entry.description.split("options ", 1)[1].split(", "))
+    module, strategy = entry.factory.split(":")  # each declares its options as STRATEGYOptions beside it
+    options = getattr(importlib.import_module(module), f"{strategy}Options")
+    defaults = {name: info.default for name, info in options.model_fields.items()}
+    assert set(listed) == set(defaults)
+    assert {name: parse_value(value.split("|")[0]) for name, value in listed.items()} == defaults
 
 @pytest.mark.parametrize("spec, message", [
     ("flexmatch:mapping=concave", "option mapping: input should be 'convex' or 'linear'"),
