@@ -277,10 +277,12 @@ class HeadProbe(SSLStrategy):
     """Plans one weak view with features and decodes its own features again through ``inputs.head``."""
 
     def plan(self):
-        return [ViewRequest("weak", "unlabeled", "weak", features=True)]
+        return [ViewRequest("weak", "unlabeled", "weak", features=True), ViewRequest("plain", "unlabeled")]
 
     def loss(self, inputs):
         self.output, self.again = inputs.views["weak"], inputs.head("weak", inputs.view_features["weak"])
+        with pytest.raises(ValueError) as self.unplanned:
+            inputs.head("plain", inputs.view_features["weak"])
         return StrategyLoss(self.again.float().mean())
 
 
@@ -292,6 +294,8 @@ def test_the_head_on_a_views_own_features_reproduces_its_output_bridge_extras_in
     result = trainer.compute_loss(trainer.gather_views())
     assert probe.again.shape == probe.output.shape
     assert torch.allclose(probe.again, probe.output, atol=1e-5)
+    assert str(probe.unplanned.value) == ("head('plain', ...): strategy view 'plain' of task 'seg' was not planned "
+                                          "with features=True")
     result.terms["seg/probe"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.model.backbone.parameters())
 
