@@ -224,6 +224,7 @@ def gather_rows(rows: torch.Tensor, rank: int, world_size: int, reduce: Reduce |
     blocks[rank] = rows
     return reduce(blocks).flatten(0, 1)
 
+
 def align_distribution(probs: torch.Tensor, target: torch.Tensor, model: torch.Tensor) -> torch.Tensor:
     """Distribution alignment (ReMixMatch): ``p * target / model``, renormalised over classes (dim 1).
 
@@ -293,6 +294,7 @@ def flexmatch_thresholds(learning: torch.Tensor, threshold: float, warmup: bool 
     if mapping == "linear":
         return threshold * beta
     raise ValueError(f"flexmatch_thresholds: mapping must be 'convex' or 'linear', got '{mapping}'")
+
 
 __all__ = [
     "pseudo_labels", "fixmatch_loss", "binary_pseudo_labels", "dense_pseudo_label_loss", "sigmoid_rampup",
