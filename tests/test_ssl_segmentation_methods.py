@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from conftest import invoke, read_metrics, tiny_trainer, train_run
-from mtssl.api import HeadInputs, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest
+from mtssl.api import HeadInputs, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, dense_pseudo_label_loss
 from mtssl.run.rundir import RunDir
 from mtssl.training.stopping import TrainingStopped
 from mtssl.training.trainer import Trainer
 from mtssl_plugins.strategies import cct, cutmix_seg
-from mtssl_plugins.strategies.dense import box_masks
+from mtssl_plugins.strategies.dense import box_masks, log_distribution, pseudo_label_loss
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 SOFTMAX_3 = dict(channels=2, activation="softmax")  # two structures plus background: three categories a pixel
@@ -93,6 +93,16 @@ def test_unimatch_by_hand_for_sigmoid(host):
     assert out.loss.item() == pytest.approx(2.0 * (0.25 * s1 + 0.25 * s2 + 0.5 * fp), rel=1e-6)
     assert out.logs["mask_rate"].item() == 0.5
     assert calls and calls[0][0] == "weak"
+
+
+def test_per_pixel_pseudo_labels_of_a_sigmoid_head_are_the_published_dense_fixmatch_loss(host):
+    torch.manual_seed(0)
+    weak, strong = torch.randn(2, 3, 4, 4) * 3, torch.randn(2, 3, 4, 4)
+    task = host.create("task", "seg", channels=3)
+    loss, mask = pseudo_label_loss(log_distribution(task, weak), log_distribution(task, strong), 0.9)
+    expected, expected_mask = dense_pseudo_label_loss(weak, strong, 0.9)
+    assert torch.equal(mask, expected_mask) and 0 < mask.float().mean() < 1
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_unimatch_by_hand_for_softmax(host):
