@@ -72,7 +72,11 @@ def register_strategies(register):
       ``--resume``;
     * geometry-aligned views for dense targets: ``ViewRequest("strong", aug="strong_photometric",
       of="weak")`` augments the weak view's images with photometric operations only, so a
-      pixel-wise pseudo-label from the weak view lines up with the strong view.
+      pixel-wise pseudo-label from the weak view lines up with the strong view;
+    * a view's backbone features (``ViewRequest(..., features=True)``) and the task's head, or a head
+      of its own, run again on changed features (``StrategyInputs.head``);
+    * trainable modules of its own (auxiliary decoders): ``modules(task, inputs)`` returns them; the
+      optimizer trains them and the run state keeps them.
     """
 
 
