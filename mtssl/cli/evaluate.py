@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 from rich.console import Console
@@ -75,16 +74,14 @@ def eval_command(ctx, run_dir, checkpoint, batch_size, as_json, device, max_pixe
     result (with per-image records) is saved as RUN/eval.json, or for test
     sources as RUN/eval-TASK-SPEC....json (named by them).
     """
-    from mtssl.evaluation.evaluate import eval_file_name, evaluate_run
+    from mtssl.evaluation.evaluate import evaluate_run, save_evaluation
 
     tests = parse_test_args(ctx.args) or None
     console = Console(stderr=True)
     with pixel_limit(max_pixels), decode_progress(console) as progress:
         results = evaluate_run(run_dir, tests, checkpoint, load_host(err_console()), batch_size, progress=progress,
                                device=device)
-    saved = {"checkpoint": checkpoint, "results": results}
-    target = Path(run_dir) / eval_file_name(tests)  # one file per choice of test sets: none overwrites another
-    target.write_text(json.dumps(saved, indent=2))
+    target = save_evaluation(run_dir, tests, checkpoint, results)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return

@@ -192,7 +192,7 @@ class TrainingProgress:
         self.logs: Mapping[str, float] = {}
         self.details: list[str] = []
         self.fields = ChangingFields()
-        self.live = console.is_terminal and not console.quiet
+        self.live = (console.is_terminal or console.is_jupyter) and not console.quiet  # a notebook shows it live
         self._display: Live | None = None
         self._printed_at: float | None = None
         self._printed_step: int | None = None

@@ -1,14 +1,12 @@
-"""``mtssl train``: resolve the run's settings, check them and the data, train, and report how it ended."""
+"""``mtssl train``: read the settings from the command line and a config file, run them through
+:func:`mtssl.run.launch.train_run`, and turn how it ended into a line and an exit status."""
 from __future__ import annotations
 
-import shutil
 import sys
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.text import Text
 
 from mtssl.cli.common import err_console, friendly_errors, load_host, max_pixels_option, parse_task_data_args
 from mtssl.cli.output import plain, say
@@ -25,6 +23,7 @@ DEFAULT_STEPS = 300
 def resolve_config(config_file, tasks, bridges, data_args, overrides: dict, skip_bad: bool) -> "RunConfig":
     """The run's settings: the config file (if any), then the flags, checked as a whole."""
     from mtssl.run.config import RunConfig, TaskData, load_config_file
+    from mtssl.run.launch import settle
 
     raw = load_config_file(config_file) if config_file else {}
     config = RunConfig.from_dict(raw, origin=str(config_file or "defaults"))
@@ -42,15 +41,7 @@ def resolve_config(config_file, tasks, bridges, data_args, overrides: dict, skip
         for key, value in fields_.items():
             setattr(current, key, value)
         config.data[task] = current
-    known = {t.split(":", 1)[0] for t in config.tasks}
-    stray = sorted(set(config.data) - known)
-    if stray:
-        raise click.UsageError(f"data given for task(s) {', '.join(stray)} that are not in this run "
-                               f"(tasks: {', '.join(sorted(known)) or 'none'})")
-    if config.steps is None and config.epochs is None:
-        config.steps = DEFAULT_STEPS
-    config.check(f"{config_file} with command-line options" if config_file else "command-line options")
-    return config
+    return settle(config, f"{config_file} with command-line options" if config_file else "command-line options")
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -117,188 +108,57 @@ def train(ctx, tasks, bridges, config_file, skip_bad, resume_dir, quiet, verbose
       mtssl train --task cls:fixmatch --task seg:kl --bridge saliency
       mtssl train --task seg --seg-data pairs:imgs,masks --seg-labels 10
     """
-    from mtssl.cli.progress import TrainingProgress, decode_progress
-    from mtssl.data.pixel_limit import pixel_limit
-    from mtssl.data.prepare import data_summary
+    from mtssl.run.launch import Display, resumed_config, train_run
     from mtssl.run.preflight import check_resume_options, check_run
     from mtssl.run.rundir import RunDir
-    from mtssl.run.threads import busy_machine_warning
-    from mtssl.training.checkpointing import Checkpointer, disk_space_warning
     from mtssl.training.distributed import from_environment
-    from mtssl.training.loggers import LoggerHub, create_loggers
-    from mtssl.training.trainer import Trainer
 
     cluster = from_environment()  # torchrun: one process per device; only rank 0 prints and writes
-    console = Console(stderr=True, quiet=quiet or not cluster.is_main)
     host = load_host(err_console() if cluster.is_main else None)
     if resume_dir:
         check_resume_options(tasks, bridges, config_file, skip_bad, ctx.args, overrides)
         run = RunDir(resume_dir)
-        config = run.config()
-        config.device = overrides.get("device") or config.device  # resume on another device if asked
-        config.threads = overrides.get("threads") or config.threads  # or with other threads
+        config = resumed_config(run, overrides.get("device"), overrides.get("threads"))
     else:
         config = resolve_config(config_file, tasks, bridges, ctx.args, overrides, skip_bad)
         run = None
-    check_run(config, host, cluster.world)  # every spec, option and data source, before any work starts
     if check_only:
+        check_run(config, host, cluster.world)  # every spec, option and data source
         click.echo(config.to_json())
         return
-    if cluster.is_main and (busy := busy_machine_warning(config.threads)):
-        say(err_console(), "Warning:", "yellow", busy)
-    device = cluster.device_name(config.device)  # config.json keeps what was asked, not rank 0's device
-    loggers = create_loggers(host, config.log) if cluster.is_main else []  # a missing package fails before data
-    with ExitStack() as stack:
-        stack.enter_context(pixel_limit(max_pixels))
-        failure = stack.enter_context(FailedRun(fresh=run is None and cluster.is_main))  # exits after lock, loggers
-        with starting_up(run, cluster.is_main) as started:
-            with decode_progress(console) as progress:
-                trainer_run = run or RunDir(cluster.share(str(RunDir.create(config).path) if cluster.is_main else None))
-                started.path = trainer_run.path
-                note = stack.enter_context(trainer_run.lock()) if cluster.is_main else None  # one writer per run
-                if note:
-                    say(err_console(), "Note:", "yellow", note)
-                if run is not None and (finished := run.finished_steps()) is not None:
-                    if cluster.is_main:  # a log cut or deleted since is restored all the same
-                        Checkpointer(run).truncate_log(finished)
-                    console.print(plain(f"Already finished: {run.path} ran all {finished} steps; nothing to resume"),
-                                  soft_wrap=True)
-                    return
-                trainer = Trainer(config, host, trainer_run, progress, cluster.rank, cluster.world, device)
-            started.hub = LoggerHub(loggers, trainer)
-            if cluster.is_main and (short := disk_space_warning(trainer)):
-                say(err_console(), "Warning:", "yellow", short)
-            for line in data_summary(trainer.data) if cluster.is_main else ():
-                say(err_console(), "Data:", "yellow", line)  # even when --quiet
-            if resume_dir:
-                trainer.resume("last")
-                console.print(Text.assemble("Resuming ", (str(run.path), "bold"),
-                                            f" at step {trainer.step}/{trainer.total_steps}"), soft_wrap=True)
-            console.print(Text.assemble("Run directory: ", (str(trainer.run.path), "bold"),
-                                        f" · device {trainer.device} · precision {trainer.precision.name}"
-                                        f" · {trainer.total_steps} steps · tasks ",
-                                        ", ".join(config.tasks),
-                                        f" · bridges {', '.join(config.bridges)}" if config.bridges else ""),
-                          soft_wrap=True)
-        stack.callback(started.hub.close)
-        failure.trainer = trainer
-        with stopped_training(trainer, cluster.is_main):
-            with TrainingProgress(console, trainer.total_steps, trainer.step, progress_every, verbose,
-                                  alerts=err_console() if cluster.is_main else None) as bar:
-                summary = trainer.fit(on_step=lambda step, logs: (bar.update(step, logs, trainer.validation_warnings),
-                                                                  started.hub(step, logs)))
-    vals = {k: v for k, v in summary.items() if k.startswith("val/")}
-    console.print(plain(f"Done: {summary['steps']} steps in {summary['wall_time_s']:.1f}s · "
-                        + " · ".join(f"{k[4:]} {v:.3f}" for k, v in vals.items())), soft_wrap=True)
-    if cluster.is_main:
-        click.echo(str(trainer.run.path))
-
-
-class Startup:
-    """What start-up has made so far: the run folder and the started loggers."""
-
-    def __init__(self) -> None:
-        self.path = None
-        self.hub = None
+    display = Display.on_stderr(quiet, progress_every, verbose)
+    with ended_run(cluster.is_main):
+        done = train_run(config, host, run, display, max_pixels=max_pixels)
+    if done.summary is None:
+        return
+    vals = {k: v for k, v in done.summary.items() if k.startswith("val/")}
+    display.console.print(plain(f"Done: {done.summary['steps']} steps in {done.summary['wall_time_s']:.1f}s · "
+                                + " · ".join(f"{k[4:]} {v:.3f}" for k, v in vals.items())), soft_wrap=True)
+    if done.is_main:
+        click.echo(str(done.path))
 
 
 @contextmanager
-def starting_up(resumed, is_main: bool):
-    """Until the first step, a failure or a stop undoes start-up: the loggers are closed and a new run's folder
-    is removed, so its name stays free and no folder is left that ``--resume`` cannot use. SIGTERM and Ctrl-C
-    end with one line and the shell's 143/130."""
-    from mtssl.training.stopping import StartupStopped, signal_name, stop_startup_on_signals
-
-    started = Startup()
-    try:
-        with stop_startup_on_signals():
-            yield started
-    except BaseException as exc:
-        if started.hub is not None:
-            started.hub.close()
-        if resumed is None and is_main and started.path is not None:
-            shutil.rmtree(started.path, ignore_errors=True)
-        if isinstance(exc, (KeyboardInterrupt, StartupStopped)):
-            if is_main:
-                name = signal_name(exc.signum) if isinstance(exc, StartupStopped) else "Ctrl-C"
-                kept = f"{resumed.path} is as it was" if resumed is not None else "no run directory was kept"
-                say(err_console(), "Stopped:", "yellow", f"{name} during start-up, before the first step; {kept}")
-            sys.exit(exc.exit_code if isinstance(exc, StartupStopped) else 130)
-        if isinstance(exc, SystemExit):
-            exit_from_plugin(exc, "during start-up")
-        raise
-
-
-def exit_from_plugin(exc: SystemExit, when: str) -> None:
-    """Plugin code that calls ``sys.exit`` (even ``sys.exit(0)``) mid-run is an error, never a silent success."""
-    say(err_console(), "Error:", "bold red", f"{where_raised(exc)} called sys.exit({exc.code!r}) {when}; "
-                                             "plugins must raise an exception instead")
-    sys.exit(exc.code if isinstance(exc.code, int) and exc.code else 1)
-
-
-def where_raised(exc: BaseException) -> str:
-    """``file.py:12 (loss)`` of the innermost frame, to point at the code that raised, after the component
-    and plugin whose code it is (when a plugin's)."""
-    from mtssl.plugin_faults import attribute, component_text
-
-    tb = exc.__traceback__
-    if tb is None:
-        return "code"
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    code = tb.tb_frame.f_code
-    fault = attribute(exc)
-    owner = f"{component_text(fault.entry)} at " if fault else ""
-    return f"{owner}{code.co_filename}:{tb.tb_lineno} ({code.co_name})"
-
-
-@contextmanager
-def stopped_training(trainer, is_main: bool):
-    """A stop (signal), an interrupt or a divergence: say where the run stands, exit non-zero."""
+def ended_run(is_main: bool):
+    """A stop, an interrupt, a divergence or a plugin's ``sys.exit``: one line on standard error (from the main
+    process only) and the exit status the shell expects (128 + signal, 130 for Ctrl-C)."""
+    from mtssl.run.launch import PluginExit
     from mtssl.training.guard import DivergenceError
-    from mtssl.training.stopping import TrainingStopped
+    from mtssl.training.stopping import StartupStopped, TrainingStopped
 
     try:
         yield
-    except TrainingStopped as exc:
-        if is_main:
-            say(err_console(), "Stopped:", "yellow", exc)
-        sys.exit(exc.exit_code)
+    except (TrainingStopped, StartupStopped) as exc:
+        exit_with(is_main, "Stopped:", "yellow", exc, exc.exit_code)
+    except KeyboardInterrupt as exc:
+        exit_with(is_main, "Interrupted:", "yellow", exc, 130)
     except DivergenceError as exc:
-        if is_main:
-            say(err_console(), "Error:", "bold red", exc)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        if is_main:
-            at = trainer.saved_step
-            where = (f"the last checkpoint is step {at}; resume with: mtssl train --resume {trainer.run.path}"
-                     if at is not None else "no checkpoint was written yet")
-            say(err_console(), "Interrupted:", "yellow", where)
-        sys.exit(130)
-    except SystemExit as exc:  # nothing in the loop exits on purpose: this came from plugin code
-        exit_from_plugin(exc, f"during training at step {trainer.step + 1}")
+        exit_with(is_main, "Error:", "bold red", exc, exc.exit_code)
+    except PluginExit as exc:
+        exit_with(is_main, "Error:", "bold red", "; ".join([str(exc), *getattr(exc, "__notes__", ())]), exc.code)
 
 
-class FailedRun:
-    """A run whose training raises: without a resumable checkpoint a new run's folder is removed (its name stays
-    free, nothing is left that ``--resume`` cannot use); otherwise the error says how to resume.
-
-    Entered before the run's lock and loggers, so it acts after they are closed.
-    """
-
-    def __init__(self, fresh: bool):
-        self.fresh = fresh
-        self.trainer = None
-
-    def __enter__(self) -> "FailedRun":
-        return self
-
-    def __exit__(self, kind, exc, traceback) -> None:
-        if not isinstance(exc, Exception) or self.trainer is None:
-            return
-        path, saved = self.trainer.run.path, self.trainer.saved_step
-        if saved is not None:
-            exc.add_note(f"the last checkpoint is step {saved}; resume with: mtssl train --resume {path}")
-        elif self.fresh:
-            shutil.rmtree(path, ignore_errors=True)
-            exc.add_note(f"no checkpoint was written, so {path} was removed")
+def exit_with(is_main: bool, label: str, style: str, message: object, code: int) -> None:
+    if is_main:
+        say(err_console(), label, style, message)
+    sys.exit(code)

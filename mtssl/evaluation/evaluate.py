@@ -13,6 +13,7 @@ are in pixels at that size.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,6 +169,13 @@ def as_json(results: Mapping[str, list[EvaluatedSet]]) -> dict[str, dict[str, di
                              "notes": s.evaluation.notes}
                    for s in task_sets}
             for task, task_sets in results.items()}
+
+
+def save_evaluation(run_dir: str | Path, tests: Mapping[str, list[str]] | None, checkpoint: str, results: dict) -> Path:
+    """Write ``results`` into the run directory, one file per choice of test sets (none overwrites another)."""
+    target = Path(run_dir) / eval_file_name(tests)
+    target.write_text(json.dumps({"checkpoint": checkpoint, "results": results}, indent=2))
+    return target
 
 
 def evaluate_run(run_dir, tests: dict[str, list[str]] | None = None, checkpoint: str = "best", host=None,

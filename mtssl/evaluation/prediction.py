@@ -23,7 +23,7 @@ from PIL import Image
 
 from mtssl.data.decode import read_image, resize_channels, to_channels_uint8
 from mtssl.data.errors import DataError, Skipped
-from mtssl.evaluation.inference import LoadedModel, predict
+from mtssl.evaluation.inference import LoadedModel, Predictions, predict
 from mtssl.run.staging import merge_into, staging_beside
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".dcm", ".dicom"}
@@ -120,6 +120,25 @@ def predict_files(loaded: LoadedModel, inputs: Iterable[str | Path] | InputFiles
     return summary
 
 
+def model_input(loaded: LoadedModel, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """A decoded image (HxW or HxWxC, 8/16-bit or float) as the model reads it, ``[C, S, S]`` uint8, and its
+    original height and width."""
+    planes = to_channels_uint8(image, loaded.config.channels or 1)
+    return resize_channels(planes, loaded.size), planes.shape[-2:]
+
+
+def predict_images(loaded: LoadedModel, images: Iterable[np.ndarray], batch_size: int = 16) -> Predictions:
+    """Probabilities and bridge maps for in-memory images of any size (each as :func:`model_input` takes it);
+    maps stay at the model's size."""
+    batch = np.stack([model_input(loaded, image)[0] for image in images])
+    return predictor(loaded)(batch, list(loaded.parts.tasks), batch_size, with_maps=True)
+
+
+def predictor(loaded) -> Callable[..., Predictions]:
+    """:func:`~mtssl.evaluation.inference.predict` for a run, the model's own ``predict`` for an exported folder."""
+    return getattr(loaded, "predict", None) or partial(predict, loaded)
+
+
 def _predict_into(loaded: LoadedModel, found: InputFiles, folder: Path, destination: Path, batch_size: int,
                   skip_bad: bool, tick: Callable[[int], None] | None) -> PredictionSummary:
     paths = found.images
@@ -136,7 +155,7 @@ def _predict_into(loaded: LoadedModel, found: InputFiles, folder: Path, destinat
             batch, sizes, kept = [], [], []
             for path, name in zip(paths[start:start + batch_size], names[start:start + batch_size]):
                 try:
-                    image = to_channels_uint8(read_image(path), loaded.config.channels or 1)
+                    resized, size = model_input(loaded, read_image(path))
                 except (DataError, ValueError) as exc:
                     error = exc if isinstance(exc, DataError) else DataError(path, str(exc))
                     if not skip_bad:
@@ -146,12 +165,11 @@ def _predict_into(loaded: LoadedModel, found: InputFiles, folder: Path, destinat
                     summary.skipped.append(Skipped.of(error))
                     status[path] = f"skipped: {error.problem}"
                     continue
-                batch.append(resize_channels(image, loaded.size))
-                sizes.append(image.shape[-2:])
+                batch.append(resized)
+                sizes.append(size)
                 kept.append((name, path))
             if batch:
-                run = getattr(loaded, "predict", None) or partial(predict, loaded)  # a run, or an exported folder
-                out = run(np.stack(batch), list(writers), len(batch), with_maps=True)
+                out = predictor(loaded)(np.stack(batch), list(writers), len(batch), with_maps=True)
                 for i, (name, path) in enumerate(kept):
                     for task_name, writer in writers.items():
                         writer.source(name, path)

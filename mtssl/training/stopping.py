@@ -83,9 +83,9 @@ class StartupStopped(BaseException):
     """A SIGTERM before training started. Raised from the signal handler, so start-up unwinds (the lock is
     released, a new run's folder removed) instead of the process dying where it stands."""
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int, detail: str = ""):
         self.signum = signum
-        super().__init__(signal_name(signum))
+        super().__init__(f"{signal_name(signum)} {detail}".strip())
 
     @property
     def exit_code(self) -> int:
