@@ -222,6 +222,14 @@ def test_gradient_weightings_weigh_the_task_gradients_and_leave_heads_alone(host
     assert all(torch.allclose(h.grad, g) for h, g in zip(heads, own))
 
 
+@pytest.mark.parametrize("name", ["mgda", "cagrad", "imtl", "nash-mtl", "aligned-mtl"])
+def test_an_overflowed_fp16_gradient_stays_non_finite_instead_of_raising(host, name):
+    # the scaler must see the overflow to skip the step; linear algebra on inf would raise instead
+    grads = torch.tensor([[math.inf, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    flat, logs = made(host, name).shared_gradient(grads, torch.ones(3))
+    assert not torch.isfinite(flat).all() and torch.isnan(logs["weights"]).all()
+
+
 def test_pcgrad_draws_from_its_own_saved_generator(host):
     def run(weighting, steps=3):
         out = []
@@ -252,11 +260,11 @@ def test_each_weighting_trains_one_step_from_the_cli_and_logs_its_weights(tmp_pa
 
 
 def test_a_gradient_weighting_trains_three_tasks(tmp_path, reg_plugin):
-    args = tiny_train_args("cls", "seg", "reg", out=tmp_path, steps=2, extra=("--weighting", "nash-mtl",
-                                                                               "--reg-labels", "6"))
+    args = tiny_train_args("cls", "seg", "reg", out=tmp_path / "runs", steps=2,
+                           extra=("--weighting", "nash-mtl", "--reg-labels", "6"))
     result = invoke(args)
     assert result.exit_code == 0, result.output
-    lines = read_metrics(next(tmp_path.iterdir()))
+    lines = read_metrics(next((tmp_path / "runs").iterdir()))
     assert all(line[f"weight/{t}"] > 0 for line in lines for t in ("cls", "seg", "reg"))
 
 

@@ -10,7 +10,8 @@ turns negative). The first step's losses are L(0); they and the weights are save
 
 Cost: T backward passes down to W per step plus the usual one. In float16 the task losses carry the loss
 scale s: the norms and L_grad grow by s with them, and the core divides s out of the weights' gradient as
-out of any other; the loss ratios come from the unscaled losses.
+out of any other; the loss ratios come from the unscaled losses. (The logged ``gradnorm/loss`` and
+``gradnorm/grad_norm/TASK`` are then in scaled units.)
 """
 from __future__ import annotations
 

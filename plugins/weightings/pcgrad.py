@@ -36,10 +36,11 @@ class PCGrad(GradientWeighting):
     def __init__(self, name: str, **options):
         read_options(f"weighting '{name}'", options, Options)  # takes none
         super().__init__(name, **options)
-        self.random: CommittedGenerator | None = None
+        self.random = CommittedGenerator(self.context.seed, f"weighting/{name}")
 
-    def setup(self, tasks, device):
-        self.random = CommittedGenerator(self.context.seed, f"weighting/{self.name}")
+    def bind(self, context):
+        super().bind(context)
+        self.random = CommittedGenerator(context.seed, f"weighting/{self.name}")
 
     def combine(self, losses, step):
         total = torch.stack([loss.float() for loss in losses.values()]).sum()
