@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 from conftest import invoke, tiny_train_args
 from data_trees import lung_mask, write
 from mtssl.evaluation.inference import load_model
-from mtssl.export.write import check_images, scan_like
+from mtssl.export.graph import REWRITES, portable_graph
+from mtssl.export.write import check_images, reference_outputs, scan_like
+from mtssl.model.network import to_float
+
+aten = torch.ops.aten
 
 SIDE = 48
 
@@ -52,13 +59,44 @@ def test_check_images_include_flat_and_saturated_regions(scan_run):
     assert (scan == 255).mean() > 0.1  # saturated area and burned-in letters
 
 
+def test_group_norm_gradient_rewrite_matches_autograd():
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 5, 7, requires_grad=True)
+    weight, bias = torch.randn(6), torch.randn(6)
+    y = F.group_norm(x, 3, weight, bias, 1e-5)
+    g = torch.randn_like(y)
+    (want,) = torch.autograd.grad(y, x, g)
+    _, mean, rstd = aten.native_group_norm(x.detach(), weight, bias, 2, 6, 35, 3, 1e-5)
+    got, no_weight, no_bias = REWRITES[aten.native_group_norm_backward.default](
+        g, x.detach(), mean, rstd, weight, 2, 6, 35, 3, [True, False, False])
+    torch.testing.assert_close(got, want)
+    assert no_weight is None and no_bias is None
+
+
+def test_graph_saliency_equals_predict_on_many_scan_like_images(scan_run):
+    """Max pooling sends each window's gradient to its largest activation; where two are nearly equal, a forward
+    that rounds differently from eager mode picks the other one. With group norm spelled out as reductions in
+    the graph, 2 of these 512 images got a saliency map off by up to 0.05; with eager's own kernel, none."""
+    loaded = load_model(scan_run, device="cpu")
+    tasks = loaded.parts.tasks
+    graph, outputs = portable_graph(loaded.model, lambda name, raw: tasks[name].probabilities(raw), 1, loaded.size)
+    images = np.stack([scan_like(loaded.size, seed) for seed in range(512)])[:, None]
+    want = reference_outputs(loaded, images, outputs)["saliency"]
+    with torch.no_grad():
+        got = graph(to_float(torch.from_numpy(images)))[outputs.names.index("saliency")].numpy()
+    worst = np.abs(got - want).reshape(len(images), -1).max(1)
+    assert worst.max() < 1e-4, np.flatnonzero(worst >= 1e-4)
+
+
 def test_export_of_a_scan_model_matches_predict(scan_run, tmp_path):
     result = export(scan_run, tmp_path / "model", "--format", "both")
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "model" / "metadata.json").read_text())
-    assert meta["verified"]["tolerance"] == 1e-3
-    for kind in ("torchscript", "onnx"):
-        assert meta["verified"]["max_abs_difference"][kind]["saliency"] <= 1e-3
+    verified = meta["verified"]
+    assert verified["tolerance"] == 1e-3
+    assert max(verified["max_abs_difference"]["torchscript"].values()) <= 1e-3  # torch's kernels: the same map
+    onnx = verified["max_abs_difference"]["onnx"]
+    assert onnx["cls"] <= 1e-3 and onnx["seg"] <= 1e-3 and onnx["saliency"] <= verified["onnx_map_tolerance"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary folder left beside it
 
 

@@ -16,7 +16,8 @@ from mtssl.export import TOLERANCE
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the files.")
 @click.option("--tolerance", type=click.FloatRange(min=0, min_open=True), default=TOLERANCE, show_default=True,
               help="Largest absolute difference from mtssl predict allowed on the check images "
-                   "(outputs lie in [0, 1]); a larger one fails the export and writes nothing.")
+                   "(outputs lie in [0, 1]; an ONNX file's bridge maps may differ by up to 0.1, as onnxruntime "
+                   "breaks max-pool near-ties its own way); a larger one fails the export and writes nothing.")
 @friendly_errors
 def export_command(run_dir, checkpoint, fmt, out_dir, tolerance):
     """Write the model as TorchScript/ONNX for inference.

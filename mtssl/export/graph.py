@@ -6,11 +6,16 @@ exporters record ``torch.autograd.grad``, so the model is traced with
 ``make_fx``: it runs the real forward (autograd included) on symbolic batch
 sizes and records every operator autograd executes, backward ones too. A few
 backward operators have no ONNX or TorchScript form; they are rewritten here
-as forward operators (a transposed convolution, a scatter), in-place
-activations run out of place, and instance and group norm are spelled out
-so their backward needs no aliasing views and no operator without a portable
-form. The result takes ``[B, C, S, S]`` float images and returns each task's
-probabilities and each bridge map, for any batch size.
+as forward operators (a transposed convolution, a scatter, group norm's
+gradient from plain reductions), and in-place activations run out of place.
+Forward operators stay the kernels eager mode runs: the saliency is a
+gradient through max pooling, which routes each window's gradient to its
+largest activation, so a forward that rounds differently (group norm spelled
+out as reductions differs in the last bits) can pick the other of two nearly
+equal activations and move gradient to another pixel, and through the
+per-image normalisation change the whole map. The result takes
+``[B, C, S, S]`` float images and returns each task's probabilities and each
+bridge map, for any batch size.
 """
 from __future__ import annotations
 
@@ -92,6 +97,21 @@ def _threshold_backward(grad, self, threshold):
     return torch.where(self > threshold, grad, torch.zeros_like(grad))
 
 
+def _group_norm_backward(grad_out, input, mean, rstd, weight, n, c, hxw, group, output_mask):
+    """Group norm's gradients from plain reductions, with the forward's own ``mean`` and ``rstd`` ([N, G])."""
+    spatial = (1,) * (input.dim() - 2)
+    grouped = input.unflatten(1, (group, -1)).flatten(2)
+    normalised = (grouped - mean.unsqueeze(-1)) * rstd.unsqueeze(-1)
+    upstream = grad_out if weight is None else grad_out * weight.reshape(1, -1, *spatial)
+    upstream = upstream.unflatten(1, (group, -1)).flatten(2)
+    grad_input = rstd.unsqueeze(-1) * (upstream - upstream.mean(-1, keepdim=True)
+                                       - normalised * (upstream * normalised).mean(-1, keepdim=True))
+    dims = [0, *range(2, input.dim())]
+    grad_weight = (grad_out * normalised.reshape_as(input)).sum(dims) if output_mask[1] else None
+    grad_bias = grad_out.sum(dims) if output_mask[2] else None
+    return grad_input.reshape_as(input), grad_weight, grad_bias
+
+
 def _value_selecting_reduction_backward(grad, dim, indices, sizes, keepdim):
     if not keepdim:
         grad, indices = grad.unsqueeze(dim), indices.unsqueeze(dim)
@@ -105,40 +125,26 @@ REWRITES = {
     aten.leaky_relu_backward.default: _leaky_relu_backward,
     aten.threshold_backward.default: _threshold_backward,
     aten.value_selecting_reduction_backward.default: _value_selecting_reduction_backward,
+    aten.native_group_norm_backward.default: _group_norm_backward,
 }
-
-
-def _group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
-    """Group norm from plain reductions (the batch size is never read, so it stays symbolic)."""
-    grouped = input.unflatten(1, (num_groups, -1))
-    dims = tuple(range(2, grouped.dim()))
-    mean = grouped.mean(dims, keepdim=True)
-    var = (grouped - mean).pow(2).mean(dims, keepdim=True)
-    out = ((grouped - mean) * torch.rsqrt(var + eps)).flatten(1, 2)
-    shape = (1, -1) + (1,) * (input.dim() - 2)
-    if weight is not None:
-        out = out * weight.reshape(shape)
-    if bias is not None:
-        out = out + bias.reshape(shape)
-    return out
 
 
 def _instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
                    momentum=0.1, eps=1e-5):
+    """Instance norm as a group norm with a group per channel: a tensor of its own, where ``F.instance_norm``
+    returns a view of a reshaped batch norm whose backward has no portable form."""
     if not use_input_stats:
         return F.batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
-    return _group_norm(input, input.shape[1], weight, bias, eps)
+    return F.group_norm(input, input.shape[1], weight, bias, eps)
 
 
 class _Portable(TorchFunctionMode):
-    """Out-of-place activations and norms from plain reductions, so the recorded backward has no aliasing."""
+    """Out-of-place activations and instance norm as group norm, so the recorded backward has no aliasing."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
         if func is F.instance_norm:
             return _instance_norm(*args, **kwargs)
-        if func is F.group_norm:
-            return _group_norm(*args, **kwargs)
         if kwargs.get("inplace"):
             kwargs["inplace"] = False
         return func(*args, **kwargs)
