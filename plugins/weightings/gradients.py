@@ -94,12 +94,15 @@ class GradientWeighting(Weighting):
         """The encoder's ``[P]`` gradient from ``[T, P]`` task gradients, and what to log (``weights``: one per
         task, logged as ``weight/TASK``; any other key as ``NAME/KEY``)."""
         gram = grads @ grads.T
+        if gram.device.type != "mps":  # the T x T solvers run in double precision where the device has it
+            gram = gram.double()
         # a float16 step whose gradients overflowed: solve on a harmless matrix (linear algebra may raise on
         # inf) and hand on NaN weights, so the gradient stays non-finite and the scaler skips the step
         finite = torch.isfinite(gram).all()
         weights = self.task_weights(torch.where(finite, gram, torch.eye(len(gram), dtype=gram.dtype,
                                                                         device=gram.device)), losses)
         weights = torch.where(finite, weights, torch.full_like(weights, torch.nan))
+        weights = weights.to(grads.dtype)
         return weights @ grads, {"weights": weights.detach()}
 
     def task_weights(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
