@@ -69,7 +69,7 @@ def scan_inputs(inputs: Iterable[str | Path]) -> InputFiles:
 
 
 def ignored_line(paths: Sequence[Path], shown: int = 3) -> str:
-    """``N file(s) that are not images: a, b, c and K more`` (one line however many)."""
+    """``N file(s) that are not images ignored: a, b, c and K more`` (one line however many)."""
     names = ", ".join(str(p) for p in paths[:shown])
     more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
     return f"{len(paths)} file(s) that are not images ignored: {names}{more}"
