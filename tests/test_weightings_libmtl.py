@@ -249,6 +249,15 @@ def test_pcgrad_draws_from_its_own_saved_generator(host):
     assert all(torch.equal(a, b) for a, b in zip(run(rest), straight[1:]))
 
 
+@pytest.mark.parametrize("name, options", [("dwa", {"T": 0}), ("dwa", {"window": 0}), ("gradnorm", {"alpha": -1}),
+                                           ("cagrad", {"c": -0.5}), ("mgda", {"normalize": "max"}),
+                                           ("rlw", {"distribution": "uniform"}), ("nash-mtl", {"iterations": 0}),
+                                           ("imtl", {"c": 1})])
+def test_options_out_of_range_are_refused_naming_the_weighting(host, name, options):
+    with pytest.raises(ValueError, match=f"weighting '{name}'"):
+        host.create("weighting", name, **options)
+
+
 # -- from the command line, and across a resume --------------------------------------------------------
 
 @pytest.mark.parametrize("name", NEW)
