@@ -1,5 +1,6 @@
 """UniMatch, CCT, UA-MT, CutMix-Seg and entropy minimisation against hand-computed 2x2 cases, for sigmoid and
-softmax heads; the head-on-features hook; each trained from the CLI; the teacher methods resumed bit-exactly."""
+softmax heads; the head-on-features hook; each trained from the CLI; those with state (the EMA teacher, CCT's
+auxiliary decoders) resumed bit-exactly."""
 from __future__ import annotations
 
 import math
@@ -50,6 +51,9 @@ def test_entropy_minimisation_by_hand_per_channel_for_sigmoid_and_across_channel
     assert out.logs["entropy"].item() == pytest.approx((2 * LN2 + 2 * h(0.75)) / 4, rel=1e-6)
     assert out.loss.item() == pytest.approx(2 * (2 * LN2 + 2 * h(0.75)) / 4, rel=1e-6)
     assert out.logs["entropy"].dim() == 0
+    two = host.create("task", "seg", channels=2)                     # each sigmoid channel its own Bernoulli
+    out = strategy.loss(StrategyInputs(two, {"unlabeled": pixels([0.0] * 4, [LN3] * 4)}, None, None, step=0))
+    assert out.logs["entropy"].item() == pytest.approx((LN2 + h(0.75)) / 2, rel=1e-6)
 
     softmax = host.create("task", "seg", **SOFTMAX_3)
     logits = softmax_map(UNIFORM, HALF, HALF, UNIFORM)
