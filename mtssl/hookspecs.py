@@ -92,6 +92,19 @@ def register_weightings(register):
 
 
 @hookspec
+def register_architectures(register):
+    """Register :class:`mtssl.api.Architecture` factories: how the tasks share the encoder.
+
+    Chosen with ``mtssl train --architecture NAME[:key=value]`` (config key ``architecture``); ``shared``
+    (hard parameter sharing: every task reads the backbone's pyramid) is the default. An architecture hands
+    each task a pyramid with the backbone's channels and strides, so every head and bridge fits it; it may
+    add task-specific modules (attention, gates) and further encoders (``build_backbone()`` in ``setup``),
+    which the optimizer trains and the checkpoint keeps. ``shared_parameters()`` says which of its
+    parameters gradient weightings treat as the shared encoder's.
+    """
+
+
+@hookspec
 def register_bridges(register):
     """Register :class:`mtssl.api.Bridge` factories (called with ``source=``, ``target=`` and options)."""
 

@@ -707,3 +707,36 @@ class Logger(ABC):
 
     def close(self) -> None:
         """Flush and release the destination (upload the run directory, ...)."""
+
+
+class Architecture(nn.Module, ABC):
+    """How the tasks share the encoder: each task's feature pyramid, from one pass over the batch.
+
+    Every task gets a pyramid with the backbone's ``channels`` and ``strides``, so heads and bridges
+    built for hard sharing fit any architecture. The backbone stays the model's own (``model.backbone``,
+    checkpointed under that name); an architecture registers only what it adds (attention modules,
+    further experts, gates). The core calls :meth:`setup` once, before the heads are built, then per
+    forward :meth:`encode` over the whole batch and :meth:`task_features` for each task's rows.
+    """
+
+    def __init__(self, name: str, **options: Any) -> None:
+        super().__init__()
+        self.name = name
+        self.options = options
+
+    def setup(self, backbone: Backbone, tasks: Sequence[str], build_backbone: Callable[[], Backbone]) -> None:
+        """Build what the architecture adds; ``build_backbone()`` returns another, independently
+        initialised encoder of the run's backbone spec."""
+
+    @abstractmethod
+    def encode(self, backbone: Backbone, images: torch.Tensor) -> Any:
+        """The pass all tasks share, over the whole batch (the backbone's pyramid, or every expert's)."""
+
+    @abstractmethod
+    def task_features(self, task: str, encoded: Any, images: torch.Tensor, rows: slice) -> list[torch.Tensor]:
+        """Task ``task``'s pyramid on ``rows`` of ``images``, the batch :meth:`encode` gave ``encoded`` for."""
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters every task's loss reaches besides the backbone's; gradient weightings treat them as the
+        shared encoder's (task-specific modules such as attention masks or gates are not among them)."""
+        return []

@@ -36,6 +36,7 @@ HOOKS = {
     "source": "register_sources",
     "logger": "register_loggers",
     "weighting": "register_weightings",
+    "architecture": "register_architectures",
 }
 
 

@@ -142,6 +142,17 @@ rlw = CatalogPlugin("register_weightings", "rlw", "mtssl_plugins.weightings.rlw:
     description=("random weights each step from the run's seed (Lin et al. 2022); option "
                  "distribution=normal|dirichlet"))
 
+# -- Multi-task architectures --------------------------------------------------------------------
+mmoe = CatalogPlugin("register_architectures", "mmoe", "mtssl_plugins.architectures.mmoe:MMoE",
+    description=("multi-gate mixture of experts: K encoders, each task mixes their pyramids with its own softmax "
+                 "gate of the image (Ma et al. 2018); option experts=2"))
+mtan = CatalogPlugin("register_architectures", "mtan", "mtssl_plugins.architectures.mtan:MTAN",
+    description=("task attention: per task, sigmoid masks over the shared features at every level (Liu et al. "
+                 "2019)"))
+shared = CatalogPlugin("register_architectures", "shared", "mtssl.model.sharing:HardSharing",
+    aliases=("hard",),
+    description="hard parameter sharing: every task reads the one backbone's pyramid (default)")
+
 # -- Bridges ---------------------------------------------------------------------------------------
 mask = CatalogPlugin("register_bridges", "mask", "mtssl_plugins.bridges.mask:MaskBridge",
     description=("the source's per-pixel probabilities (a segmentation) into the target head; cls pools its features "

@@ -7,7 +7,7 @@ from mtssl.run.config import RunConfig
 import torch
 from torch import nn
 
-from mtssl.interfaces import Backbone, Bridge, SSLStrategy, Task, Weighting
+from mtssl.interfaces import Architecture, Backbone, Bridge, SSLStrategy, Task, Weighting
 from mtssl.model.network import MultiTaskModel
 from mtssl.plugins import PluginHost
 from mtssl.targets import TargetSpec
@@ -68,10 +68,22 @@ def build_components(config: RunConfig, host: PluginHost, task_set: TaskSet | No
     backbone_spec = parse_source(config.backbone)  # same NAME[:key=value] shape
     if backbone_spec.path:
         raise ValueError(f"backbone spec '{config.backbone}': expected NAME[:key=value,...]")
-    backbone = host.create("backbone", backbone_spec.name, in_channels=config.channels or 1, **backbone_spec.options)
+
+    def build_backbone() -> Backbone:
+        return host.create("backbone", backbone_spec.name, in_channels=config.channels or 1, **backbone_spec.options)
+
+    backbone = build_backbone()
     backbone.check_input_size(config.size, config.size)
-    model = MultiTaskModel(backbone, tasks, bridges)
+    model = MultiTaskModel(backbone, tasks, bridges, build_architecture(config, host), build_backbone)
     return Components(tasks, strategies, bridges, backbone, model)
+
+
+def build_architecture(config: RunConfig, host: PluginHost) -> Architecture:
+    """How the run's tasks share the encoder, from ``architecture = "NAME[:key=value]"`` (default ``shared``)."""
+    spec = parse_source(config.architecture or "shared")  # same NAME[:key=value] shape
+    if spec.path:
+        raise ValueError(f"--architecture '{config.architecture}': expected NAME[:key=value,...]")
+    return host.create("architecture", spec.name, **spec.options)
 
 
 def build_strategy_modules(parts: Components, device: torch.device) -> dict[str, nn.Module]:

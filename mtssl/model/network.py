@@ -1,14 +1,19 @@
-"""One backbone, one head per task, bridges between heads: one forward runs the backbone once over its batch."""
+"""One backbone, one head per task, bridges between heads: one forward runs the backbone once over its batch.
+
+An architecture (:class:`mtssl.interfaces.Architecture`) turns that pass into each task's pyramid: its rows
+of the backbone's pyramid under hard sharing (the default), attended or mixed ones otherwise.
+"""
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import nn
 
-from mtssl.interfaces import Backbone, Bridge, BridgeInputs, HeadInputs, Task
+from mtssl.interfaces import Architecture, Backbone, Bridge, BridgeInputs, HeadInputs, Task
+from mtssl.model.sharing import HardSharing
 
 
 class MultiTaskModel(nn.Module):
@@ -21,14 +26,19 @@ class MultiTaskModel(nn.Module):
     Bridges form a graph (``cls -> seg -> cls2``): a head that is a bridge
     source runs, on the target's rows, after the heads upstream of it and with
     its own bridge extras; a cycle is refused when the model is built.
+    ``architecture`` gives each task its pyramid (default hard sharing);
+    ``build_backbone`` builds a fresh encoder for architectures with several.
     """
 
-    def __init__(self, backbone: Backbone, tasks: Mapping[str, Task], bridges: list[Bridge] = ()):
+    def __init__(self, backbone: Backbone, tasks: Mapping[str, Task], bridges: list[Bridge] = (),
+                 architecture: Architecture | None = None, build_backbone: Callable[[], Backbone] | None = None):
         super().__init__()
         self.backbone = backbone
         self.tasks = dict(tasks)
         self.bridges = list(bridges)
         self._check_routes()
+        self.architecture = architecture or HardSharing()
+        self.architecture.setup(backbone, list(self.tasks), build_backbone or _no_second_backbone)
         self.order = bridge_order(list(self.tasks), self.bridges)
         self._into = {name: [b for b in self.bridges if b.target == name] for name in self.tasks}
         self._upstream = {name: upstream_tasks(name, self.order, self.bridges) for name in self.tasks}
@@ -50,8 +60,8 @@ class MultiTaskModel(nn.Module):
             self.heads[name] = task.build_head(self.head_inputs[name])
         # the batch norms a bridge's input gradient would run through (backbone, the source head and every
         # head upstream of it), found once (not every forward)
-        self._batch_norms = {b.source: [m for part in (backbone, *(self.heads[t] for t in
-                                                                   (*self._upstream[b.source], b.source)))
+        self._batch_norms = {b.source: [m for part in (backbone, self.architecture,
+                                                       *(self.heads[t] for t in (*self._upstream[b.source], b.source)))
                                         for m in part.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
                              for b in self.bridges}
 
@@ -72,6 +82,10 @@ class MultiTaskModel(nn.Module):
                                  "a bridge may appear once per run (its state, maps and prediction files are "
                                  "keyed by its name)")
 
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The encoder every task's loss reaches: the backbone's parameters, then what the architecture shares."""
+        return [*self.backbone.parameters(), *self.architecture.shared_parameters()]
+
     def _check_strides(self) -> None:
         for bridge in self.bridges:
             if bridge.stride not in self.backbone.strides:
@@ -90,7 +104,7 @@ class MultiTaskModel(nn.Module):
         that needs it there. Pass a dict as ``maps`` to receive the bridges'
         displayable maps (:meth:`Bridge.maps`) for the target's rows, named
         ``BRIDGE`` or ``BRIDGE.MAP``; training leaves it out. Pass a dict as
-        ``features`` to receive each task's backbone feature maps on its rows, and one as ``extras`` to
+        ``features`` to receive each task's feature maps (its pyramid) on its rows, and one as ``extras`` to
         receive the bridge extras (``{stride: tensor}``, detached) its head got there, so that the head can
         run again on changed features (feature perturbation).
         """
@@ -102,12 +116,10 @@ class MultiTaskModel(nn.Module):
         with torch.enable_grad() if needs_grad else nullcontext():
             if needs_grad and not images.requires_grad:
                 images = images.detach().requires_grad_(True)
-            pyramid = self.backbone(images)
-            run = _Pass(images, rows, maps)
-            outputs = {name: self._head(name, task_rows, [f[task_rows] for f in pyramid], run)
-                       for name, task_rows in rows.items()}
+            run = _Pass(images, rows, maps, self._features(images))
+            outputs = {name: self._head(name, task_rows, run) for name, task_rows in rows.items()}
             if features is not None:
-                features.update({name: [f[task_rows] if caller_grad else f[task_rows].detach() for f in pyramid]
+                features.update({name: [f if caller_grad else f.detach() for f in run.features(name, task_rows)]
                                  for name, task_rows in rows.items()})
             if extras is not None:
                 extras.update({name: run.extras.get((name, task_rows.start, task_rows.stop), {})
@@ -116,25 +128,30 @@ class MultiTaskModel(nn.Module):
             outputs = {name: out.detach() for name, out in outputs.items()}
         return outputs
 
-    def _head(self, name: str, rows: slice, feats: list[torch.Tensor], run: "_Pass") -> torch.Tensor:
+    def _features(self, images: torch.Tensor, first_row: int = 0) -> "_Features":
+        """One architecture pass over ``images`` (rows ``first_row`` on of the forward's batch)."""
+        return _Features(self.architecture, self.architecture.encode(self.backbone, images), images, first_row)
+
+    def _head(self, name: str, rows: slice, run: "_Pass") -> torch.Tensor:
         """Task ``name``'s output on ``rows``, once per distinct slice.
 
         Its bridges' sources run first, on the same rows and with their own
         extras (depth first, so the heads run in topological order).
         """
+        feats = run.features(name, rows)
         if not _nonempty(rows):  # nothing to decode: no bridge runs
             return self.heads[name](feats, {})
         key = (name, rows.start, rows.stop)
         if key not in run.done:
-            run.extras[key] = self._extras(name, rows, feats, run)
+            run.extras[key] = self._extras(name, rows, run)
             run.done[key] = self.heads[name](feats, run.extras[key])
         return run.done[key]
 
-    def _extras(self, name: str, rows: slice, feats: list[torch.Tensor], run: "_Pass") -> dict[int, torch.Tensor]:
+    def _extras(self, name: str, rows: slice, run: "_Pass") -> dict[int, torch.Tensor]:
         """``{stride: extras}`` of the bridges into task ``name`` on ``rows``, concatenated in bridge order."""
         extras: dict[int, torch.Tensor] = {}
         for bridge in self._into[name]:
-            source_output = self._bridge_source_output(bridge, rows, feats, run)
+            source_output = self._bridge_source_output(bridge, rows, run)
             probabilities = self.tasks[bridge.source].probabilities(source_output)
             extra = bridge.compute(BridgeInputs(run.images, rows, source_output, probabilities)).detach()
             if run.maps is not None and run.rows.get(bridge.target) == rows:
@@ -144,35 +161,59 @@ class MultiTaskModel(nn.Module):
                 [extras[bridge.stride], extra], dim=1)
         return extras
 
-    def _bridge_source_output(self, bridge: Bridge, rows: slice, feats: list[torch.Tensor],
-                              run: "_Pass") -> torch.Tensor:
+    def _bridge_source_output(self, bridge: Bridge, rows: slice, run: "_Pass") -> torch.Tensor:
         """The source head's output on the target's rows, as the bridge may differentiate it.
 
         A training-mode batch norm mixes the images of a pass, so an input
         gradient through it would make one image's saliency depend on the
-        others. For such models the rows get a pass of their own (backbone,
-        the source head and the heads upstream of it) with batch norms on
+        others. For such models the rows get a pass of their own (backbone and
+        architecture, the source head and the heads upstream of it) with batch norms on
         their running statistics; per-image norms (the default encoder's
         instance norm) need nothing extra.
         """
         layers = [m for m in self._batch_norms[bridge.source] if m.training] if bridge.needs_input_grad else []
         if not layers:
-            return self._head(bridge.source, rows, feats, run)
+            return self._head(bridge.source, rows, run)
         with _running_statistics(layers):
-            return self._head(bridge.source, rows, self.backbone(run.images[rows]), _Pass(run.images, run.rows, None))
+            own = _Pass(run.images, run.rows, None, self._features(run.images[rows], rows.start))
+            return self._head(bridge.source, rows, own)
+
+
+@dataclass
+class _Features:
+    """One architecture pass: ``encoded`` from ``images``, which are the forward's rows ``first_row`` on."""
+
+    architecture: Architecture
+    encoded: Any
+    images: torch.Tensor
+    first_row: int
+    pyramids: dict[tuple[str, int, int], list[torch.Tensor]] = field(default_factory=dict)
+
+    def of(self, task: str, rows: slice) -> list[torch.Tensor]:
+        """Task ``task``'s pyramid on the forward's ``rows``, once per distinct slice."""
+        key = (task, rows.start, rows.stop)
+        if key not in self.pyramids:
+            local = slice(rows.start - self.first_row, rows.stop - self.first_row)
+            self.pyramids[key] = self.architecture.task_features(task, self.encoded, self.images, local)
+        return self.pyramids[key]
 
 
 @dataclass
 class _Pass:
-    """One forward's shared state: the input, the rows asked for, the maps wanted, the heads already run."""
+    """One forward's shared state: the input, the rows asked for, the maps wanted, the architecture's pass, the
+    heads already run."""
 
     images: torch.Tensor
     rows: Mapping[str, slice]
     maps: dict[str, torch.Tensor] | None
+    pass_features: _Features
     done: dict[tuple[str, int, int], torch.Tensor] = field(default_factory=dict)
     """``(task, start, stop) -> output``: a head runs once per distinct slice."""
     extras: dict[tuple[str, int, int], dict[int, torch.Tensor]] = field(default_factory=dict)
     """``(task, start, stop) -> {stride: extras}``: the bridge extras that head got."""
+
+    def features(self, task: str, rows: slice) -> list[torch.Tensor]:
+        return self.pass_features.of(task, rows)
 
 
 def bridge_order(tasks: list[str], bridges: list[Bridge]) -> list[str]:
@@ -247,6 +288,10 @@ def _running_statistics(layers: list[nn.Module]) -> Iterator[None]:
     finally:
         for layer in layers:
             layer.train()
+
+
+def _no_second_backbone() -> Backbone:
+    raise ValueError("this model was built without a way to build a second backbone (pass build_backbone)")
 
 
 def _nonempty(rows: slice) -> bool:

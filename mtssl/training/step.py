@@ -213,7 +213,7 @@ class TrainingStep:
         """
         self.networks.train()
         result = self.compute_loss(views, step)
-        shared = list(self.networks.model.backbone.parameters())
+        shared = self.networks.model.shared_parameters()
         if self.log_grad_shares and (step + 1) % self.log_grad_shares == 0:
             result.logs.update(gradient_shares(result.terms, shared))
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,1 @@
+"""First-party multi-task architectures: how the tasks share the encoder."""
