@@ -50,6 +50,7 @@ from mtssl.functional import (
 )
 from mtssl.options import Options, read_options
 from mtssl.interfaces import (
+    Architecture,
     AugName,
     Backbone,
     Bridge,
@@ -122,7 +123,7 @@ __all__ = [
     "StrategyInputs", "StrategyLoss", "TargetSpec", "Task", "ViewRequest", "hookimpl", "resize_like",
     "check_options", "DataError", "read_image", "read_mask", "check_mask_size",
     "EvaluatedSet", "PredictionWriter", "ReportFigure", "TaskEvaluation", "Options", "read_options",
-    "Logger", "ValidationImages", "MissingDependency", "require", "Weighting", "WeightedLoss",
+    "Logger", "ValidationImages", "MissingDependency", "require", "Weighting", "WeightedLoss", "Architecture",
     "UnservedTarget", "known_mask", "masked_binary_cross_entropy",
     "Field", "StrategyContext", "ModelName", "Resample", "Reduce",
     # building blocks (mtssl/functional.py)
