@@ -41,7 +41,7 @@ def check(*args: str, out: Path) -> object:
     (("--lr", "inf"), "Invalid value for '--lr': 'inf' is not a finite number"),
     (("--lr", "nan"), "Invalid value for '--lr': 'nan' is not a finite number"),
     (("--lr", "1e39"), "Invalid value for '--lr': 1e39 is not in the range x>0 and x<=1e+30"),
-    (("--seed", "-1"), "Invalid value for '--seed': -1 is not in the range x>=0"),
+    (("--seed", "-1"), "Invalid value for '--seed': -1 is not in the range 0<=x<=9223372036854775807"),
     (("--strong-ops", "16"), "Invalid value for '--strong-ops': 16 is not in the range 1<=x<=15"),
     (("--device", "tpu"), "Invalid value for '--device': 'tpu' is not a device; use auto, cpu, cuda, cuda:N or mps"),
     (("--name", "../x"), "Invalid value for '--name': must be a plain folder name inside --out"),
@@ -53,7 +53,7 @@ def check(*args: str, out: Path) -> object:
     (("--cls-labels", "0"), "--cls-labels: expected a positive whole number or 'all', got 0"),
     (("--cls-labels", "ten"), "--cls-labels: expected a positive whole number or 'all', got 'ten'"),
     (("--select-by", "seg/dice"), "--select-by seg/dice: 'seg' is not a task of this run (tasks: cls)"),
-    (("--select-by", "dice"), "select_by: expected 'mean' or TASK/METRIC (e.g. seg/dice), got 'dice'"),
+    (("--select-by", "dice"), "Invalid value for '--select-by': expected 'mean' or TASK/METRIC (e.g. seg/dice), got 'dice'"),
 ])
 def test_bad_command_line_values_name_the_option_and_range(tmp_path, args, message):
     text = one_line_error(check("--task", "cls", *args, out=tmp_path))

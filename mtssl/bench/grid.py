@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from mtssl.run.config import ConfigError, RunConfig, TaskData, load_config, load_config_file
+from mtssl.run.settings_table import DEFAULT_STEPS, GRID_RUN_KEYS
 from mtssl.spec import parse_source, parse_task
 from mtssl.training.stopping import StartupStopped, TrainingStopped, signal_name, stop_startup_on_signals
 
@@ -178,8 +179,6 @@ class GridSpec:
                 raise GridError(f"budgets for task '{task}' are empty")
 
 
-RUN_KEYS = {"size", "steps", "batch_size", "eval_every", "save_every", "lr", "lr_step_epochs", "device", "cache_dir",
-            "backbone", "strong_ops", "epochs", "skip_bad", "select_by", "amp", "precision", "weighting", "threads"}
 GRID_KEYS = {"models", "budgets", "seeds", "reference", "main_metrics", "data", "run", "checkpoint"}
 
 
@@ -223,9 +222,9 @@ def grid_from_dict(raw: dict[str, Any], origin: str = "grid") -> GridSpec:
         raise GridError(f"{origin}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(GRID_KEYS))}")
     models = [ModelSpec.parse(n, s, origin) for n, s in (raw.get("models") or {}).items()]
     run = dict(raw.get("run") or {})
-    bad = sorted(set(run) - RUN_KEYS)
+    bad = sorted(set(run) - GRID_RUN_KEYS)
     if bad:
-        raise GridError(f"{origin}: run: unknown key(s) {', '.join(bad)}; known: {', '.join(sorted(RUN_KEYS))}")
+        raise GridError(f"{origin}: run: unknown key(s) {', '.join(bad)}; known: {', '.join(sorted(GRID_RUN_KEYS))}")
     try:
         data = RunConfig.from_dict({"data": raw.get("data") or {}}, origin).data
         RunConfig.from_dict(run, f"{origin}: run")  # types and ranges, as `mtssl train` checks them
@@ -314,7 +313,7 @@ def cell_config(grid: GridSpec, cell: Cell, runs_dir: Path) -> RunConfig:
         data[task] = replace(base, labels=None if budget == "default" else budget, test=list(base.test))
     run = dict(grid.run)
     if run.get("steps") is None and run.get("epochs") is None:
-        run["steps"] = 300
+        run["steps"] = DEFAULT_STEPS
     run.setdefault("eval_every", min(100, int(run["steps"])) if run.get("steps") else 100)
     config = RunConfig(tasks=list(cell.model.tasks), bridges=list(cell.model.bridges), data=data,
                        seed=cell.seed, out=str(runs_dir), name=cell.cell_id, **run)

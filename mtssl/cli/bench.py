@@ -11,7 +11,7 @@ from click.core import ParameterSource
 from mtssl.bench.grid import (GridSpec, GridStopped, ModelSpec, is_synthetic, load_grid, load_records, paper_grid,
                               parse_budgets, parse_seeds, run_grid)
 from mtssl.cli.common import err_console, friendly_errors, load_host, max_pixels_option, parse_task_data_args
-from mtssl.cli.params import DEVICE, LEARNING_RATE, POSITIVE_INT
+from mtssl.cli.params import setting_options
 from mtssl.data.pixel_limit import pixel_limit
 from mtssl.cli.output import plain, say
 from mtssl.run.config import TaskData
@@ -59,20 +59,7 @@ def apply_options(grid: GridSpec, model_specs, reference, seeds, checkpoint, dat
 @click.option("--reference", help="Model the paired t-tests compare every other model against.")
 @click.option("--seeds", help="Number of seeds (0..N-1) or a comma-separated list.")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), help="Checkpoint to evaluate (default best).")
-@click.option("--size", type=POSITIVE_INT, help="Training image side in pixels.")
-@click.option("--steps", type=POSITIVE_INT, help="Optimizer steps per cell.")
-@click.option("--batch-size", type=POSITIVE_INT, help="Images per stream per step.")
-@click.option("--eval-every", type=POSITIVE_INT, help="Validate (for the best checkpoint) every N steps.")
-@click.option("--save-every", type=POSITIVE_INT,
-              help="Write a cell's resumable checkpoint every N steps (default: at its end; a stop writes one too).")
-@click.option("--lr", type=LEARNING_RATE, help="Adam learning rate, 0 < LR <= 1e30.")
-@click.option("--device", type=DEVICE, help="auto, cpu, cuda or cuda:N.")
-@click.option("--threads", type=POSITIVE_INT, help="CPU threads for torch's operators in every cell (see mtssl train).")
-@click.option("--cache-dir", help="Decoded-image cache folder.")
-@click.option("--backbone", help="Shared encoder spec.")
-@click.option("--amp/--no-amp", default=None, help="bfloat16 autocast for the forward passes (GPUs).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              help="Autocast precision of every cell (see mtssl train --precision).")
+@setting_options(grid=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Grid folder (results, runs, cells).")
 @click.option("--report-only", is_flag=True, help="Only rebuild the tables from the stored cell results.")
 @max_pixels_option

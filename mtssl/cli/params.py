@@ -6,11 +6,11 @@ import re
 
 import click
 
-from mtssl.run.values import DEVICE_HELP, DEVICE_PATTERN, check_budget, check_run_name
+from mtssl.run.settings_table import SETTINGS, Setting
+from mtssl.run.values import DEVICE_HELP, DEVICE_PATTERN, check_budget
 from mtssl.spec import parse_value
 
 POSITIVE_INT = click.IntRange(min=1)
-NON_NEGATIVE_INT = click.IntRange(min=0)
 
 
 class FiniteFloat(click.ParamType):
@@ -47,36 +47,34 @@ class FiniteFloat(click.ParamType):
         return number
 
 
-class Device(click.ParamType):
-    """auto, cpu, cuda, cuda:N or mps (availability is checked when the device is used)."""
+class Matching(click.ParamType):
+    """A string matching ``pattern`` (e.g. a device: availability is checked when it is used)."""
 
-    name = "device"
+    def __init__(self, pattern: str, name: str, allowed: str):
+        self.pattern, self.name, self.allowed = pattern, name, allowed
 
     def convert(self, value, param, ctx):
         text = str(value).strip()
-        if not re.fullmatch(DEVICE_PATTERN, text):
-            self.fail(f"{value!r} is not a device; use {DEVICE_HELP}", param, ctx)
+        if not re.fullmatch(self.pattern, text):
+            self.fail(f"{value!r} is not a {self.name}; use {self.allowed}", param, ctx)
         return text
 
 
-class RunName(click.ParamType):
-    """One plain folder name: a run directory never leaves ``--out``."""
+class Checked(click.ParamType):
+    """A string that ``check`` accepts (it raises ValueError with the problem otherwise)."""
 
-    name = "name"
+    def __init__(self, check, name: str):
+        self.check, self.name = check, name
 
     def convert(self, value, param, ctx):
         try:
-            return check_run_name(str(value))
+            return self.check(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
 
-POSITIVE_FLOAT = FiniteFloat(0.0, low_open=True)
 NON_NEGATIVE_FLOAT = FiniteFloat(0.0)
-LEARNING_RATE = FiniteFloat(0.0, 1e30, low_open=True)
-"""Far above any useful rate, and below what torch can hold (a float32 overflows near 3.4e38)."""
-DEVICE = Device()
-RUN_NAME = RunName()
+DEVICE = Matching(DEVICE_PATTERN, "device", DEVICE_HELP)
 
 
 def option_budget(option: str, text: str) -> int | str:
@@ -96,3 +94,50 @@ def option_fraction(option: str, text: str) -> float:
     if not (math.isfinite(value) and 0.0 <= value < 1.0):
         raise click.UsageError(f"{option}: expected a number with 0 <= F < 1, got {text!r}")
     return value
+
+
+def setting_type(setting: Setting) -> click.ParamType:
+    """The click type that checks a setting's value as its declaration says, before any work starts."""
+    if setting.choices:
+        return click.Choice(setting.choices)
+    if setting.kind == "int":
+        return click.IntRange(setting.low, setting.high, min_open=setting.low_open, max_open=setting.high_open)
+    if setting.kind == "float":
+        return FiniteFloat(setting.low, setting.high, setting.low_open, setting.high_open)
+    if setting.pattern:
+        return Matching(setting.pattern, setting.key, setting.allowed or setting.pattern)
+    if setting.check:
+        return Checked(setting.check, setting.key)
+    return click.STRING
+
+
+def listed(ctx, param, value):
+    """A list setting's value: every repeat of the flag, or one comma-separated value; None when not given."""
+    if not value:
+        return None
+    return list(value) if param.multiple else [item for item in value.split(",") if item]
+
+
+def setting_option(setting: Setting, grid: bool = False):
+    """The click option of one setting; not given, its value is None (the config file's or default holds)."""
+    help_text = setting.full_help(grid)
+    if setting.kind == "bool":
+        flag = f"{setting.option}/--no-{setting.option[2:]}" if setting.negatable else setting.option
+        return click.option(flag, setting.key, is_flag=True, default=None, help=help_text)
+    if setting.kind == "list":
+        return click.option(setting.option, setting.key, multiple=setting.repeat, callback=listed,
+                            metavar=setting.metavar, help=help_text)
+    return click.option(setting.option, setting.key, type=setting_type(setting), metavar=setting.metavar,
+                        help=help_text)
+
+
+def setting_options(grid: bool = False):
+    """Decorate a command with an option per setting that has a flag (``grid``: per setting a grid offers)."""
+    chosen = [s for s in SETTINGS if s.option and (s.grid == "flag" or not grid)]
+
+    def decorate(command):
+        for setting in reversed(chosen):
+            command = setting_option(setting, grid)(command)
+        return command
+
+    return decorate

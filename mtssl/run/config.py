@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from mtssl.errors import ConfigError
 from mtssl.registry import did_you_mean
 from mtssl.run.settings import RunSettings, TaskDataSettings, explain, validate_settings
+from mtssl.run.settings_table import SETTINGS
 
 import tomllib
 
@@ -37,41 +38,19 @@ class TaskData:
     test: list[str] = field(default_factory=list)
 
 
-@dataclass
+def declared_fields(cls):
+    """Give ``cls`` one dataclass field per setting of the table, with its type and default, in its order."""
+    kinds = {"int": int, "float": float, "str": str, "bool": bool, "list": list[str], "data": dict[str, TaskData]}
+    cls.__annotations__ = {s.key: kinds[s.kind] | None if s.optional else kinds[s.kind] for s in SETTINGS}
+    for setting in SETTINGS:
+        mutable = setting.kind in ("list", "data")
+        setattr(cls, setting.key, field(default_factory=type(setting.default)) if mutable else setting.default)
+    return dataclass(cls)
+
+
+@declared_fields
 class RunConfig:
-    tasks: list[str] = field(default_factory=list)
-    bridges: list[str] = field(default_factory=list)
-    backbone: str = "unet"
-    weighting: str = "equal"  # how task losses combine: NAME[:key=value], e.g. uncertainty or pcgrad
-    data: dict[str, TaskData] = field(default_factory=dict)
-    size: int = 64
-    batch_size: int = 10
-    steps: int | None = None
-    epochs: float | None = None
-    lr: float = 1e-4
-    lr_step_epochs: float = 8.0
-    lr_gamma: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None  # torch's intra-op CPU threads; None: torch's default (one per core)
-    strong_ops: int = 2
-    eval_every: int = 100
-    save_every: int = 100
-    select_by: str = "mean"  # "mean" of task selection scores, or "TASK/METRIC"
-    out: str = "runs"
-    name: str | None = None
-    cache_dir: str | None = None
-    skip_bad: bool = False
-    deterministic: bool = False
-    channels: int | None = None  # image channels; None: what the sources declare (resolved at training)
-    amp: bool = False  # older spelling of precision = "bf16"; kept so earlier run directories load
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (mtssl.training.precision); config.json holds the resolved one
-    compile: bool = False  # torch.compile the backbone and heads
-    device_memory_budget: float | None = None  # MB of training arrays kept on the device; None: automatic
-    max_loss: float | None = None  # a loss term beyond this (in absolute value) counts as divergence
-    skip_nonfinite: int = 0  # bad steps to skip (no update) before a divergence stops the run
-    log: list[str] = field(default_factory=list)  # extra loggers (plugins), e.g. ["tensorboard", "mlflow"]
-    log_grad_shares: int = 0  # every N steps, log each loss term's share of the encoder gradient (0: off)
+    """A run's settings: one field per entry of :data:`~mtssl.run.settings_table.SETTINGS`."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

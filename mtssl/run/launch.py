@@ -25,13 +25,11 @@ from mtssl.data.pixel_limit import DEFAULT_MAX_PIXELS
 from mtssl.errors import ConfigError
 from mtssl.run.config import RunConfig
 from mtssl.run.rundir import RunDir
+from mtssl.run.settings_table import DEFAULT_STEPS
 
 if TYPE_CHECKING:
     from mtssl.plugins import PluginHost
     from mtssl.training.trainer import Trainer
-
-DEFAULT_STEPS = 300
-"""Optimizer steps of a run that gives neither steps nor epochs."""
 
 StepCallback = Callable[[int, dict], None]
 

@@ -1,20 +1,22 @@
 """Type and range rules for every run setting, checked before any work starts.
 
-:class:`RunSettings` mirrors :class:`mtssl.run.config.RunConfig` field by field
-and is what a config file, a run directory's ``config.json`` and a
+:class:`RunSettings` is built from the settings table
+(:mod:`mtssl.run.settings_table`), as :class:`mtssl.run.config.RunConfig`
+is, and is what a config file, a run directory's ``config.json`` and a
 checkpoint's metadata are validated against (pydantic, strict types: a
 string is not a number, a float is not an int). :func:`explain` turns a
 pydantic error into one line naming the key, the problem and the value.
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from mtssl.options import problem_text
-from mtssl.run.values import DEVICE_PATTERN, check_budget, check_run_name
+from mtssl.run.settings_table import SETTINGS, Setting
+from mtssl.run.values import check_budget
+
 
 class TaskDataSettings(BaseModel):
     """One task's data: ``data.TASK`` in a config file."""
@@ -39,69 +41,69 @@ class TaskDataSettings(BaseModel):
         return [value] if isinstance(value, str) else value
 
 
-class RunSettings(BaseModel):
-    """Every key of a run configuration with its type and allowed range."""
+def _annotation(setting: Setting) -> Any:
+    """The Python type of a setting's value (strict: a string is not a number, a float is not an int)."""
+    kind = {"int": int, "float": float, "str": str, "bool": bool, "list": list[str],
+            "data": dict[str, TaskDataSettings]}[setting.kind]
+    if setting.choices:
+        kind = Literal[setting.choices]
+    return Optional[kind] if setting.optional else kind
 
-    model_config = ConfigDict(extra="forbid", strict=True)
 
-    tasks: list[str] = Field(default_factory=list)
-    bridges: list[str] = Field(default_factory=list)
-    backbone: str = Field("unet", min_length=1)
-    data: dict[str, TaskDataSettings] = Field(default_factory=dict)
-    size: int = Field(64, ge=1)
-    batch_size: int = Field(10, ge=1)
-    steps: Optional[int] = Field(None, ge=1)
-    epochs: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
-    lr: float = Field(1e-4, gt=0, le=1e30, allow_inf_nan=False)
-    lr_step_epochs: float = Field(8.0, gt=0, allow_inf_nan=False)
-    lr_gamma: float = Field(0.1, gt=0, le=1, allow_inf_nan=False)
-    seed: int = Field(0, ge=0, lt=2**63)
-    device: str = Field("auto", pattern=DEVICE_PATTERN)
-    threads: Optional[int] = Field(None, ge=1)
-    strong_ops: int = Field(2, ge=1, le=15)
-    eval_every: int = Field(100, ge=1)
-    save_every: int = Field(100, ge=1)
-    select_by: str = Field("mean", min_length=1)
-    out: str = Field("runs", min_length=1)
-    name: Optional[str] = None
-    cache_dir: Optional[str] = Field(None, min_length=1)
-    skip_bad: bool = False
-    deterministic: bool = False
-    channels: Optional[int] = Field(None, ge=1)
-    amp: bool = False
-    max_loss: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
-    skip_nonfinite: int = Field(0, ge=0)
-    log: list[str] = Field(default_factory=list)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    compile: bool = False
-    device_memory_budget: Optional[float] = Field(None, ge=0, allow_inf_nan=False)
-    weighting: str = Field("equal", min_length=1)
-    log_grad_shares: int = Field(0, ge=0)
+def _field(setting: Setting) -> Any:
+    """The setting's default and range as a pydantic field."""
+    if setting.kind in ("list", "data"):
+        return Field(default_factory=type(setting.default))
+    rules: dict[str, Any] = {}
+    if setting.low is not None:
+        rules["gt" if setting.low_open else "ge"] = setting.low
+    if setting.high is not None:
+        rules["lt" if setting.high_open else "le"] = setting.high
+    if setting.kind == "float":
+        rules["allow_inf_nan"] = False
+    if setting.nonempty:
+        rules["min_length"] = 1
+    if setting.pattern:
+        rules["pattern"] = setting.pattern
+    return Field(setting.default, **rules)
 
-    @field_validator("tasks", "bridges", "log", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
-    @field_validator("data", mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        """``data.cls = "kermany:PATH"`` is short for ``data.cls.train``."""
-        if isinstance(value, dict):
-            return {task: {"train": spec} if isinstance(spec, str) else spec for task, spec in value.items()}
-        return value
+def _one_or_many(cls, value: Any) -> Any:
+    """A single string where a list is expected is a list of one."""
+    return [value] if isinstance(value, str) else value
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: Optional[str]) -> Optional[str]:
-        return None if value is None else check_run_name(value)
 
-    @field_validator("select_by")
-    @classmethod
-    def _select_by(cls, value: str) -> str:
-        if value != "mean" and not re.fullmatch(r"[^/\s]+/[^/\s]+", value):
-            raise ValueError(f"expected 'mean' or TASK/METRIC (e.g. seg/dice), got {value!r}")
-        return value
+def _shorthand(cls, value: Any) -> Any:
+    """``data.cls = "kermany:PATH"`` is short for ``data.cls.train``."""
+    if isinstance(value, dict):
+        return {task: {"train": spec} if isinstance(spec, str) else spec for task, spec in value.items()}
+    return value
+
+
+def _checked(check):
+    def validate(cls, value: Any) -> Any:
+        return None if value is None else check(value)
+
+    return validate
+
+
+def _validators() -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.kind == "list":
+            found[f"_{setting.key}_list"] = field_validator(setting.key, mode="before")(_one_or_many)
+        if setting.kind == "data":
+            found[f"_{setting.key}_shorthand"] = field_validator(setting.key, mode="before")(_shorthand)
+        if setting.check is not None:
+            found[f"_{setting.key}_check"] = field_validator(setting.key)(_checked(setting.check))
+    return found
+
+
+RunSettings = create_model("RunSettings", __config__=ConfigDict(extra="forbid", strict=True),
+                           __doc__="Every key of a run configuration with its type and allowed range (generated "
+                                   "from :data:`~mtssl.run.settings_table.SETTINGS`).",
+                           __validators__=_validators(),
+                           **{s.key: (_annotation(s), _field(s)) for s in SETTINGS})
 
 
 def _known(model: type[BaseModel], loc: tuple) -> list[str]:

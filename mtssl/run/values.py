@@ -5,6 +5,7 @@ settings' rules.
 """
 from __future__ import annotations
 
+import re
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
@@ -29,4 +30,11 @@ def check_run_name(value: str) -> str:
     if (not value.strip() or len(parts) != 1 or value in {".", ".."} or PureWindowsPath(value).drive
             or "\\" in value or "\0" in value or PurePosixPath(value).is_absolute()):
         raise ValueError(f"must be a plain folder name inside --out (no '/', '..' or absolute path), got {value!r}")
+    return value
+
+
+def check_select_by(value: str) -> str:
+    """Model selection: ``mean`` of the task scores, or one ``TASK/METRIC``."""
+    if value != "mean" and not re.fullmatch(r"[^/\s]+/[^/\s]+", value):
+        raise ValueError(f"expected 'mean' or TASK/METRIC (e.g. seg/dice), got {value!r}")
     return value
