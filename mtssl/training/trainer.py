@@ -38,7 +38,13 @@ from mtssl.training.views import View, ViewBuilder
 
 
 class Trainer:
-    """Builds a run from a config and trains it, writing everything into a run directory."""
+    """Builds a run from a config and trains it, writing everything into a run directory.
+
+    Building is a sequence of named steps, in the order :meth:`__init__` calls them (each uses what the
+    ones before made, and the random generators are drawn in this order): :meth:`load_data`,
+    :meth:`build_model`, :meth:`distribute`, :meth:`write_run_files`, :meth:`build_streams`,
+    :meth:`build_companions`, :meth:`build_optimizer` and :meth:`build_loop`.
+    """
 
     def __init__(self, config: RunConfig, host: PluginHost, run: RunDir,
                  progress: ProgressFactory | None = None, rank: int = 0, world: int = 1,
@@ -50,68 +56,100 @@ class Trainer:
         set_determinism(config.seed, config.deterministic)
         apply_threads(config.threads)
         task_set = build_tasks(config, host)
+        self.load_data(task_set[0], progress)
+        self.build_model(task_set)
+        self.distribute()
+        self.write_run_files()
+        self.build_streams()
+        self.build_companions()
+        self.build_optimizer()
+        self.build_loop()
+
+    # -- setup -------------------------------------------------------------
+    def load_data(self, tasks: dict, progress: ProgressFactory | None = None) -> None:
+        """Decode every task's sources into arrays with their splits; the image channels follow from them."""
+        config = self.config
         self.data: dict[str, TaskArrays] = {
-            name: prepare_task_data(host, name, task, config.data.get(name, TaskData()), config.size,
+            name: prepare_task_data(self.host, name, task, config.data.get(name, TaskData()), config.size,
                                     task_seed(config.seed, name), progress, config.cache_dir, config.skip_bad)
-            for name, task in task_set[0].items()}
+            for name, task in tasks.items()}
         config.channels = image_channels(self.data, config.channels)
-        self.parts: Components = build_components(config, host, task_set)
+
+    def build_model(self, task_set) -> None:
+        """The components and the multi-task network on the device, its precision resolved, compiled if asked."""
+        self.parts: Components = build_components(self.config, self.host, task_set)
         self.model = self.parts.model.to(self.device)
         self.precision = Precision(self._resolve_precision(), self.device)
-        if config.compile:
+        if self.config.compile:
             compile_model(self.model, self.device)
+
+    def distribute(self) -> None:
+        """Under several processes, the DistributedDataParallel wrapper the forward passes go through."""
         self.forward_model = self.model
-        if world > 1:
+        if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             self.forward_model = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-            torch.manual_seed(config.seed + rank)  # same weights everywhere, different augmentations
+            torch.manual_seed(self.config.seed + self.rank)  # same weights everywhere, different augmentations
+
+    def write_run_files(self) -> None:
+        """``config.json`` (with what was resolved: channels, precision) and the splits, once, by rank 0."""
+        if self.rank == 0:
+            self.run.write_json(RunDir.CONFIG, self.config.to_dict())
+            write_splits(self.run, self.data)
+
+    def build_streams(self) -> None:
+        """The augmentations, the labeled and unlabeled streams, the views of a step and the step count."""
+        config = self.config
         self.augmenter = Augmenter(config.size, config.strong_ops).to(self.device)
-        if rank == 0:
-            run.write_json(RunDir.CONFIG, config.to_dict())  # once, with what was resolved: channels, precision
-            write_splits(run, self.data)
         batches = build_batches(self.data, self.parts.strategies, config.batch_size, config.seed, self.device,
-                                config.device_memory_budget, rank, world, introduce_labels(self.parts.tasks, self.data))
+                                config.device_memory_budget, self.rank, self.world,
+                                introduce_labels(self.parts.tasks, self.data))
         self.labeled, self.unlabeled, self.streamed = batches.labeled, batches.unlabeled, batches.streamed
         self.views = ViewBuilder(self.parts.tasks, self.parts.strategies, self.augmenter, self.labeled, self.unlabeled)
         # an epoch is one pass over the longest stream (each rank walks its own shard of it)
-        self.steps_per_epoch = max(math.ceil(len(s) / (config.batch_size * world))
+        self.steps_per_epoch = max(math.ceil(len(s) / (config.batch_size * self.world))
                                    for s in [*self.labeled.values(), *self.unlabeled.values()])
         self.total_steps = self._total_steps()
-        self._build_companions(config, host, world)
+
+    def build_companions(self) -> None:
+        """The EMA teacher, second network and modules strategies ask for, and the task weighting."""
+        strategies = [s for group in self.parts.strategies.values() for s in group]
+        decay = requested_decay(strategies)
+        self.teacher = EMATeacher(self.model, decay) if decay is not None else None
+        self.peer = (build_peer(self.config, self.host).to(self.device) if any(s.needs_peer() for s in strategies)
+                     else None)
+        self.weighting = build_weighting(self.config, self.host)
+        context = strategy_context(self.rank, self.world, self.device, self.config.seed)
+        for component in (*strategies, self.weighting):
+            component.bind(context)
+        self.weighting.setup(list(self.parts.tasks), self.device)
+        check_processes(strategies, self.weighting, self.world)
         self.strategy_modules = build_strategy_modules(self.parts, self.device)
+
+    def build_optimizer(self) -> None:
+        """Adam over every trained parameter (the weighting's own group at its own rate) and the step schedule."""
         groups = [{"params": [*self.model.parameters(), *(self.peer.parameters() if self.peer else ()),
                               *(p for module in self.strategy_modules.values() for p in module.parameters())]}]
         if self.weighting.parameters():
             groups.append({"params": self.weighting.parameters(),
                            **({"lr": self.weighting.lr} if self.weighting.lr else {})})
-        self.optimizer = torch.optim.Adam(groups, lr=config.lr)
-        step_size = max(1, round(config.lr_step_epochs * self.steps_per_epoch))
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size, gamma=config.lr_gamma)
+        self.optimizer = torch.optim.Adam(groups, lr=self.config.lr)
+        step_size = max(1, round(self.config.lr_step_epochs * self.steps_per_epoch))
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size, gamma=self.config.lr_gamma)
+
+    def build_loop(self) -> None:
+        """The loop's state at step 0: the divergence guard, the stop request and the step itself."""
         self.step = 0
         self.validation_warnings: list[str] = []  # from the latest validation (see validate)
         self.best_score = -math.inf
-        self.guard = DivergenceGuard(config.max_loss, config.skip_nonfinite, world)
+        self.guard = DivergenceGuard(self.config.max_loss, self.config.skip_nonfinite, self.world)
         self.stop = StopRequest()
         self._stop_agreed = False
         self.stepper = TrainingStep(Networks(self.model, self.forward_model, self.teacher, self.peer), self.parts,
                                     self.weighting, self.precision, self.guard, self.stop, self.optimizer,
-                                    self.scheduler, self.device, config.log_grad_shares)
-
-    # -- setup -------------------------------------------------------------
-    def _build_companions(self, config: RunConfig, host: PluginHost, world: int) -> None:
-        """The EMA teacher and second network strategies ask for, and the task weighting."""
-        strategies = [s for group in self.parts.strategies.values() for s in group]
-        decay = requested_decay(strategies)
-        self.teacher = EMATeacher(self.model, decay) if decay is not None else None
-        self.peer = build_peer(config, host).to(self.device) if any(s.needs_peer() for s in strategies) else None
-        self.weighting = build_weighting(config, host)
-        context = strategy_context(self.rank, world, self.device, config.seed)
-        for component in (*strategies, self.weighting):
-            component.bind(context)
-        self.weighting.setup(list(self.parts.tasks), self.device)
-        check_processes(strategies, self.weighting, world)
+                                    self.scheduler, self.device, self.config.log_grad_shares)
 
     def _total_steps(self) -> int:
         if self.config.steps is not None:
