@@ -212,3 +212,20 @@ def test_importing_mtssl_stays_light_and_the_api_loads_on_first_use():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True", "True"]
+
+
+@pytest.mark.parametrize("widgets", [True, False])
+def test_a_notebook_shows_live_progress_when_rich_can_draw_it_there(monkeypatch, widgets):
+    import importlib.util
+
+    from rich.console import Console
+
+    from mtssl.cli.progress import TrainingProgress
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: (real("json") if widgets else None) if name == "ipywidgets"
+                        else real(name, *args))
+    assert TrainingProgress(Console(force_jupyter=True), total=2).live is widgets
+    assert TrainingProgress(Console(force_jupyter=True, quiet=True), total=2).live is False
+    assert TrainingProgress(Console(force_jupyter=False, force_terminal=False), total=2).live is False

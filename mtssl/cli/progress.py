@@ -9,6 +9,7 @@ end. Both print a line whenever the run validates, and any warning about it.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import time
 from contextlib import contextmanager
@@ -176,6 +177,14 @@ class LiveLines:
             yield Text(SEPARATOR.join(second), style="dim")
 
 
+def shows_live(console: Console) -> bool:
+    """Whether ``console`` can show a live display: a terminal, or a notebook with ipywidgets (which Rich
+    draws it with there); otherwise plain lines."""
+    if console.quiet:
+        return False
+    return console.is_terminal or (console.is_jupyter and importlib.util.find_spec("ipywidgets") is not None)
+
+
 class TrainingProgress:
     """Training progress on ``console``: a live display in a terminal, plain lines in a file or pipe.
 
@@ -192,7 +201,7 @@ class TrainingProgress:
         self.logs: Mapping[str, float] = {}
         self.details: list[str] = []
         self.fields = ChangingFields()
-        self.live = (console.is_terminal or console.is_jupyter) and not console.quiet  # a notebook shows it live
+        self.live = shows_live(console)
         self._display: Live | None = None
         self._printed_at: float | None = None
         self._printed_step: int | None = None
