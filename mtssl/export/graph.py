@@ -112,6 +112,14 @@ def _group_norm_backward(grad_out, input, mean, rstd, weight, n, c, hxw, group, 
     return grad_input.reshape_as(input), grad_weight, grad_bias
 
 
+def _sigmoid_backward(grad, output):
+    return grad * output * (1 - output)
+
+
+def _softmax_backward(grad, output, dim, input_dtype):
+    return (output * (grad - (grad * output).sum(dim, keepdim=True))).to(input_dtype)
+
+
 def _value_selecting_reduction_backward(grad, dim, indices, sizes, keepdim):
     if not keepdim:
         grad, indices = grad.unsqueeze(dim), indices.unsqueeze(dim)
@@ -126,6 +134,8 @@ REWRITES = {
     aten.threshold_backward.default: _threshold_backward,
     aten.value_selecting_reduction_backward.default: _value_selecting_reduction_backward,
     aten.native_group_norm_backward.default: _group_norm_backward,
+    aten.sigmoid_backward.default: _sigmoid_backward,
+    aten._softmax_backward_data.default: _softmax_backward,
 }
 
 

@@ -5,21 +5,33 @@ backbone). Task ``t`` mixes their pyramids level by level with its own gate of t
 
     f_t^l(x) = sum_k g_t(x)_k E_k(x)^l        g_t(x) = softmax(W_t pool(x) + b_t)
 
-where ``pool`` averages the image to a 4x4 grid, so the gate fits any image size. The gates start at zero,
-so every task begins from the experts' mean and learns its own mixture.
+where ``pool`` averages the image over a 4x4 grid of cells, so the gate fits any image size. The gates start
+at zero, so every task begins from the experts' mean and learns its own mixture. Pooling and mixing are
+matrix products and sums, whose input gradients (a saliency bridge's) export as plain operators.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mtssl.api import Architecture, Backbone, Field, Options, read_options
 
 GATE_GRID = 4
 """The gate reads the image averaged to this many cells per side."""
+
+
+def cell_means(images: torch.Tensor, cells: int) -> torch.Tensor:
+    """``[n, C, cells, cells]`` means of ``images`` over a grid of cells (the cells of adaptive average pooling)."""
+    def averaging(size: int) -> torch.Tensor:  # [cells, size]: row i averages cell i's pixels
+        index = torch.arange(size, device=images.device)
+        starts = [i * size // cells for i in range(cells)]
+        ends = [-(-(i + 1) * size // cells) for i in range(cells)]
+        rows = [((index >= s) & (index < e)).to(images.dtype) / (e - s) for s, e in zip(starts, ends)]
+        return torch.stack(rows)
+
+    return averaging(images.shape[-2]) @ images @ averaging(images.shape[-1]).T
 
 
 class MMoEOptions(Options):
@@ -50,15 +62,14 @@ class MMoE(Architecture):
 
     def gate(self, task: str, images: torch.Tensor) -> torch.Tensor:
         """``[n, K]``: task ``task``'s weights of the experts for each image."""
-        pooled = F.adaptive_avg_pool2d(images, GATE_GRID).flatten(1)
+        pooled = cell_means(images, GATE_GRID).flatten(1)
         return torch.softmax(self.gates[task](pooled), dim=1)
 
     def task_features(self, task: str, encoded: list[list[torch.Tensor]], images: torch.Tensor,
                       rows: slice) -> list[torch.Tensor]:
-        weights = self.gate(task, images[rows])
+        weights = self.gate(task, images[rows])[:, :, None, None, None]
         levels = zip(*encoded)  # level by level, each a tuple of the experts' maps
-        return [sum(weights[:, k, None, None, None] * maps[k][rows] for k in range(self.count))
-                for maps in levels]
+        return [(weights * torch.stack([expert[rows] for expert in maps], 1)).sum(1) for maps in levels]
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return list(self.experts.parameters())

@@ -26,7 +26,8 @@ def attention_block(in_channels: int, channels: int) -> nn.Sequential:
 
 
 class Carry(nn.Module):
-    """``h^l``: a 3x3 convolution to level ``l``'s channels, then max-pooling to its size."""
+    """``h^l``: a 3x3 convolution to level ``l``'s channels, then max-pooling to its size (levels of a pyramid
+    differ by whole factors; plain max-pooling keeps the saliency's input gradient exportable)."""
 
     def __init__(self, in_channels: int, channels: int):
         super().__init__()
@@ -34,7 +35,8 @@ class Carry(nn.Module):
 
     def forward(self, previous: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         out = self.conv(previous)
-        return out if out.shape[-2:] == like.shape[-2:] else F.adaptive_max_pool2d(out, like.shape[-2:])
+        factor = (out.shape[-2] // like.shape[-2], out.shape[-1] // like.shape[-1])
+        return out if factor == (1, 1) else F.max_pool2d(out, factor)
 
 
 class MTAN(Architecture):
