@@ -157,6 +157,8 @@ def cell_command(cell: dict) -> tuple[list[str], list[str], list[str], dict]:
         tasks.append(TASK_SPECS[name] + (f":{strategy}" if strategy else ""))
         data += DATA[name]
     options = {"weighting": cell["weighting"], "precision": cell["precision"], "backbone": BACKBONES[cell["backbone"]]}
+    if "architecture" in cell:  # cells that name one; the others run hard sharing
+        options["architecture"] = cell["architecture"]
     return tasks, BRIDGES[cell["bridges"]], data, options
 
 
