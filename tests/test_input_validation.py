@@ -127,7 +127,7 @@ def test_check_prints_the_resolved_config_and_trains_nothing(tmp_path):
     ("[data.cls]\nlabels = 0\n", "data.cls.labels: expected a positive whole number or 'all', got 0"),
     ("[data.cls]\ntrain = 5\n", "data.cls.train: input should be a valid string, got 5"),
     ("[data]\ncls = 5\n", "data.cls: input should be a valid dictionary"),
-    ("sise = 64\n", "unknown key(s) sise; known: amp, backbone"),
+    ("sise = 64\n", "unknown key(s) sise; known: amp, architecture, backbone"),
 ])
 def test_config_file_type_and_range_errors_name_the_file_and_key(tmp_path, text, message):
     file = tmp_path / "run.toml"

@@ -15,9 +15,9 @@ from conftest import invoke
 from mtssl.bench.grid import GridError, grid_from_dict
 from mtssl.cli.bench import grid as grid_command
 from mtssl.cli.train import train as train_command
-from mtssl.run.config import ConfigError, RunConfig
-from mtssl.run.settings import RunSettings
-from mtssl.run.settings_table import SETTINGS, Setting, markdown_table
+from mtssl.run.config import ConfigError, RunConfig, TaskData
+from mtssl.run.settings import RunSettings, TaskDataSettings
+from mtssl.run.settings_table import DATA_SETTINGS, SETTINGS, Setting, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 NUMBERS = [s for s in SETTINGS if s.kind in ("int", "float") and (s.low is not None or s.high is not None)]
@@ -36,6 +36,19 @@ def test_the_config_model_has_a_field_per_setting_with_its_default():
     for setting in SETTINGS:
         assert getattr(defaults, setting.key) == setting.default, setting.key
         assert RunSettings.model_fields[setting.key].get_default(call_default_factory=True) == setting.default
+
+
+def test_a_tasks_data_is_declared_once_for_config_files_and_flags():
+    assert [f.name for f in dataclasses.fields(TaskData)] == [s.key for s in DATA_SETTINGS]
+    assert list(TaskDataSettings.model_fields) == [s.key for s in DATA_SETTINGS]
+    assert TaskData() == TaskData(**{s.key: s.default for s in DATA_SETTINGS})
+    from mtssl.cli.common import parse_task_data_args
+
+    args = [word for s in DATA_SETTINGS for word in (s.option.replace("TASK", "seg"), {
+        "budget": "all", "float": "0.25", "str": "synthetic:n=8", "list": "synthetic:n=4"}[s.kind])]
+    parsed = parse_task_data_args(args)["seg"]
+    assert set(parsed) == {s.key for s in DATA_SETTINGS}
+    assert TaskData(**parsed) == RunConfig.from_dict({"data": {"seg": parsed}}).data["seg"]
 
 
 def outside(setting: Setting) -> float:
@@ -101,7 +114,7 @@ def test_the_documented_table_is_the_generated_one():
     found = re.search(r"<!-- settings table: .*? -->\n(.*?)<!-- end of settings table -->", page, re.S)
     assert found, "docs/guide/training.md lost its settings table"
     assert found[1] == markdown_table()
-    assert markdown_table().count("\n| `") == len(SETTINGS)
+    assert markdown_table().count("\n| `") == len(SETTINGS) + len(DATA_SETTINGS)
 
 
 def test_help_states_range_and_default_from_the_declaration():

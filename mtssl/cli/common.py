@@ -13,7 +13,7 @@ import sys
 import click
 from rich.console import Console
 
-from mtssl.cli.params import POSITIVE_INT, option_budget, option_fraction
+from mtssl.cli.params import POSITIVE_INT, option_budget, option_number
 from mtssl.data.pixel_limit import DEFAULT_MAX_PIXELS
 from mtssl.errors import CheckpointError, ConfigError
 from mtssl.cli.output import say
@@ -21,12 +21,15 @@ from mtssl.plugin_faults import attribute, debugging, print_traceback
 from mtssl.plugins import PluginError, PluginHost
 from mtssl.registry import RegistryError
 from mtssl.run.runlock import RunLockedError
+from mtssl.run.settings_table import DATA_SETTINGS
 from mtssl.spec import SpecError
 
 USER_ERRORS = (ValueError, RegistryError, SpecError, ConfigError, CheckpointError, PluginError, RunLockedError,
                OSError)
 
-TASK_DATA_OPTION = re.compile(r"^--(?P<task>[A-Za-z0-9_]+)-(?P<field>data|labels|val|test|val-fraction)$")
+TASK_DATA = {setting.option.removeprefix("--TASK-"): setting for setting in DATA_SETTINGS}
+"""``--TASK-SUFFIX`` flag suffix -> the data setting it gives."""
+TASK_DATA_OPTION = re.compile(rf"^--(?P<task>[A-Za-z0-9_]+)-(?P<field>{'|'.join(TASK_DATA)})$")
 
 
 checkpoint_option = click.option("--checkpoint", default="best", show_default=True,
@@ -87,7 +90,8 @@ max_pixels_option = click.option(
 
 
 def parse_task_data_args(args: list[str]) -> dict[str, dict]:
-    """Read ``--TASK-data SPEC``, ``--TASK-labels N|all``, ``--TASK-val SPEC``, ``--TASK-test SPEC``."""
+    """Read ``--TASK-data SPEC``, ``--TASK-labels N|all``, ``--TASK-val SPEC``, ``--TASK-test SPEC`` and the
+    other flags of :data:`~mtssl.run.settings_table.DATA_SETTINGS` into ``{task: {key: value}}``."""
     result: dict[str, dict] = {}
     i = 0
     while i < len(args):
@@ -95,8 +99,8 @@ def parse_task_data_args(args: list[str]) -> dict[str, dict]:
         name, _, inline = arg.partition("=")
         match = TASK_DATA_OPTION.match(name)
         if not match:
-            raise click.UsageError(f"no such option: {arg} (per-task data options look like --TASK-data SPEC, "
-                                   "--TASK-labels N|all, --TASK-val SPEC, --TASK-test SPEC)")
+            known = ", ".join(f"{s.option} {s.metavar}" for s in DATA_SETTINGS)
+            raise click.UsageError(f"no such option: {arg} (per-task data options look like {known})")
         if inline:
             value = inline
         else:
@@ -104,20 +108,18 @@ def parse_task_data_args(args: list[str]) -> dict[str, dict]:
                 raise click.UsageError(f"option {arg} needs a value")
             i += 1
             value = args[i]
-        task, fieldname = match["task"], match["field"]
+        task, setting = match["task"], TASK_DATA[match["field"]]
         entry = result.setdefault(task, {})
-        option = f"--{task}-{fieldname}"
-        if fieldname in ("data", "val", "test") and not value.strip():
+        option = f"--{task}-{match['field']}"
+        if setting.kind in ("str", "list") and not value.strip():
             raise click.UsageError(f"{option}: expected a data spec, got an empty value")
-        if fieldname == "data":
-            entry["train"] = value
-        elif fieldname == "labels":
-            entry["labels"] = option_budget(option, value)
-        elif fieldname == "val-fraction":
-            entry["val_fraction"] = option_fraction(option, value)
-        elif fieldname == "test":
-            entry.setdefault("test", []).append(value)
+        if setting.kind == "list":
+            entry.setdefault(setting.key, []).append(value)
+        elif setting.kind == "budget":
+            entry[setting.key] = option_budget(option, value)
+        elif setting.kind == "float":
+            entry[setting.key] = option_number(option, value, setting)
         else:
-            entry["val"] = value
+            entry[setting.key] = value
         i += 1
     return result

@@ -85,14 +85,15 @@ def option_budget(option: str, text: str) -> int | str:
         raise click.UsageError(f"{option}: {exc}") from None
 
 
-def option_fraction(option: str, text: str) -> float:
-    """``--TASK-val-fraction F`` with 0 <= F < 1."""
+def option_number(option: str, text: str, setting: Setting) -> float:
+    """A per-task number flag (``--TASK-val-fraction F``) within its setting's range."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and 0.0 <= value < 1.0):
-        raise click.UsageError(f"{option}: expected a number with 0 <= F < 1, got {text!r}")
+    if not (math.isfinite(value) and setting.contains(value)):
+        raise click.UsageError(f"{option}: expected a number with {setting.bounds(setting.metavar or 'x')}, "
+                               f"got {text!r}")
     return value
 
 

@@ -23,32 +23,29 @@ from pydantic import ValidationError
 from mtssl.errors import ConfigError
 from mtssl.registry import did_you_mean
 from mtssl.run.settings import RunSettings, TaskDataSettings, explain, validate_settings
-from mtssl.run.settings_table import SETTINGS
+from mtssl.run.settings_table import DATA_SETTINGS, SETTINGS, Setting, value_type
 
 import tomllib
 
-@dataclass
+def declared_fields(settings: tuple[Setting, ...], data: Any = None):
+    """Give a class one dataclass field per setting of ``settings``, with its type and default, in its order
+    (``data``: the type of a ``data`` setting's value)."""
+    def declare(cls):
+        cls.__annotations__ = {s.key: value_type(s, data) for s in settings}
+        for setting in settings:
+            mutable = setting.kind in ("list", "data")
+            setattr(cls, setting.key, field(default_factory=type(setting.default)) if mutable else setting.default)
+        return dataclass(cls)
+
+    return declare
+
+
+@declared_fields(DATA_SETTINGS)
 class TaskData:
-    """Where one task's images come from and how many of them keep their labels."""
-
-    train: str | None = None  # None: the task's default source (Task.default_source)
-    labels: int | str | None = None  # None: the task's default budget; "all": every training image
-    val_fraction: float = 0.1
-    val: str | None = None  # a separate validation source instead of a carved split
-    test: list[str] = field(default_factory=list)
+    """Where one task's images come from and how many of them keep their labels (``data.TASK``)."""
 
 
-def declared_fields(cls):
-    """Give ``cls`` one dataclass field per setting of the table, with its type and default, in its order."""
-    kinds = {"int": int, "float": float, "str": str, "bool": bool, "list": list[str], "data": dict[str, TaskData]}
-    cls.__annotations__ = {s.key: kinds[s.kind] | None if s.optional else kinds[s.kind] for s in SETTINGS}
-    for setting in SETTINGS:
-        mutable = setting.kind in ("list", "data")
-        setattr(cls, setting.key, field(default_factory=type(setting.default)) if mutable else setting.default)
-    return dataclass(cls)
-
-
-@declared_fields
+@declared_fields(SETTINGS, data=dict[str, TaskData])
 class RunConfig:
     """A run's settings: one field per entry of :data:`~mtssl.run.settings_table.SETTINGS`."""
 

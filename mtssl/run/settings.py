@@ -9,45 +9,12 @@ pydantic error into one line naming the key, the problem and the value.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from mtssl.options import problem_text
-from mtssl.run.settings_table import SETTINGS, Setting
-from mtssl.run.values import check_budget
-
-
-class TaskDataSettings(BaseModel):
-    """One task's data: ``data.TASK`` in a config file."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    train: Optional[str] = Field(None, min_length=1)
-    """None: the task's own default source (``Task.default_source``), resolved when the run is checked."""
-    labels: Any = None
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, allow_inf_nan=False)
-    val: Optional[str] = Field(None, min_length=1)
-    test: list[str] = Field(default_factory=list)
-
-    @field_validator("labels", mode="before")
-    @classmethod
-    def _labels(cls, value: Any) -> Any:
-        return check_budget(value)
-
-    @field_validator("test", mode="before")
-    @classmethod
-    def _test(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
-
-def _annotation(setting: Setting) -> Any:
-    """The Python type of a setting's value (strict: a string is not a number, a float is not an int)."""
-    kind = {"int": int, "float": float, "str": str, "bool": bool, "list": list[str],
-            "data": dict[str, TaskDataSettings]}[setting.kind]
-    if setting.choices:
-        kind = Literal[setting.choices]
-    return Optional[kind] if setting.optional else kind
+from mtssl.run.settings_table import DATA_SETTINGS, SETTINGS, Setting, value_type
 
 
 def _field(setting: Setting) -> Any:
@@ -81,29 +48,38 @@ def _shorthand(cls, value: Any) -> Any:
 
 
 def _checked(check):
+    """A validator running a setting's own check (from :mod:`mtssl.run.values`) on a given value."""
     def validate(cls, value: Any) -> Any:
         return None if value is None else check(value)
 
     return validate
 
 
-def _validators() -> dict[str, Any]:
+def _validators(settings: tuple[Setting, ...]) -> dict[str, Any]:
+    """The field validators the settings' kinds and checks call for, by name."""
     found: dict[str, Any] = {}
-    for setting in SETTINGS:
+    for setting in settings:
         if setting.kind == "list":
             found[f"_{setting.key}_list"] = field_validator(setting.key, mode="before")(_one_or_many)
         if setting.kind == "data":
             found[f"_{setting.key}_shorthand"] = field_validator(setting.key, mode="before")(_shorthand)
-        if setting.check is not None:
-            found[f"_{setting.key}_check"] = field_validator(setting.key)(_checked(setting.check))
+        if setting.check is not None:  # a budget is checked before its type: it is a number or a word
+            mode = "before" if setting.kind == "budget" else "after"
+            found[f"_{setting.key}_check"] = field_validator(setting.key, mode=mode)(_checked(setting.check))
     return found
 
 
-RunSettings = create_model("RunSettings", __config__=ConfigDict(extra="forbid", strict=True),
-                           __doc__="Every key of a run configuration with its type and allowed range (generated "
-                                   "from :data:`~mtssl.run.settings_table.SETTINGS`).",
-                           __validators__=_validators(),
-                           **{s.key: (_annotation(s), _field(s)) for s in SETTINGS})
+def settings_model(name: str, settings: tuple[Setting, ...], doc: str, data: Any = None) -> type[BaseModel]:
+    """A strict pydantic model with a field per setting: its type, default, range and checks (a string is not
+    a number, a float is not an int); ``data``: the type of a ``data`` setting's value."""
+    fields = {s.key: (value_type(s, data), _field(s)) for s in settings}
+    return create_model(name, __config__=ConfigDict(extra="forbid", strict=True), __doc__=doc,
+                        __validators__=_validators(settings), **fields)
+
+
+TaskDataSettings = settings_model("TaskDataSettings", DATA_SETTINGS, "One task's data: ``data.TASK`` in a config file.")
+RunSettings = settings_model("RunSettings", SETTINGS, "Every key of a run configuration with its type and allowed "
+                                                      "range.", data=dict[str, TaskDataSettings])
 
 
 def _known(model: type[BaseModel], loc: tuple) -> list[str]:

@@ -12,14 +12,24 @@ command's ``--help`` reads it without loading either.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
-from mtssl.run.values import DEVICE_HELP, DEVICE_PATTERN, check_run_name, check_select_by
+from mtssl.run.values import DEVICE_HELP, DEVICE_PATTERN, check_budget, check_run_name, check_select_by
 
 DEFAULT_STEPS = 300
 """Optimizer steps of a run that gives neither steps nor epochs."""
 
-Kind = Literal["int", "float", "str", "bool", "list", "data"]
+Kind = Literal["int", "float", "str", "bool", "list", "data", "budget"]
+
+
+KINDS = {"int": int, "float": float, "str": str, "bool": bool, "list": list[str], "budget": int | str}
+"""The Python type of each kind of value (``data`` is a mapping of a task to its data settings)."""
+
+
+def value_type(setting: "Setting", data: Any = None) -> Any:
+    """The type of a setting's value: its kind, its choices, None when optional; ``data`` for a ``data`` kind."""
+    kind = data if setting.kind == "data" else Literal[setting.choices] if setting.choices else KINDS[setting.kind]
+    return Optional[kind] if setting.optional else kind
 
 
 def number(value: float) -> str:
@@ -70,18 +80,29 @@ class Setting:
             return None
         return number(self.default) if isinstance(self.default, (int, float)) else str(self.default)
 
+    def bounds(self, name: str = "x") -> str | None:
+        """``1 <= x <= 15``, ``x > 0``: the range of a number, None for an unbounded one."""
+        low = None if self.low is None else f"{number(self.low)} {'<' if self.low_open else '<='} {name}"
+        high = None if self.high is None else f"{'<' if self.high_open else '<='} {number(self.high)}"
+        if low and high:
+            return f"{low} {high}"
+        if low:
+            return f"{name} {'>' if self.low_open else '>='} {number(self.low)}"
+        return f"{name} {high}" if high else None
+
+    def contains(self, value: float) -> bool:
+        low_ok = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        return low_ok and (self.high is None or (value < self.high if self.high_open else value <= self.high))
+
     def range_text(self) -> str:
         """``int, 1 <= x <= 15``, ``float, x > 0``, the choices, or the kind alone; ``or none`` when optional."""
-        low = None if self.low is None else f"{number(self.low)} {'<' if self.low_open else '<='} x"
-        high = None if self.high is None else f"{'<' if self.high_open else '<='} {number(self.high)}"
         if self.choices:
             text = " | ".join(self.choices)
-        elif low and high:
-            text = f"{self.kind}, {low} {high}"
-        elif low:
-            text = f"{self.kind}, x {'>' if self.low_open else '>='} {number(self.low)}"
+        elif bounds := self.bounds():
+            text = f"{self.kind}, {bounds}"
         else:
-            text = {"list": "list of strings", "data": "a table per task"}.get(self.kind, self.kind)
+            text = {"list": "list of strings", "data": "a table per task", "budget": "N or all"}.get(self.kind,
+                                                                                                  self.kind)
         return f"{text}, or none" if self.optional else text
 
     def full_help(self, grid: bool = False) -> str:
@@ -102,8 +123,7 @@ SETTINGS: tuple[Setting, ...] = (
             nonempty=True, metavar="NAME[:k=v]", grid="file"),
     Setting("architecture", "str", "shared", "How tasks share the encoder: shared, mtan (task attention) or "
             "mmoe (mixture of experts)", nonempty=True, metavar="NAME[:k=v]", grid="flag"),
-    Setting("data", "data", {}, "Per task: train, labels, val_fraction, val, test (flags --TASK-data, "
-            "--TASK-labels, --TASK-val-fraction, --TASK-val, --TASK-test)", flag=None),
+    Setting("data", "data", {}, "Per task (data.TASK): the keys of the table below", flag=None),
     Setting("size", "int", 64, "Training image side in pixels", low=1, grid="flag"),
     Setting("batch_size", "int", 10, "Images per stream per step, m", low=1, grid="flag"),
     Setting("steps", "int", None, "Optimizer steps", low=1, optional=True, shown_default=f"{DEFAULT_STEPS} unless "
@@ -156,6 +176,20 @@ SETTINGS: tuple[Setting, ...] = (
             "gradient norm; 0: never", low=0, metavar="N"),
 )
 
+DATA_SETTINGS: tuple[Setting, ...] = (
+    Setting("train", "str", None, "The training source spec", optional=True, nonempty=True, flag="--TASK-data",
+            metavar="SPEC", shown_default="the task's default source"),
+    Setting("labels", "budget", None, "How many training images keep their labels: N or all", optional=True,
+            check=check_budget, flag="--TASK-labels", metavar="N|all", shown_default="the task's default"),
+    Setting("val_fraction", "float", 0.1, "The share of the training images held out for validation", low=0.0,
+            high=1.0, high_open=True, flag="--TASK-val-fraction", metavar="F"),
+    Setting("val", "str", None, "A validation source instead of the held-out share", optional=True,
+            nonempty=True, flag="--TASK-val", metavar="SPEC"),
+    Setting("test", "list", [], "Test sources, in-domain first (mtssl eval and the grid score on them); "
+            "repeat the flag for several", repeat=True, flag="--TASK-test", metavar="SPEC"),
+)
+"""One task's data: ``data.TASK`` in a config file, the ``--TASK-...`` flags of the commands."""
+
 BY_KEY = {setting.key: setting for setting in SETTINGS}
 RESUME_KEEPS = tuple(s.key for s in SETTINGS if s.resume)
 """The only settings ``--resume`` takes from the command line (the machine's); everything else comes from the run."""
@@ -169,12 +203,19 @@ def flags(keys) -> str:
 
 
 def markdown_table() -> str:
-    """The documentation's table of every setting (a test keeps the page's copy equal to it)."""
+    """The documentation's tables of every setting and of a task's data settings (a test keeps the page's copy
+    equal to them)."""
+    data = table_rows(DATA_SETTINGS, prefix="data.TASK.")
+    return f"{table_rows(SETTINGS)}\nA task's data, `data.TASK` (`TASK` is the task's name, e.g. `cls`):\n\n{data}"
+
+
+def table_rows(settings, prefix: str = "") -> str:
+    """A markdown table with a row per setting."""
     rows = ["| Config key | Flag | Type and range | Default | Help |", "|---|---|---|---|---|"]
-    for s in SETTINGS:
+    for s in settings:
         flag = f"`{s.option}`" if s.option else "(config only)"
         extra = " `--resume` takes it." if s.resume else ""
         default = s.default_text() or (str(s.default).lower() if s.kind == "bool" else "—")
-        cells = [f"`{s.key}`", flag, s.range_text(), default, f"{s.help}.{extra}"]
+        cells = [f"`{prefix}{s.key}`", flag, s.range_text(), default, f"{s.help}.{extra}"]
         rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(rows) + "\n"
