@@ -64,6 +64,8 @@ def test_cli_config_file_and_python_give_bit_identical_weights(cli_run, tmp_path
     assert run.config.to_dict() == {**mtssl.open_run(cli_run).config.to_dict(), "out": str(tmp_path / "py")}
     assert_same_tensors(weights(run.path), weights(cli_run))
     assert_same_tensors(weights(tmp_path / "toml" / "run"), weights(cli_run))
+    from_file = mtssl.train(config=file, steps=3, out=str(tmp_path / "file"), name="run", quiet=True)
+    assert from_file.config.steps == 3 and from_file.config.data == mtssl.open_run(cli_run).config.data
     assert [m["loss"] for m in run.metrics] == [m["loss"] for m in mtssl.open_run(cli_run).metrics]
 
 
