@@ -12,10 +12,16 @@ value::
 """
 from __future__ import annotations
 
+import ast
+import inspect
 import reprlib
-from typing import Any, Mapping, TypeVar
+import textwrap
+import types
+import typing
+from typing import Any, Literal, Mapping, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import to_jsonable_python
 
 T = TypeVar("T", bound="Options")
 
@@ -93,3 +99,105 @@ def read_options(component: str, options: Mapping[str, Any], model: type[T]) -> 
         return model.model_validate(dict(options))
     except ValidationError as exc:
         raise ValueError(f"{component}: {explain_options(exc, model)}") from None
+
+
+# -- Listing a component's options (``mtssl plugins --json``) ------------------------------------------
+
+def describe_options(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """Each field of ``model`` as ``{name, type, default, range, choices, description}`` (JSON-ready).
+
+    A required field has ``"required": true`` instead of a default; ``range`` is the text an
+    out-of-range value's error states (``0.0 <= x <= 1.0``), ``choices`` a ``Literal``'s values.
+    """
+    rows = []
+    for name, field in model.model_fields.items():
+        row: dict[str, Any] = {"name": name, "type": type_text(field.annotation)}
+        if field.is_required():
+            row["required"] = True
+        else:
+            row["default"] = to_jsonable_python(field.get_default(call_default_factory=True), fallback=str)
+        row["range"] = range_text(model, name)
+        row["choices"] = literal_choices(field.annotation)
+        row["description"] = field.description or ""
+        rows.append(row)
+    return rows
+
+
+def type_text(annotation: Any) -> str:
+    """``float``, ``int | none``, ``choice``, ``tuple[int, ...]``: a field's type as a reader would write it."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "choice"
+    if origin in (Union, types.UnionType):
+        return " | ".join(type_text(arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return "none"
+    if isinstance(annotation, type) and origin is None:
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def literal_choices(annotation: Any) -> list[Any] | None:
+    """The values a ``Literal`` (or an optional one) allows, else None."""
+    if typing.get_origin(annotation) is Literal:
+        return list(typing.get_args(annotation))
+    for arg in typing.get_args(annotation) if typing.get_origin(annotation) in (Union, types.UnionType) else ():
+        if typing.get_origin(arg) is Literal:
+            return list(typing.get_args(arg))
+    return None
+
+
+def declared_options(factory: Any) -> type[BaseModel] | None:
+    """The options model a component factory reads, or None where it declares none.
+
+    A factory (class or function) may name it as ``options_model``; otherwise it is the model its
+    code passes to :func:`read_options` (the third argument), found by reading the factory's source
+    (a class's ``__init__``, up its bases), so the documented pattern needs no declaration of its own.
+    """
+    named = getattr(factory, "options_model", None)
+    if isinstance(named, type) and issubclass(named, BaseModel):
+        return named
+    for function, namespace in _constructors(factory):
+        model = _read_options_model(function, namespace)
+        if model is not None:
+            return model
+    return None
+
+
+def _constructors(factory: Any):
+    """``(function, its module's globals)`` that build a component: a function, or each ``__init__`` of a class."""
+    if isinstance(factory, type):
+        for cls in factory.__mro__:
+            init = vars(cls).get("__init__")
+            if inspect.isfunction(init):
+                yield init, init.__globals__
+    elif inspect.isfunction(factory):
+        yield factory, factory.__globals__
+
+
+def _read_options_model(function: Any, namespace: dict[str, Any]) -> type[BaseModel] | None:
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):  # no source (built in, compiled, a REPL): nothing to read
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _called_name(node.func) == "read_options":
+            argument = node.args[2] if len(node.args) > 2 else next(
+                (k.value for k in node.keywords if k.arg == "model"), None)
+            model = _resolve(argument, namespace)
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                return model
+    return None
+
+
+def _called_name(func: ast.expr) -> str | None:
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+
+
+def _resolve(expression: ast.expr | None, namespace: dict[str, Any]) -> Any:
+    """The object a name (``Model``) or dotted name (``module.Model``) refers to in ``namespace``."""
+    if isinstance(expression, ast.Name):
+        return namespace.get(expression.id)
+    if isinstance(expression, ast.Attribute):
+        return getattr(_resolve(expression.value, namespace), expression.attr, None)
+    return None

@@ -65,7 +65,7 @@ def test_plugins_json_lists_the_third_party_component(plugin_factory):
     rows = [r for r in listing["components"] if r["name"] == "entmin"]
     assert rows == [{"kind": "strategy", "name": "entmin", "aliases": [], "plugin": "entmin",
                      "distribution": "mtssl-demo-entropy", "version": "0.1",
-                     "description": "entropy minimisation"}]
+                     "description": "entropy minimisation", "options": None}]  # it reads no options model
     assert listing["failures"] == []
 
 

@@ -1,4 +1,9 @@
-"""``mtssl plugins``: every loaded plugin, what it registers, and the ones that failed to load."""
+"""``mtssl plugins``: every loaded plugin, what it registers, and the ones that failed to load.
+
+The table imports no component's code (nor torch). ``--json`` also lists each component's options
+(name, type, default, range, choices, description) from its pydantic options model, which lives in the
+component's module: it imports every component (torch included), a few seconds once per call.
+"""
 from __future__ import annotations
 
 import json
@@ -9,10 +14,12 @@ from rich.table import Table
 
 from mtssl.cli.common import friendly_errors, load_host
 from mtssl.cli.output import plain, say
+from mtssl.registry import Entry
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output, with each component's options (imports every component: slower).")
 @friendly_errors
 def plugins(as_json):
     """List loaded plugins and every component they register."""
@@ -23,7 +30,7 @@ def plugins(as_json):
             info = host.plugins[entry.plugin]
             rows.append({"kind": kind, "name": entry.name, "aliases": list(entry.aliases), "plugin": entry.plugin,
                          "distribution": info.distribution, "version": info.version,
-                         "description": entry.description})
+                         "description": entry.description, **(listed_options(entry) if as_json else {})})
     failures = [{"plugin": f.plugin, "distribution": f.distribution, "error": f.error} for f in host.failures]
     if as_json:
         click.echo(json.dumps({"components": rows, "failures": failures}, indent=2))
@@ -39,3 +46,15 @@ def plugins(as_json):
     console.print(table)
     for f in failures:
         say(console, "disabled:", "red", f"{f['plugin']} ({f['distribution']}): {f['error']}")
+
+
+def listed_options(entry: Entry) -> dict:
+    """``{"options": [...]}`` for a component (None: it declares no options model), or also
+    ``options_error`` when its code cannot be imported (the listing goes on)."""
+    from mtssl.options import declared_options, describe_options
+
+    try:
+        model = declared_options(entry.resolve())
+    except Exception as exc:  # noqa: BLE001 - a broken component must not take the listing down
+        return {"options": None, "options_error": str(exc)}
+    return {"options": None if model is None else describe_options(model)}
