@@ -20,6 +20,7 @@ from mtssl.interfaces import SSLStrategy, ViewRequest
 from mtssl.model.assemble import Components, build_components, build_weighting
 from mtssl.plugin_faults import PluginFault, entry_of
 from mtssl.run.config import RunConfig, TaskData
+from mtssl.evaluation.evaluate import VAL
 from mtssl.data.prepare import check_split, open_source, task_seed, training_spec
 from mtssl.plugins import PluginHost
 from mtssl.run.seeding import pick_device
@@ -60,7 +61,8 @@ def check_run(config: RunConfig, host: PluginHost, world: int = 1) -> Components
         settings = config.data.get(name, TaskData())
         seed = task_seed(config.seed, name)
         train = training_spec(host, name, task, settings)
-        specs = [train, *([settings.val] if settings.val else []), *settings.test]
+        tests = [spec for spec in settings.test if spec != VAL]  # val: the run's own held-out split
+        specs = [train, *([settings.val] if settings.val else []), *tests]
         for spec in dict.fromkeys(specs):
             source = open_source(host, spec, task.target, seed, skip_bad=True)
             if spec == train:

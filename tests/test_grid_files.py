@@ -1,0 +1,38 @@
+"""Every model of every grid file shipped in benchmarks/ (and the packaged paper grid) passes the checks
+``mtssl train --check`` makes, so a grid does not fail hours in on a misspelt method or option."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mtssl.bench.grid import cell_config, expand_cells, load_grid, paper_grid
+from mtssl.run.preflight import check_run
+
+GRID_FILES = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", GRID_FILES, ids=[p.name for p in GRID_FILES])
+def test_every_model_of_a_shipped_grid_passes_the_training_checks(path, host, tmp_path):
+    grid = load_grid(path)
+    grid.check()
+    first_seed = [cell for cell in expand_cells(grid) if cell.seed == grid.seeds[0]]
+    assert {cell.model.name for cell in first_seed} == {model.name for model in grid.models}
+    for cell in first_seed:
+        check_run(cell_config(grid, cell, tmp_path), host)
+
+
+def test_the_paper_grid_passes_the_training_checks(host, tmp_path):
+    grid = paper_grid()
+    for cell in expand_cells(grid):
+        if cell.seed == grid.seeds[0]:
+            check_run(cell_config(grid, cell, tmp_path), host)
+
+
+def test_train_accepts_the_held_out_split_as_a_test_set(tmp_path):
+    """``--TASK-test val`` (what grids on one's own data default to) is the run's own validation split, not a
+    source to open: ``--check`` passes it."""
+    from conftest import invoke
+
+    result = invoke(["train", "--check", "--out", str(tmp_path), "--task", "seg", "--seg-test", "val"])
+    assert result.exit_code == 0, result.output
