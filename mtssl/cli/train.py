@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mtssl.cli.common import err_console, friendly_errors, load_host, max_pixels_option, parse_task_data_args
+from mtssl.cli.common import (describe_error, err_console, friendly_errors, load_host, max_pixels_option,
+                              parse_task_data_args)
 from mtssl.cli.output import plain, say
 from mtssl.cli.progress import DEFAULT_EVERY_S
 from mtssl.cli.params import NON_NEGATIVE_FLOAT, setting_options
@@ -86,13 +87,12 @@ def train(ctx, config_file, resume_dir, quiet, verbose, progress_every, max_pixe
     display = Display.on_stderr(quiet, progress_every, verbose)
     with ended_run(cluster.is_main):
         done = train_run(config, host, run, display, max_pixels=max_pixels)
-    if done.summary is None:
+    if done.summary is None or not done.is_main:
         return
     vals = {k: v for k, v in done.summary.items() if k.startswith("val/")}
     display.console.print(plain(f"Done: {done.summary['steps']} steps in {done.summary['wall_time_s']:.1f}s · "
                                 + " · ".join(f"{k[4:]} {v:.3f}" for k, v in vals.items())), soft_wrap=True)
-    if done.is_main:
-        click.echo(str(done.path))
+    click.echo(str(done.path))
 
 
 @contextmanager
@@ -112,10 +112,11 @@ def ended_run(is_main: bool):
     except DivergenceError as exc:
         exit_with(is_main, "Error:", "bold red", exc, exc.exit_code)
     except PluginExit as exc:
-        exit_with(is_main, "Error:", "bold red", "; ".join([str(exc), *getattr(exc, "__notes__", ())]), exc.code)
+        exit_with(is_main, "Error:", "bold red", describe_error(exc, getattr(exc, "__notes__", ())), exc.code)
 
 
 def exit_with(is_main: bool, label: str, style: str, message: object, code: int) -> None:
+    """Say how the run ended (the main process only) and exit with ``code``."""
     if is_main:
         say(err_console(), label, style, message)
     sys.exit(code)
