@@ -36,3 +36,18 @@ def test_train_accepts_the_held_out_split_as_a_test_set(tmp_path):
 
     result = invoke(["train", "--check", "--out", str(tmp_path), "--task", "seg", "--seg-test", "val"])
     assert result.exit_code == 0, result.output
+
+
+def test_a_setting_added_at_its_neutral_value_keeps_stored_cells_current(monkeypatch):
+    """Cells finished before ``architecture`` existed (their settings had no such key) stay finished under the
+    default hard sharing; another architecture is another result."""
+    from mtssl.bench.grid import settings_fingerprint
+    from mtssl.run.config import RunConfig
+
+    config = RunConfig(tasks=["cls"])
+    now = settings_fingerprint(config, "best")
+    assert settings_fingerprint(RunConfig(tasks=["cls"], architecture="mtan"), "best") != now
+    settings_now = RunConfig.to_dict
+    monkeypatch.setattr(RunConfig, "to_dict",
+                        lambda self: {k: v for k, v in settings_now(self).items() if k != "architecture"})
+    assert settings_fingerprint(config, "best") == now  # what a grid stored before the setting existed

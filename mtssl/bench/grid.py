@@ -354,11 +354,19 @@ def describe_tests(grid: GridSpec, tasks: Iterable[str]) -> list[str]:
     return lines
 
 
+SETTINGS_ADDED_LATER = {"architecture": "shared"}
+"""Settings newer than stored grid results, with the value that reproduces those results: left out of the
+fingerprint at that value, so adding a setting does not make every finished cell stale."""
+
+
 def settings_fingerprint(config: RunConfig, checkpoint: str) -> str:
     """What makes a stored cell result stale: the run's settings (not where it lives) and the checkpoint."""
     settings = config.to_dict()
     settings.pop("out"), settings.pop("name")
     settings.pop("threads")  # how many CPU threads ran it says nothing about the result
+    for key, neutral in SETTINGS_ADDED_LATER.items():
+        if settings.get(key) == neutral:
+            settings.pop(key)
     settings["_checkpoint"] = checkpoint
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
