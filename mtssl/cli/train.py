@@ -85,14 +85,15 @@ def train(ctx, config_file, resume_dir, quiet, verbose, progress_every, max_pixe
         click.echo(config.to_json())
         return
     display = Display.on_stderr(quiet, progress_every, verbose)
-    with ended_run(cluster.is_main):
+    with ended_run(cluster.is_main) as end:
         done = train_run(config, host, run, display, max_pixels=max_pixels)
-    if done.summary is None or not done.is_main:
-        return
-    vals = {k: v for k, v in done.summary.items() if k.startswith("val/")}
-    display.console.print(plain(f"Done: {done.summary['steps']} steps in {done.summary['wall_time_s']:.1f}s · "
-                                + " · ".join(f"{k[4:]} {v:.3f}" for k, v in vals.items())), soft_wrap=True)
-    click.echo(str(done.path))
+        end.finished = True  # the run is complete: its last lines print whatever signal comes
+        if done.summary is None or not done.is_main:
+            return
+        vals = {k: v for k, v in done.summary.items() if k.startswith("val/")}
+        display.console.print(plain(f"Done: {done.summary['steps']} steps in {done.summary['wall_time_s']:.1f}s · "
+                                    + " · ".join(f"{k[4:]} {v:.3f}" for k, v in vals.items())), soft_wrap=True)
+        click.echo(str(done.path))
 
 
 @contextmanager
@@ -101,10 +102,11 @@ def ended_run(is_main: bool):
     process only) and the exit status the shell expects (128 + signal, 130 for Ctrl-C)."""
     from mtssl.run.launch import PluginExit
     from mtssl.training.guard import DivergenceError
-    from mtssl.training.stopping import StartupStopped, TrainingStopped
+    from mtssl.training.stopping import StartupStopped, TrainingStopped, terminate_cleanly
 
     try:
-        yield
+        with terminate_cleanly() as end:
+            yield end
     except (TrainingStopped, StartupStopped) as exc:
         exit_with(is_main, "Stopped:", "yellow", exc, exc.exit_code)
     except KeyboardInterrupt as exc:

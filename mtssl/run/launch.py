@@ -283,6 +283,14 @@ class FailedRun:
         return self
 
     def __exit__(self, kind, exc, traceback) -> None:
+        from mtssl.training.stopping import Terminated
+
+        if isinstance(exc, Terminated) and self.trainer is not None:
+            detail = self.terminated_detail()
+            if self.fresh and self.trainer.saved_step is None:
+                shutil.rmtree(self.trainer.run.path, ignore_errors=True)
+                detail += "; no run directory was kept"
+            raise Terminated(exc.signum, detail) from None
         if not isinstance(exc, Exception) or self.trainer is None:
             return
         path, saved = self.trainer.run.path, self.trainer.saved_step
@@ -291,3 +299,13 @@ class FailedRun:
         elif self.fresh:
             shutil.rmtree(path, ignore_errors=True)
             exc.add_note(f"no checkpoint was written, so {path} was removed")
+
+    def terminated_detail(self) -> str:
+        """What a run stopped by SIGTERM outside its step boundaries holds (training's own stop says it)."""
+        trainer = self.trainer
+        if trainer.step >= trainer.total_steps:
+            return f"after the run finished all {trainer.total_steps} steps ({trainer.run.path})"
+        if trainer.saved_step is None:
+            return f"at once at step {trainer.step}, before any checkpoint"
+        return (f"at once at step {trainer.step}; the last checkpoint is step {trainer.saved_step}; resume with: "
+                f"mtssl train --resume {trainer.run.path}")

@@ -107,3 +107,29 @@ def stop_startup_on_signals(signums: tuple[int, ...] = (signal.SIGTERM,)) -> Ite
 
     with handling(signums, handler):
         yield
+
+
+class Terminated(StartupStopped):
+    """A SIGTERM outside training's step boundaries and start-up (while the command checks its settings, after
+    the last step, or a second signal that stops at once): the command ends with one line and 143 instead of
+    dying where it stands."""
+
+
+class CommandEnd:
+    """Set ``finished`` once a command's work is done: a SIGTERM then has nothing left to stop."""
+
+    finished = False
+
+
+@contextmanager
+def terminate_cleanly(signums: tuple[int, ...] = (signal.SIGTERM,)) -> Iterator[CommandEnd]:
+    """For a whole command: SIGTERM raises :class:`Terminated` (training and start-up install their own
+    handlers inside, and fall back to this one) until the command says it has finished."""
+    end = CommandEnd()
+
+    def handler(signum, frame):
+        if not end.finished:
+            raise Terminated(signum)
+
+    with handling(signums, handler):
+        yield end
