@@ -156,7 +156,9 @@ def trained(tmp_path_factory) -> Path:
 
 def test_evaluate_gives_what_mtssl_eval_saves(trained):
     results = mtssl.open_run(trained).evaluate(tests={"cls": "synthetic:n=12,domain=2"})
-    saved = json.loads(next(trained.glob("eval-cls-*.json")).read_text())
+    from mtssl.evaluation.evaluate import eval_file_name
+
+    saved = json.loads((trained / eval_file_name({"cls": ["synthetic:n=12,domain=2"]})).read_text())
     listed = invoke(["eval", str(trained), "--cls-test", "synthetic:n=12,domain=2", "--json"])
     assert listed.exit_code == 0, listed.output
     assert results == saved["results"] == json.loads(listed.stdout)
