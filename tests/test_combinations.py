@@ -13,16 +13,14 @@ a listed cell that trains, fails the test.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from conftest import invoke
 from pairwise import all_pairs, uncovered_pairs
+from processes import join_group, run_processes
 
 FACTORS = {
     "tasks": ["cls+seg", "cls", "seg", "cls+seg2", "cls+seg+reg"],
@@ -219,16 +217,9 @@ def log_lines(run) -> list[dict]:
     return [{k: v for k, v in line.items() if k not in ("step_time", "time")} for line in lines]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _two_process_worker(rank: int, world: int, port: int, cell: dict, out: str, results) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    join_group(rank, world, port)
     import torch.distributed as dist
 
     from mtssl.training.distributed import from_environment
@@ -269,8 +260,7 @@ def test_every_cell_trains_and_resumes_bit_exactly_or_is_refused_in_one_line(cel
         outcome = train_stop_resume(cell, str(tmp_path))
         outcomes = [outcome]
     else:
-        results = mp.Manager().dict()
-        mp.spawn(_two_process_worker, args=(2, _free_port(), cell, str(tmp_path), results), nprocs=2, join=True)
+        results = run_processes(_two_process_worker, cell, str(tmp_path))
         outcomes = [results[0], results[1]]
     for outcome in outcomes:
         assert outcome["stopped_at"] in (1, 2)  # one process stops after step 1; two agree one step later

@@ -1,29 +1,20 @@
 """Two CPU processes (gloo) train one model: same weights after every step, different data shards."""
 from __future__ import annotations
 
-import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from mtssl.plugins import PluginHost
 from mtssl.run.rundir import RunDir
 from conftest import tiny_config
+from processes import join_group, run_processes
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, out: str, results) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    join_group(rank, world, port)
     from mtssl.training.distributed import from_environment
     from mtssl.training.trainer import Trainer
 
@@ -43,9 +34,7 @@ def _worker(rank: int, world: int, port: int, out: str, results) -> None:
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
 def test_two_processes_keep_identical_weights_and_shard_the_data(tmp_path):
-    manager = mp.Manager()
-    results = manager.dict()
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), results), nprocs=2, join=True)
+    results = run_processes(_worker, str(tmp_path))
     assert results[0]["same_weights"] and results[1]["same_weights"]
     assert results[0]["first_batch"] != results[1]["first_batch"]  # each rank draws its own shard
     assert results[0]["run"] == results[1]["run"]  # one run directory, chosen by rank 0
@@ -60,9 +49,7 @@ def _resume_worker(rank: int, world: int, port: int, out: str, results) -> None:
     """Uninterrupted run; a run that rank 1 alone asks to stop; its resume: all three in both processes."""
     import signal
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    join_group(rank, world, port)
     from mtssl.training.distributed import from_environment
     from mtssl.training.stopping import TrainingStopped
     from mtssl.training.trainer import Trainer
@@ -101,9 +88,7 @@ def test_two_processes_stop_together_and_resume_each_rank_bit_exactly(tmp_path):
 
     from mtssl.run import checkpoint
 
-    manager = mp.Manager()
-    results = manager.dict()
-    mp.spawn(_resume_worker, args=(2, _free_port(), str(tmp_path), results), nprocs=2, join=True)
+    results = run_processes(_resume_worker, str(tmp_path))
     for rank in (0, 1):
         assert results[rank]["stopped_at"] == 2 and results[rank]["resumed_at"] == 2
         assert results[rank]["same"] and results[rank]["streams"], rank  # each rank's own shard and generators
@@ -127,9 +112,7 @@ def _diverge_worker(rank: int, world: int, port: int, out: str, results) -> None
     """A loss that is nan on rank 1 only: both ranks skip the step (no update anywhere), then both stop."""
     import math
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    join_group(rank, world, port)
     from mtssl.training.distributed import from_environment
     from mtssl.training.guard import DivergenceError
     from mtssl.training.trainer import Trainer
@@ -161,9 +144,7 @@ def _diverge_worker(rank: int, world: int, port: int, out: str, results) -> None
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
 def test_a_nan_on_one_rank_makes_every_rank_skip_then_stop(tmp_path):
-    manager = mp.Manager()
-    results = manager.dict()
-    mp.spawn(_diverge_worker, args=(2, _free_port(), str(tmp_path), results), nprocs=2, join=True)
+    results = run_processes(_diverge_worker, str(tmp_path))
     for rank in (0, 1):
         assert results[rank]["steps"] == 2 and results[rank]["skip_kept"], results[rank]
         assert "at step 3" in results[rank]["error"]

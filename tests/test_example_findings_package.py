@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -15,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from conftest import TINY_TASK_DATA, invoke, read_metrics
 from example_packages import EXAMPLES, install_example
@@ -25,6 +22,7 @@ from mtssl.run.config import RunConfig, TaskData
 from mtssl.run.rundir import RunDir
 from mtssl.training.stopping import TrainingStopped
 from mtssl.training.trainer import Trainer
+from processes import join_group, run_processes
 
 PACKAGE = EXAMPLES / "findings-plugin"
 FINDINGS_DATA = TaskData(train="findings-phantom:n=24", labels=6)
@@ -132,16 +130,9 @@ def test_a_skipped_step_leaves_the_strategy_state_as_it_was(installed, tmp_path)
     assert states[1]["mean"] != 0.5 and states[1]["variance"] != 1.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _worker(rank: int, world: int, port: int, out: str, results) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    join_group(rank, world, port)
     from mtssl.training.distributed import from_environment
 
     cluster = from_environment()
@@ -157,9 +148,7 @@ def _worker(rank: int, world: int, port: int, out: str, results) -> None:
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
 def test_two_processes_keep_the_same_strategy_state(installed, tmp_path):
-    manager = mp.Manager()
-    results = manager.dict()
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), results), nprocs=2, join=True)
+    results = run_processes(_worker, str(tmp_path))
     assert results[0]["first_unlabeled"] != results[1]["first_unlabeled"]  # each rank sees its own shard
     assert results[0]["state"] == results[1]["state"]
     assert results[0]["state"]["mean"] != 0.5

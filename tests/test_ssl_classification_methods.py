@@ -4,17 +4,15 @@ skipped step and a resume, and agree across processes."""
 from __future__ import annotations
 
 import math
-import os
 import signal
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from conftest import TINY_DATA, invoke, read_metrics, tiny_config, tiny_trainer, train_run
 from mtssl.api import StrategyInputs, gather_rows, pooled_means, softmatch_update, softmatch_weights
+from processes import join_group, run_processes
 
 METHODS = ["pseudolabel", "uda", "flexmatch", "softmatch", "adamatch", "simmatch"]
 STATEFUL = {"flexmatch": ("learning",), "softmatch": ("mean", "variance", "p_model"),
@@ -302,16 +300,9 @@ def test_a_skipped_step_in_training_moves_no_statistics(host, tmp_path):
         assert any(not torch.equal(skipped[k], applied[k]) for k in before), strategy.name  # applied: moved
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _two_process_worker(rank: int, world: int, port: int, spec: str, out: str, results) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    join_group(rank, world, port)
     from mtssl.plugins import PluginHost
     from mtssl.run.rundir import RunDir
     from mtssl.training.distributed import from_environment
@@ -335,9 +326,7 @@ def _two_process_worker(rank: int, world: int, port: int, spec: str, out: str, r
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
 def test_statistics_are_reduced_over_processes_and_identical_on_every_rank(tmp_path):
-    results = mp.Manager().dict()
-    mp.spawn(_two_process_worker, args=(2, _free_port(), all_stateful_spec(), str(tmp_path), results), nprocs=2,
-             join=True)
+    results = run_processes(_two_process_worker, all_stateful_spec(), str(tmp_path))
     mine = results[0]
     assert mine["batches"][0] != mine["batches"][1]  # each rank scores its own images...
     assert mine["states"][0] == mine["states"][1]  # ...and yet all keep the same statistics and bank, bit for bit

@@ -2,26 +2,19 @@
 from __future__ import annotations
 
 import math
-import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from mtssl.api import SSLStrategy, StrategyContext, StrategyLoss, ViewRequest
 from mtssl.plugins import PluginHost
 from mtssl.run.rundir import RunDir
 from conftest import tiny_config, tiny_trainer
+from processes import join_group, run_processes
 
 FREEMATCH_STATE = ("time_p", "p_model", "label_hist")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- the context -----------------------------------------------------------------------------------------
@@ -37,9 +30,7 @@ def test_single_process_context_returns_copies_and_the_trainer_binds_its_own(hos
 
 
 def _freematch_worker(rank: int, world: int, port: int, out: str, results) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    join_group(rank, world, port)
     from mtssl.training.distributed import from_environment
     from mtssl.training.trainer import Trainer
 
@@ -62,9 +53,7 @@ def _freematch_worker(rank: int, world: int, port: int, out: str, results) -> No
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
 def test_freematch_statistics_are_reduced_over_processes_and_identical_on_every_rank(tmp_path):
-    manager = mp.Manager()
-    results = manager.dict()
-    mp.spawn(_freematch_worker, args=(2, _free_port(), str(tmp_path), results), nprocs=2, join=True)
+    results = run_processes(_freematch_worker, str(tmp_path))
     mine = results[0]
     assert mine["world"] == 2
     assert mine["batches"][0] != mine["batches"][1]  # each rank scores its own unlabeled images...
