@@ -7,8 +7,8 @@ stands in for the tasks mtssl has never seen; it takes bridge extras, so a chain
 (saliency, then the mask bridge) is one of the bridge levels. Each cell trains 3 steps at 32 px; a copy
 stopped after step 1 resumes in a fresh trainer and must end with the same weights and log.
 
-``EXPECTED_REFUSALS`` is the README's table of refused combinations: a cell refused for another reason, or
-a listed cell that trains, fails the test.
+``EXPECTED_REFUSALS`` is the table of refused combinations in docs/guide/targets.md: a cell refused for
+another reason, or a listed cell that trains, fails the test.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ DATA = {"cls": ["--cls-data", "synthetic:n=24", "--cls-labels", "8"],
         "reg": ["--reg-labels", "6"]}  # reg's data: its task's default source
 BACKBONES = {"unet": "unet", "timm": "timm:model=test_resnet"}
 
-EXPECTED_REFUSALS = [  # (what the refusal says, when): the README's table
+EXPECTED_REFUSALS = [  # (what the refusal says, when): the table in docs/guide/targets.md
     ("weighting 'pcgrad' (a backward per task) can run in one process only",
      lambda cell: cell["processes"] == "2" and cell["weighting"] == "pcgrad"),
     ("strategy 'cps' (a second network)",
