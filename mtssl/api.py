@@ -80,7 +80,6 @@ __version__ = "1.1"
 """The plugin API's version, ``MAJOR.MINOR``: a major step may break plugins, a minor one only adds."""
 
 
-
 def resize_like(extra: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Bring a bridge's full-resolution extras to a feature map's size (area average when shrinking)."""
     if extra.shape[-2:] == like.shape[-2:]:
