@@ -170,3 +170,26 @@ def test_unread_findings_survive_the_cache_and_train(partial, tmp_path):
     run = train(tmp_path, "--task", "findings", "--findings-data", "mixed:n=24", "--findings-labels", "all")
     listing = json.loads((run / "splits" / "findings.json").read_text())
     assert listing["counts"]["no_target"] == 8 and listing["counts"]["labeled"] == 14
+
+
+def test_augmented_maps_keep_unknown_pixels_unknown_and_label_no_border():
+    """A mask with a declared missing value: the border a rotation or shift brings in, and the pixels that were
+    unknown, come out missing, never as background (0) that the loss would learn from."""
+    import torch
+
+    from mtssl.targets import TargetSpec
+    from mtssl.training.augment import Augmenter
+    from mtssl.training.views import ViewBuilder
+
+    spec = TargetSpec("mask", "uint8", (1,), spatial=True, resample="nearest", binary=True, missing=255)
+    torch.manual_seed(0)
+    images = torch.rand(16, 1, 32, 32)
+    target = torch.ones(16, 1, 32, 32, dtype=torch.uint8)
+    target[:, :, :, :8] = 255  # the left quarter was never annotated
+    builder = ViewBuilder({}, {}, Augmenter(32), {}, {})
+    values = set()
+    for kind in ("weak", "strong"):
+        _, moved = builder.augment(images, kind, target, spec)
+        assert moved.dtype == torch.uint8 and moved.shape == target.shape
+        values |= set(moved.unique().tolist())
+    assert values == {1, 255}  # labeled lung stays 1, anything else is missing; no invented 0

@@ -18,7 +18,7 @@ from mtssl.training.augment import Augmenter
 from mtssl.data.streams import BatchStream
 from mtssl.interfaces import Bridge, SSLStrategy, Task
 from mtssl.model.network import input_grad_tasks, to_float
-from mtssl.targets import TargetSpec
+from mtssl.targets import TargetSpec, known_mask
 
 
 @dataclass
@@ -47,10 +47,25 @@ class ViewBuilder:
         """One view of ``images``; a spatial target moves with it and keeps its declared dtype."""
         if not spec.spatial or target is None:
             return self.augmenter(images, kind)[0], target
+        if spec.missing is not None:
+            return self.augment_partly_known(images, kind, target, spec)
         moved_images, moved = self.augmenter(images, kind, target.float(), spec.resample)
         if torch.empty((), dtype=target.dtype).is_floating_point():
             return moved_images, moved.to(target.dtype)
         return moved_images, moved.round().to(target.dtype)
+
+    def augment_partly_known(self, images: torch.Tensor, kind: str, target: torch.Tensor,
+                             spec: TargetSpec) -> tuple[torch.Tensor, torch.Tensor]:
+        """A map with missing pixels: which pixels are known moves with it, so the border a rotation or shift
+        brings in (filled with 0) and a NaN blended by resampling come out missing, never as a label."""
+        known = known_mask(target, spec)
+        filled = torch.where(known, target, torch.zeros((), dtype=target.dtype, device=target.device)).float()
+        moved_images, moved = self.augmenter(images, kind, torch.cat([filled, known.float()], dim=1), spec.resample)
+        values, still_known = moved.split(target.shape[1], dim=1)
+        if not torch.empty((), dtype=target.dtype).is_floating_point():
+            values = values.round()
+        missing = torch.full_like(values, float(spec.missing))
+        return moved_images, torch.where(still_known > 0.999, values, missing).to(target.dtype)
 
     def gather(self) -> list[View]:
         """Draw every stream once and build every requested view, grouped by task."""
