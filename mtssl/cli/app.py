@@ -26,6 +26,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 class LazyGroup(click.Group):
     """A group whose sub-commands are imported on first use."""
 
+    def __call__(self, *args, **kwargs):
+        """The ``mtssl`` program: once its command has ended, a late SIGTERM cannot turn the exit status it
+        chose into death by signal while the interpreter shuts down (tests call :meth:`main` instead)."""
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            import signal
+
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
 
