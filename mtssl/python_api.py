@@ -18,13 +18,13 @@ boundary with the run saved and raises :class:`TrainingStopped`; ``exc.run.resum
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 from rich.console import Console
 
-from mtssl.cli.common import load_host
-from mtssl.cli.progress import DEFAULT_EVERY_S
+from mtssl.console.output import load_host
+from mtssl.console.progress import DEFAULT_EVERY_S
 from mtssl.data.pixel_limit import DEFAULT_MAX_PIXELS, pixel_limit
 from mtssl.export import TOLERANCE
 from mtssl.run.config import RunConfig, load_config_file
@@ -55,17 +55,27 @@ def train(*, config: str | Path | None = None, quiet: bool = False, verbose: boo
 
     ``settings`` are the keys of a config file (``tasks``, ``bridges``, ``size``, ``steps``, ``data``, ``out``,
     ``name``, ``device``, ``threads``, ...; see the option table), checked by the same rules as
-    ``mtssl train``. ``config`` names a TOML/YAML/JSON config file that ``settings`` override (``data`` per
-    task). ``on_step(step, logs)`` is called after every step; ``quiet`` hides the progress display.
+    ``mtssl train``. ``config`` names a TOML/YAML/JSON config file that ``settings`` override (``data`` key by
+    key within each task, as the ``--TASK-...`` flags override it). ``on_step(step, logs)`` is called after every step; ``quiet`` hides the progress display.
     Raises :class:`TrainingStopped` when a signal or a KeyboardInterrupt stops the run.
     """
     raw = load_config_file(config) if config else {}
     merged = {**raw, **settings}
     if isinstance(raw.get("data"), dict) and isinstance(settings.get("data"), dict):
-        merged["data"] = {**raw["data"], **settings["data"]}
+        merged["data"] = merged_data(raw["data"], settings["data"])
     origin = f"{config} with mtssl.train arguments" if config else "mtssl.train"
     run_config = settle(RunConfig.from_dict(merged, origin=origin), origin)
     return launch(run_config, None, Display.on_stderr(quiet, progress_every, verbose), on_step, max_pixels)
+
+
+def merged_data(from_file: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """The config file's ``data`` with ``given`` on top, key by key within each task (``labels`` alone keeps the
+    file's ``train``), as ``mtssl train --config FILE --TASK-labels N`` does."""
+    merged = dict(from_file)
+    for task, fields in given.items():
+        kept = merged.get(task)
+        merged[task] = {**kept, **fields} if isinstance(kept, Mapping) and isinstance(fields, Mapping) else fields
+    return merged
 
 
 def open_run(path: str | Path) -> "Run":

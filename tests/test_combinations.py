@@ -12,7 +12,6 @@ another reason, or a listed cell that trains, fails the test.
 """
 from __future__ import annotations
 
-import json
 import signal
 
 import pytest
@@ -21,6 +20,7 @@ import torch
 from conftest import invoke
 from pairwise import all_pairs, uncovered_pairs
 from processes import join_group, run_processes
+from test_stop_resume import log_lines
 
 FACTORS = {
     "tasks": ["cls+seg", "cls", "seg", "cls+seg2", "cls+seg+reg"],
@@ -210,12 +210,6 @@ def train_stop_resume(cell: dict, out: str, rank: int = 0, world: int = 1, share
     return {"stopped_at": stopped_at, "same_weights": torch.equal(*weights),
             "finite": bool(torch.isfinite(weights[0]).all()),
             "logs": [log_lines(t.run.path) for t in (straight, resumed)]}
-
-
-def log_lines(run) -> list[dict]:
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [{k: v for k, v in line.items() if k not in ("step_time", "time")} for line in lines]
-
 
 
 def _two_process_worker(rank: int, world: int, port: int, cell: dict, out: str, results) -> None:

@@ -104,3 +104,14 @@ def test_missing_config_file_is_a_config_error(tmp_path):
 def test_data_for_a_task_not_in_the_run_is_refused(tmp_path):
     result = invoke(["train", "--task", "cls", "--seg-data", "synthetic", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "data given for task(s) seg that are not in this run" in result.output
+
+
+def test_the_shipped_example_config_passes_the_checks(tmp_path):
+    """examples/multimix.toml, which the training guide points to, stays a valid run."""
+    from pathlib import Path
+
+    from conftest import invoke
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "multimix.toml"
+    result = invoke(["train", "--config", str(example), "--check", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output

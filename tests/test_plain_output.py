@@ -9,7 +9,7 @@ from rich.console import Console
 
 from conftest import flat, invoke
 from data_trees import class_tree
-from mtssl.cli.progress import TrainingProgress, decode_progress
+from mtssl.console.progress import TrainingProgress, decode_progress
 from tiny_run import tiny_run
 
 WIDE = {"COLUMNS": "1000"}

@@ -17,7 +17,7 @@ import pytest
 from rich.console import Console
 
 from conftest import tiny_train_args
-from mtssl.cli.progress import TrainingProgress, format_logs, significant
+from mtssl.console.progress import TrainingProgress, format_logs, significant
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

@@ -224,7 +224,7 @@ def test_a_notebook_shows_live_progress_when_rich_can_draw_it_there(monkeypatch,
 
     from rich.console import Console
 
-    from mtssl.cli.progress import TrainingProgress
+    from mtssl.console.progress import TrainingProgress
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -233,3 +233,14 @@ def test_a_notebook_shows_live_progress_when_rich_can_draw_it_there(monkeypatch,
     assert TrainingProgress(Console(force_jupyter=True), total=2).live is widgets
     assert TrainingProgress(Console(force_jupyter=True, quiet=True), total=2).live is False
     assert TrainingProgress(Console(force_jupyter=False, force_terminal=False), total=2).live is False
+
+
+def test_data_from_python_overrides_the_config_file_key_by_key(tmp_path):
+    """``mtssl.train(config=FILE, data={"cls": {"labels": 8}})`` keeps the file's ``train`` for cls, as
+    ``mtssl train --config FILE --cls-labels 8`` does; a task the file lacks is added as given."""
+    from mtssl.python_api import merged_data
+
+    from_file = {"cls": {"train": "synthetic:n=24", "labels": 100}, "seg": {"train": "synthetic:n=16"}}
+    given = {"cls": {"labels": 8}, "reg": {"train": "reg-phantom"}}
+    assert merged_data(from_file, given) == {"cls": {"train": "synthetic:n=24", "labels": 8},
+                                             "seg": {"train": "synthetic:n=16"}, "reg": {"train": "reg-phantom"}}

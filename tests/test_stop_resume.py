@@ -148,7 +148,7 @@ def test_sigterm_sigint_and_sigkill_at_random_moments_still_end_bit_exact(tmp_pa
         time.sleep(draw.uniform(0, 0.25))  # within the next steps: 8 tiny steps end in about a second
         child.send_signal(signum)
         _, err = child.communicate()
-        ended = "Done:" in flat(err) or "aftertherunfinishedall8steps" in flat(err)
+        ended = "Done:" in flat(err) or "after the run finished all 8 steps" in flat(err)
         if child.returncode == 0 or (committed_step(run) == 8 and ended):
             finished = True  # the run ended before the signal arrived (on a loaded machine it may land at exit)
             break

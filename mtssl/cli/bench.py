@@ -10,10 +10,10 @@ from click.core import ParameterSource
 
 from mtssl.bench.grid import (GridSpec, GridStopped, ModelSpec, is_synthetic, load_grid, load_records, paper_grid,
                               parse_budgets, parse_seeds, run_grid)
-from mtssl.cli.common import err_console, friendly_errors, load_host, max_pixels_option, parse_task_data_args
+from mtssl.cli.common import err_console, friendly_errors, max_pixels_option, parse_task_data_args
 from mtssl.cli.params import setting_options
 from mtssl.data.pixel_limit import pixel_limit
-from mtssl.cli.output import plain, say
+from mtssl.console.output import load_host, plain, say
 from mtssl.run.config import TaskData
 
 

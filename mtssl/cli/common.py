@@ -1,4 +1,4 @@
-"""What every ``mtssl`` command shares: error handling, the plugin host, per-task data options.
+"""What every ``mtssl`` command shares: error handling and per-task data options.
 
 Kept apart from :mod:`mtssl.cli.app` so each command module imports it without
 importing the command group (no import cycle), and free of torch so
@@ -16,9 +16,9 @@ from rich.console import Console
 from mtssl.cli.params import POSITIVE_INT, option_budget, option_number
 from mtssl.data.pixel_limit import DEFAULT_MAX_PIXELS
 from mtssl.errors import CheckpointError, ConfigError
-from mtssl.cli.output import say
+from mtssl.console.output import say
 from mtssl.plugin_faults import attribute, debugging, print_traceback
-from mtssl.plugins import PluginError, PluginHost
+from mtssl.plugins import PluginError
 from mtssl.registry import RegistryError
 from mtssl.run.runlock import RunLockedError
 from mtssl.run.settings_table import DATA_SETTINGS
@@ -72,16 +72,6 @@ def describe_error(exc: BaseException, notes=()) -> str:
     else:
         text = " ".join(str(exc).split("\n")) or type(exc).__name__
     return "; ".join([text, *notes])
-
-
-def load_host(console: Console | None = None) -> PluginHost:
-    host = PluginHost()
-    if host.failures and console is not None:
-        for failure in host.failures:
-            skipped = "" if failure.component else " skipped"  # else the error says which component is left out
-            say(console, "Warning:", "yellow",
-                f"plugin '{failure.plugin}' ({failure.distribution}){skipped}: {failure.error}")
-    return host
 
 
 max_pixels_option = click.option(

@@ -16,9 +16,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from mtssl.cli.common import err_console, friendly_errors, load_host, max_pixels_option
+from mtssl.cli.common import err_console, friendly_errors, max_pixels_option
 from mtssl.data.pixel_limit import pixel_limit
-from mtssl.cli.output import plain, say
+from mtssl.console.output import load_host, plain, say
 
 
 def describe_array(image: np.ndarray) -> str:

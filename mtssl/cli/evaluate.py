@@ -8,12 +8,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mtssl.cli.common import (checkpoint_option, err_console, friendly_errors, load_host, max_pixels_option,
+from mtssl.cli.common import (checkpoint_option, err_console, friendly_errors, max_pixels_option,
                               parse_task_data_args)
 from mtssl.cli.params import DEVICE, POSITIVE_INT
 from mtssl.data.pixel_limit import pixel_limit
-from mtssl.cli.output import plain, say
-from mtssl.cli.progress import decode_progress
+from mtssl.console.output import load_host, plain, say
+from mtssl.console.progress import decode_progress
 
 def parse_test_args(args: list[str]) -> dict[str, list[str]]:
     """Only ``--TASK-test SPEC`` (repeatable) is meaningful here."""

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from mtssl.cli.common import checkpoint_option, err_console, friendly_errors, load_host
-from mtssl.cli.output import plain
+from mtssl.cli.common import checkpoint_option, err_console, friendly_errors
+from mtssl.console.output import load_host, plain
 from mtssl.export import TOLERANCE
 
 

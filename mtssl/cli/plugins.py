@@ -12,8 +12,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from mtssl.cli.common import friendly_errors, load_host
-from mtssl.cli.output import plain, say
+from mtssl.cli.common import friendly_errors
+from mtssl.console.output import load_host, plain, say
 from mtssl.registry import Entry
 
 

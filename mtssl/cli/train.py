@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mtssl.cli.common import (describe_error, err_console, friendly_errors, load_host, max_pixels_option,
+from mtssl.cli.common import (describe_error, err_console, friendly_errors, max_pixels_option,
                               parse_task_data_args)
-from mtssl.cli.output import plain, say
-from mtssl.cli.progress import DEFAULT_EVERY_S
+from mtssl.console.output import load_host, plain, say
+from mtssl.console.progress import DEFAULT_EVERY_S
 from mtssl.cli.params import NON_NEGATIVE_FLOAT, setting_options
 
 if TYPE_CHECKING:

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from rich.console import Console
 from rich.text import Text
 
-from mtssl.cli.output import plain, say
-from mtssl.cli.progress import DEFAULT_EVERY_S
+from mtssl.console.output import plain, say
+from mtssl.console.progress import DEFAULT_EVERY_S
 from mtssl.data.pixel_limit import DEFAULT_MAX_PIXELS
 from mtssl.errors import ConfigError
 from mtssl.run.config import RunConfig
@@ -38,7 +38,7 @@ StepCallback = Callable[[int, dict], None]
 class Display:
     """Where a run talks: ``console`` for status and progress (quiet: nothing), ``alerts`` for warnings that are
     shown even when quiet (None: nowhere); ``every`` and ``verbose`` as in
-    :class:`~mtssl.cli.progress.TrainingProgress`."""
+    :class:`~mtssl.console.progress.TrainingProgress`."""
 
     console: Console
     alerts: Console | None
@@ -152,7 +152,7 @@ def train_run(config: RunConfig, host: "PluginHost", resume: RunDir | None = Non
 def start_trainer(config: RunConfig, host, resume: RunDir | None, display: Display, cluster, started: "Startup",
                   stack: ExitStack) -> "Trainer | None":
     """The locked run directory's trainer, at its saved step when resuming; None when ``resume`` had finished."""
-    from mtssl.cli.progress import decode_progress
+    from mtssl.console.progress import decode_progress
     from mtssl.data.prepare import data_summary
     from mtssl.training.checkpointing import Checkpointer, disk_space_warning
     from mtssl.training.trainer import Trainer
@@ -189,7 +189,7 @@ def start_trainer(config: RunConfig, host, resume: RunDir | None, display: Displ
 
 def fit(trainer: "Trainer", display: Display, is_main: bool, hub, on_step: StepCallback | None) -> dict:
     """Train to the end with the progress display; every step also goes to the loggers and ``on_step``."""
-    from mtssl.cli.progress import TrainingProgress
+    from mtssl.console.progress import TrainingProgress
 
     with stopped_training(trainer):
         with TrainingProgress(display.console, trainer.total_steps, trainer.step, display.every, display.verbose,

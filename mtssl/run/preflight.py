@@ -45,11 +45,11 @@ def check_run(config: RunConfig, host: PluginHost, world: int = 1) -> Components
     """Raise a one-line error for anything in ``config`` that cannot run on ``world`` processes; return the
     built components."""
     config.check("settings")
-    pick_device(config.device)  # --device cuda on a machine without one fails now, not after decoding
+    device = pick_device(config.device)  # --device cuda on a machine without one fails now, not after decoding
     parts = build_components(config, host)
     check_plans(parts)
     weighting = build_weighting(config, host)
-    weighting.setup(list(parts.tasks), pick_device(config.device))
+    weighting.setup(list(parts.tasks), device)
     check_processes([s for group in parts.strategies.values() for s in group], weighting, world)
     create_loggers(host, config.log)  # options and packages; nothing is started
     if config.select_by != "mean":

@@ -16,6 +16,7 @@ import torch
 from pydantic import Field
 
 from mtssl.api import Bridge, BridgeInputs, HeadInputs, Options, Task, read_options
+from mtssl_plugins.bridges.routes import CLASSIFICATION, DECODER, only_route
 
 
 class MaskOptions(Options):
@@ -59,9 +60,4 @@ class MaskBridge(Bridge):
     @staticmethod
     def infer_route(tasks: dict[str, Task]) -> tuple[str, str]:
         """Default route: the one task with a spatial output into the one task with one class per image."""
-        sources = [n for n, t in tasks.items() if t.target.spatial]
-        targets = [n for n, t in tasks.items() if t.target.categorical]
-        if len(sources) != 1 or len(targets) != 1:
-            raise ValueError("bridge 'mask' cannot infer its route: give it as mask:SRC->DST "
-                             f"(decoder tasks: {sources or 'none'}, classification tasks: {targets or 'none'})")
-        return sources[0], targets[0]
+        return only_route("mask", tasks, DECODER, CLASSIFICATION)

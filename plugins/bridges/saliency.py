@@ -15,6 +15,7 @@ import torch
 from pydantic import Field
 
 from mtssl.api import Bridge, BridgeInputs, HeadInputs, Options, Task, read_options
+from mtssl_plugins.bridges.routes import CLASSIFICATION, DECODER, only_route
 from mtssl_plugins.functional import input_saliency
 
 
@@ -63,9 +64,4 @@ class SaliencyBridge(Bridge):
     @staticmethod
     def infer_route(tasks: dict[str, Task]) -> tuple[str, str]:
         """Default route: the one task with one class per image into the one task with a spatial output."""
-        sources = [n for n, t in tasks.items() if t.target.categorical]
-        targets = [n for n, t in tasks.items() if t.target.spatial]
-        if len(sources) != 1 or len(targets) != 1:
-            raise ValueError("bridge 'saliency' cannot infer its route: give it as saliency:SRC->DST "
-                             f"(classification tasks: {sources or 'none'}, decoder tasks: {targets or 'none'})")
-        return sources[0], targets[0]
+        return only_route("saliency", tasks, CLASSIFICATION, DECODER)

@@ -107,7 +107,9 @@ class ClassificationTask(Task):
         return 1.0 / counts[np.asarray(targets, int)]
 
     def supervised_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        weight = None if self.class_weights is None else self.class_weights.to(output.device)
+        if self.class_weights is not None and self.class_weights.device != output.device:
+            self.class_weights = self.class_weights.to(output.device)  # once, not a copy every step
+        weight = self.class_weights
         return self.weight * F.cross_entropy(output.float(), target.long(), weight=weight)
 
     def probabilities(self, output: torch.Tensor) -> torch.Tensor:

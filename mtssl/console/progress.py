@@ -20,7 +20,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-from mtssl.cli.output import say
+from mtssl.console.output import say
 
 DEFAULT_EVERY_S = 30.0
 """Seconds between two plain progress lines when the output is not a terminal."""
@@ -230,8 +230,6 @@ class TrainingProgress:
         if validated:
             self.console.print(Text(validated), soft_wrap=True, highlight=False)
             self.warn(notes)
-        if self._display is not None:
-            self._display.refresh()
 
     def warn(self, notes: Iterable[str]) -> None:
         target = self.alerts if self.console.quiet else self.console

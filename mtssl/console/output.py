@@ -6,11 +6,16 @@ kept apart from the plain message.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-__all__ = ["escape", "plain", "labelled", "say"]
+if TYPE_CHECKING:
+    from mtssl.plugins import PluginHost
+
+__all__ = ["escape", "plain", "labelled", "say", "load_host"]
 
 
 def plain(text: object, style: str = "") -> Text:
@@ -26,3 +31,16 @@ def labelled(label: str, style: str, message: object) -> Text:
 def say(console: Console, label: str, style: str, message: object) -> None:
     """Print one labelled line, soft-wrapped so it stays one line in files and pipes."""
     console.print(labelled(label, style, message), soft_wrap=True, highlight=False)
+
+
+def load_host(console: Console | None = None) -> "PluginHost":
+    """The installed plugins; those that failed to load are named on ``console`` (the rest still load)."""
+    from mtssl.plugins import PluginHost
+
+    host = PluginHost()
+    if host.failures and console is not None:
+        for failure in host.failures:
+            skipped = "" if failure.component else " skipped"  # else the error says which component is left out
+            say(console, "Warning:", "yellow",
+                f"plugin '{failure.plugin}' ({failure.distribution}){skipped}: {failure.error}")
+    return host
