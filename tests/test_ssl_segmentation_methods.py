@@ -1,5 +1,5 @@
 """UniMatch, CCT, UA-MT, CutMix-Seg and entropy minimisation against hand-computed 2x2 cases, for sigmoid and
-softmax heads; the head-on-features hook; each trained from the CLI; those with state (the EMA teacher, CCT's
+softmax heads (and the softmax cases of KL consistency, pixel-wise FixMatch and CPS); the head-on-features hook; each trained from the CLI; those with state (the EMA teacher, CCT's
 auxiliary decoders) resumed bit-exactly."""
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ def pixels(*values) -> torch.Tensor:
 # three-category softmax pixels (background, structure 1, structure 2)
 UNIFORM = (0.0, 0.0, 0.0)                 # (1/3, 1/3, 1/3): entropy ln 3
 HALF = (0.0, LN2, 0.0)                    # (1/4, 1/2, 1/4): entropy 1.5 ln 2
+BACK = (LN2, 0.0, 0.0)                    # (1/2, 1/4, 1/4): background most likely
 
 
 def softmax_map(*pixel_logits) -> torch.Tensor:
@@ -312,6 +313,53 @@ def test_the_head_on_a_views_own_features_reproduces_its_output_bridge_extras_in
                                           "with features=True")
     result.terms["seg/probe"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.model.backbone.parameters())
+
+
+# -- the older mask strategies on a softmax head ---------------------------------------------------------
+@pytest.mark.parametrize("reduction, per_image", [("mean", False), ("sum", True)])
+def test_kl_consistency_compares_categorical_pixels_of_a_softmax_head_by_hand(host, reduction, per_image):
+    strategy = host.create("strategy", "kl", weight=2.0, reduction=reduction)
+    task = host.create("task", "seg", **SOFTMAX_3)
+    labeled = softmax_map(UNIFORM, HALF, HALF, UNIFORM)       # one labeled image: the reference itself
+    unlabeled = softmax_map(HALF, HALF, UNIFORM, UNIFORM)
+    # KL(uniform || half) = 5/3 ln 2 - ln 3; KL(half || uniform) = ln 3 - 1.5 ln 2; equal pixels 0
+    total = (5 / 3 * LN2 - LN3) + (LN3 - 1.5 * LN2)
+    expected = total if per_image else total / 4
+    out = strategy.loss(StrategyInputs(task, {"plain": unlabeled}, labeled, None, step=0))
+    assert out.logs["kl"].item() == pytest.approx(expected, rel=1e-5)
+    assert out.loss.item() == pytest.approx(2 * expected, rel=1e-5)
+
+
+def test_pixelwise_fixmatch_keeps_confident_softmax_pixels_and_trains_their_most_likely_channel(host):
+    strategy = host.create("strategy", "fixmatch-dense", threshold=0.5)
+    task = host.create("task", "seg", **SOFTMAX_3)
+    weak = softmax_map(UNIFORM, HALF, HALF, UNIFORM)           # confidences 1/3, 1/2, 1/2, 1/3
+    strong = softmax_map(HALF, UNIFORM, HALF, UNIFORM)
+    out = strategy.loss(StrategyInputs(task, {"weak": weak, "strong": strong}, None, None, step=0))
+    assert out.loss.item() == pytest.approx((LN3 + LN2) / 4, rel=1e-6)  # channel 1 at pixels 1 and 2
+    assert out.logs["mask_rate"].item() == pytest.approx(0.5)
+
+
+def test_cross_pseudo_supervision_on_a_softmax_head_by_hand(host):
+    from mtssl_plugins.strategies.cps import cross_pseudo_loss
+
+    task = host.create("task", "seg", **SOFTMAX_3)
+    a = softmax_map(BACK, HALF, HALF, BACK)                    # labels 0, 1, 1, 0
+    b = softmax_map(HALF, HALF, BACK, BACK)                    # labels 1, 1, 0, 0
+    # CE(a, labels of b): 2 ln 2 + ln 2 + 2 ln 2 + ln 2; CE(b, labels of a) the same; each averaged over 4 pixels
+    assert cross_pseudo_loss(a, b, task).item() == pytest.approx(3 * LN2, rel=1e-6)
+    sigmoid = cross_pseudo_loss(a, b).item()                   # without the task: per-channel BCE, another value
+    assert sigmoid != pytest.approx(3 * LN2, rel=1e-3)
+
+
+def test_kl_fixmatch_dense_and_cps_train_a_softmax_head_from_the_cli(tmp_path):
+    data = ("--seg-data", "synthetic:n=16,structures=lungs+heart")
+    run = train_run("seg:channels=2,activation=softmax:kl+fixmatch-dense", out=tmp_path / "a", steps=1, extra=data)
+    line = read_metrics(run)[0]
+    assert math.isfinite(line["seg/kl/kl"]) and line["seg/kl/kl"] > 0
+    assert math.isfinite(line["seg/fixmatch-dense/mask_rate"])
+    run = train_run("seg:channels=2,activation=softmax:cps", out=tmp_path / "b", steps=1, extra=data)
+    assert math.isfinite(read_metrics(run)[0]["seg/cps/cross"])
 
 
 # -- from the command line ------------------------------------------------------------------------------

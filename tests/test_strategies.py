@@ -65,7 +65,7 @@ def test_strategy_on_the_wrong_target_kind_is_refused(host):
 
 def test_kl_mean_reference_is_the_mean_labeled_probability_map():
     labeled = torch.tensor([[[[0.0, 2.0]]], [[[2.0, -2.0]]]])
-    ref = consistency_reference(labeled, "mean", 3)
+    ref = consistency_reference(torch.sigmoid(labeled), "mean", 3)
     s = torch.sigmoid(labeled)
     expected = ((s[0] + s[1]) / 2)
     assert ref.shape == (3, 1, 1, 2)
@@ -76,9 +76,9 @@ def test_kl_mean_reference_is_the_mean_labeled_probability_map():
 def test_kl_index_reference_pairs_image_i_with_image_i_and_cycles():
     labeled = torch.tensor([[[[0.0]]], [[[1.0]]]])
     s = torch.sigmoid(labeled).flatten().tolist()
-    assert consistency_reference(labeled, "index", 2).flatten().tolist() == pytest.approx(s)
-    assert consistency_reference(labeled, "index", 3).flatten().tolist() == pytest.approx([s[0], s[1], s[0]])
-    assert consistency_reference(labeled, "index", 1).flatten().tolist() == pytest.approx([s[0]])
+    assert consistency_reference(torch.sigmoid(labeled), "index", 2).flatten().tolist() == pytest.approx(s)
+    assert consistency_reference(torch.sigmoid(labeled), "index", 3).flatten().tolist() == pytest.approx([s[0], s[1], s[0]])
+    assert consistency_reference(torch.sigmoid(labeled), "index", 1).flatten().tolist() == pytest.approx([s[0]])
 
 
 @pytest.mark.parametrize("pairing", ["mean", "index"])
@@ -90,7 +90,7 @@ def test_kl_term_is_weighted_non_zero_and_pulls_unlabeled_toward_labeled(host, p
     labeled = (torch.randn(2, 1, 4, 4) * 2).requires_grad_(True)
     unlabeled = (torch.randn(2, 1, 4, 4) * 2).requires_grad_(True)
     out = strategy.loss(StrategyInputs(task, {"plain": unlabeled}, labeled, None, step=0))
-    reference = consistency_reference(labeled, pairing, 2)
+    reference = consistency_reference(torch.sigmoid(labeled), pairing, 2)
     kl = bernoulli_kl(reference, unlabeled)
     assert out.loss.item() == pytest.approx(0.5 * kl.item(), rel=1e-6)
     assert float(out.logs["kl"]) == pytest.approx(kl.item(), rel=1e-6)
@@ -121,7 +121,7 @@ def test_kl_on_several_structures_is_the_mean_of_per_channel_terms():
 
     torch.manual_seed(0)
     labeled, unlabeled = torch.randn(3, 2, 4, 4), torch.randn(5, 2, 4, 4)
-    reference = consistency_reference(labeled, "mean", 5)
+    reference = consistency_reference(torch.sigmoid(labeled), "mean", 5)
     both = bernoulli_kl(reference, unlabeled)
     per_channel = [bernoulli_kl(reference[:, c:c + 1], unlabeled[:, c:c + 1]) for c in range(2)]
     assert both.item() == pytest.approx(sum(per_channel).item() / 2, rel=1e-6)

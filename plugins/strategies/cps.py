@@ -1,9 +1,11 @@
-"""Cross pseudo supervision (Chen et al., CVPR 2021) for binary masks.
+"""Cross pseudo supervision (Chen et al., CVPR 2021) for masks.
 
 Two networks of the same design, initialised differently (the core's
 ``peer``, asked for with ``needs_peer``), each learn from the other's hard
 pixel-wise labels on the same unlabeled pixels:
-``weight * rampup(step) * (BCE(a, [p_b >= 0.5]) + BCE(b, [p_a >= 0.5]))``.
+``weight * rampup(step) * (BCE(a, [p_b >= 0.5]) + BCE(b, [p_a >= 0.5]))`` for a
+sigmoid head; for a softmax head the cross-entropy against the other's most
+likely channel per pixel.
 The peer also learns from the labeled batch (the task's own supervised loss
 on a labeled view it runs). Validation, evaluation and prediction use the
 first network only.
@@ -13,12 +15,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, read_options,
-                       sigmoid_rampup)
+from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, Task, ViewRequest,
+                       read_options, sigmoid_rampup)
+from mtssl_plugins.strategies.dense import log_distribution, pseudo_label_loss
 
 
-def cross_pseudo_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
-    """``BCE(a, [sigmoid(b) >= 0.5]) + BCE(b, [sigmoid(a) >= 0.5])``, each averaged over pixels."""
+def cross_pseudo_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, task: Task | None = None) -> torch.Tensor:
+    """``BCE(a, [sigmoid(b) >= 0.5]) + BCE(b, [sigmoid(a) >= 0.5])``, each averaged over pixels; for a
+    softmax ``task``, ``CE(a, argmax b) + CE(b, argmax a)``."""
+    if task is not None and getattr(task, "activation", "sigmoid") == "softmax":
+        log_a, log_b = log_distribution(task, logits_a), log_distribution(task, logits_b)
+        return pseudo_label_loss(log_b, log_a, 0.0)[0] + pseudo_label_loss(log_a, log_b, 0.0)[0]
     label_a = (torch.sigmoid(logits_a.detach().float()) >= 0.5).float()
     label_b = (torch.sigmoid(logits_b.detach().float()) >= 0.5).float()
     return (F.binary_cross_entropy_with_logits(logits_a.float(), label_b)
@@ -32,7 +39,7 @@ class CPSOptions(Options):
 
 class CrossPseudoSupervision(SSLStrategy):
     def serves(self, target):
-        """Binary maps: hard labels are sigmoid >= 0.5 per pixel and channel."""
+        """Binary structure maps, one or more channels (a sigmoid or a softmax head)."""
         return target.spatial and target.binary
 
     def __init__(self, name: str, **options):
@@ -53,7 +60,7 @@ class CrossPseudoSupervision(SSLStrategy):
         if target is None:
             raise ValueError(f"strategy '{self.name}' needs the targets of its labeled peer view")
         peer_sup = inputs.task.supervised_loss(inputs.views["peer_labeled"], target)
-        cross = cross_pseudo_loss(inputs.views["unlabeled"], inputs.views["peer"])
+        cross = cross_pseudo_loss(inputs.views["unlabeled"], inputs.views["peer"], inputs.task)
         weight = self.weight * sigmoid_rampup(inputs.step, self.rampup)
         return StrategyLoss(peer_sup + weight * cross, {"peer_sup": peer_sup.detach(), "cross": cross.detach(),
                                                         "weight": weight})

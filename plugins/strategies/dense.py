@@ -49,6 +49,23 @@ def pseudo_label_loss(weak_log_q: torch.Tensor, strong_log_q: torch.Tensor,
     return (nll * mask.float()).mean(), mask
 
 
+def distribution_kl(reference_q: torch.Tensor, log_q: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """``KL(reference || q)`` per pixel, summed over the categories (dim 1); averaged over pixels (``mean``)
+    or summed over each image's pixels and averaged over images (``sum``). The reference is detached.
+
+    For a sigmoid head this is the Bernoulli KL of ``mtssl_plugins.functional.bernoulli_kl`` per pixel
+    and channel; for a softmax head, the
+    KL between the per-pixel categorical distributions.
+    """
+    r = reference_q.detach().float()
+    kl = (torch.special.xlogy(r, r) - r * log_q.float()).sum(dim=1)
+    if reduction == "sum":
+        return kl.flatten(1).sum(1).mean()
+    if reduction != "mean":
+        raise ValueError(f"distribution_kl: reduction must be 'mean' or 'sum', got '{reduction}'")
+    return kl.mean()
+
+
 def distribution_mse(student_log_q: torch.Tensor, target_q: torch.Tensor) -> torch.Tensor:
     """Squared difference of probabilities, per pixel the mean over its categories, shape ``log_q`` less dim 1.
 

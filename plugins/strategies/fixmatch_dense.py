@@ -1,27 +1,30 @@
-"""FixMatch for binary masks: pixel-wise pseudo-labels from a weak view train a strong view of the same pixels.
+"""FixMatch for masks: pixel-wise pseudo-labels from a weak view train a strong view of the same pixels.
 
 The strong view is derived from the weak view with photometric operations
 only (``aug="strong_photometric", of="weak"``), so the pseudo-label map
-lines up with the strong view pixel for pixel. Each pixel (and channel) is a
-Bernoulli variable: label ``sigmoid >= 0.5``, kept where ``max(p, 1 - p) >=
-threshold`` (0.95, as UniMatch).
+lines up with the strong view pixel for pixel. For a sigmoid head each pixel
+(and channel) is a Bernoulli variable: label ``sigmoid >= 0.5``, kept where
+``max(p, 1 - p) >= threshold`` (0.95, as UniMatch). For a softmax head each
+pixel is one categorical variable: label its most likely channel, kept where
+that channel's probability is ``>= threshold``.
 """
 from __future__ import annotations
 
 from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest,
                        dense_pseudo_label_loss, read_options)
+from mtssl_plugins.strategies.dense import log_distribution, pseudo_label_loss
 
 
 class DenseFixMatchOptions(Options):
-    threshold: float = Field(0.95, ge=0.5, le=1.0, description="binary confidence max(p, 1 - p) to keep a pixel")
+    threshold: float = Field(0.95, ge=0.0, le=1.0, description="confidence of a pixel's label to keep it")
     weight: float = Field(1.0, ge=0.0)
 
 
 class DenseFixMatch(SSLStrategy):
-    """weight * mean over pixels of mask * BCE(strong, [sigmoid(weak) >= 0.5])."""
+    """weight * mean over pixels of mask * CE(strong, weak's most likely label), per channel for sigmoid."""
 
     def serves(self, target):
-        """Binary maps, one Bernoulli per pixel and channel (a sigmoid-activated head)."""
+        """Binary structure maps, one or more channels (a sigmoid or a softmax head)."""
         return target.spatial and target.binary
 
     def __init__(self, name: str, **options):
@@ -34,5 +37,10 @@ class DenseFixMatch(SSLStrategy):
                 ViewRequest("strong", "unlabeled", "strong_photometric", of="weak")]
 
     def loss(self, inputs: StrategyInputs) -> StrategyLoss:
-        loss, mask = dense_pseudo_label_loss(inputs.views["weak"], inputs.views["strong"], self.threshold)
+        weak, strong = inputs.views["weak"], inputs.views["strong"]
+        if getattr(inputs.task, "activation", "sigmoid") == "sigmoid":
+            loss, mask = dense_pseudo_label_loss(weak, strong, self.threshold)
+        else:
+            loss, mask = pseudo_label_loss(log_distribution(inputs.task, weak),
+                                           log_distribution(inputs.task, strong), self.threshold)
         return StrategyLoss(self.weight * loss, {"mask_rate": mask.float().mean().detach()})

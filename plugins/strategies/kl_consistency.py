@@ -2,7 +2,9 @@
 
 The published code took a softmax over a single output channel, which is
 identically 1, so its term was always zero. Here each pixel is a Bernoulli
-variable (sigmoid of the logit) and the KL is real.
+variable (sigmoid of the logit) and the KL is real; a softmax head
+(``activation=softmax``) compares each pixel's categorical distribution over
+its channels instead.
 
 Pairing: the labeled and unlabeled batches hold different patients, so
 pairing image i with image i is arbitrary. By default (``pairing=mean``)
@@ -27,11 +29,12 @@ from typing import Literal
 
 from mtssl.api import Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, read_options
 from mtssl_plugins.functional import bernoulli_kl
+from mtssl_plugins.strategies.dense import distribution_kl, log_distribution
 
 
-def consistency_reference(labeled_logits: torch.Tensor, pairing: str, unlabeled_count: int) -> torch.Tensor:
-    """Per-pixel reference probabilities for each unlabeled image."""
-    probs = torch.sigmoid(labeled_logits.detach().float())
+def consistency_reference(probs: torch.Tensor, pairing: str, unlabeled_count: int) -> torch.Tensor:
+    """Per-pixel reference probabilities (labeled predictions, ``[B, ...]``) for each unlabeled image."""
+    probs = probs.detach().float()
     if pairing == "mean":
         return probs.mean(dim=0, keepdim=True).expand(unlabeled_count, *probs.shape[1:])
     if probs.shape[0] < unlabeled_count:
@@ -51,10 +54,11 @@ class KLOptions(Options):
 
 
 class KLConsistency(SSLStrategy):
-    """beta * Bernoulli KL between labeled and unlabeled per-pixel predictions, per channel (mean or per-image sum)."""
+    """beta * KL between labeled and unlabeled per-pixel predictions (mean or per-image sum): Bernoulli per
+    channel for a sigmoid head, categorical across channels for a softmax head."""
 
     def serves(self, target):
-        """Binary maps, one Bernoulli per pixel and channel (a sigmoid-activated head)."""
+        """Binary structure maps, one or more channels (a sigmoid or a softmax head)."""
         return target.spatial and target.binary
 
     def __init__(self, name: str, **options):
@@ -72,6 +76,13 @@ class KLConsistency(SSLStrategy):
         unlabeled = inputs.views["plain"]
         if inputs.labeled_output is None:
             raise ValueError(f"strategy '{self.name}' needs labeled predictions of task '{inputs.task.name}'")
-        reference = consistency_reference(inputs.labeled_output, self.pairing, unlabeled.shape[0])
-        kl = bernoulli_kl(reference, unlabeled, self.reduction)
+        count = unlabeled.shape[0]
+        if getattr(inputs.task, "activation", "sigmoid") == "sigmoid":  # the paper's Bernoulli pixels
+            reference = consistency_reference(torch.sigmoid(inputs.labeled_output.detach().float()), self.pairing,
+                                              count)
+            kl = bernoulli_kl(reference, unlabeled, self.reduction)
+        else:
+            reference = consistency_reference(log_distribution(inputs.task, inputs.labeled_output).exp(),
+                                              self.pairing, count)
+            kl = distribution_kl(reference, log_distribution(inputs.task, unlabeled), self.reduction)
         return StrategyLoss(self.weight * kl, {"kl": kl.detach()})
