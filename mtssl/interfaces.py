@@ -446,6 +446,11 @@ class Weighting(ABC):
     In float16 the losses :meth:`backward` gets are multiplied by the gradient scaler's factor,
     which the core divides out of every ``.grad`` before the optimizer step: the method must be
     linear in the scale of the losses (projections and sums of per-task gradients are)."""
+    needs_representation: bool = False
+    """True (for a gradient-based method, as a class or instance attribute): :meth:`backward` also gets
+    ``representation=``, the shared encoder's outputs of this step's passes that carry a gradient
+    (``Architecture.encode``), to differentiate the tasks with respect to them instead of the encoder's
+    parameters, as MGDA-UB does."""
     context: StrategyContext = SINGLE_PROCESS
     """The run's processes and collectives; :meth:`bind` replaces the single-process default."""
 

@@ -79,6 +79,35 @@ def test_mgda_of_orthogonal_gradients_weighs_by_inverse_squared_norm(host):
     assert w.task_weights(gram([1, 0, 0], [0, 2, 0], [0, 0, 4]), torch.ones(3)).tolist() == pytest.approx([1 / 3] * 3)
 
 
+@pytest.mark.parametrize("ub, first", [(False, 4 / 13), (True, 1 / 10)])
+def test_mgda_ub_solves_on_the_representation_and_weighs_the_encoder_gradient_by_hand(host, ub, first):
+    """r = w * (1, 2), L_a = 3 r_0, L_b = r_1. On the parameters the gradients are (3, 0) and (0, 2): min-norm
+    weight of a 4/13; on the representation (3, 0) and (0, 1): 1/10. The encoder gets the weighted sum of its
+    own gradients either way; each head its own task's gradient."""
+    w = nn.Parameter(torch.ones(2))
+    heads = [nn.Parameter(torch.tensor(3.0)), nn.Parameter(torch.tensor(1.0))]
+    r = w * torch.tensor([1.0, 2.0])
+    losses = {"a": heads[0] * r[0], "b": heads[1] * r[1]}
+    weighting = made(host, "mgda", tasks=("a", "b"), ub=ub)
+    assert weighting.needs_representation is ub
+    combined = weighting.combine(losses, step=0)
+    logs = weighting.backward(losses, combined, [w], heads, **({"representation": [r]} if ub else {}))
+    assert logs["weight/a"].item() == pytest.approx(first, rel=1e-6)
+    assert logs["weight/b"].item() == pytest.approx(1 - first, rel=1e-6)
+    assert w.grad.tolist() == pytest.approx([first * 3, (1 - first) * 2], rel=1e-6)
+    assert [h.grad.item() for h in heads] == pytest.approx([1.0, 2.0])
+
+
+def test_mgda_ub_trains_from_the_cli_on_the_recorded_representation(tmp_path):
+    """Without the core recording the encoder's outputs, ub=true has nothing to differentiate and fails."""
+    result = invoke(tiny_train_args("cls:fixmatch", "seg:kl", out=tmp_path, steps=2,
+                                    extra=("--bridge", "saliency", "--weighting", "mgda:ub=true")))
+    assert result.exit_code == 0, result.output
+    for line in read_metrics(next(tmp_path.iterdir())):
+        weights = [line["weight/cls"], line["weight/seg"]]
+        assert all(0.0 <= v <= 1.0 for v in weights) and sum(weights) == pytest.approx(1.0, abs=1e-5), line
+
+
 def test_cagrad_on_orthogonal_gradients_by_hand():
     # g1 = e1, g2 = e2: by symmetry w = (1/2, 1/2), g_w = g0, so d = (1 + c) g0 = (1 + c)/2 (g1 + g2), over 1 + c^2
     unit = gram([1, 0], [0, 1])

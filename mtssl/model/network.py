@@ -48,6 +48,7 @@ class MultiTaskModel(nn.Module):
         for bridge in self.bridges:  # every bridge knows its route before its stride and channels are read
             bridge.setup(self.tasks[bridge.source], self.tasks[bridge.target], described)
         self._check_strides()
+        self._representation: list[torch.Tensor] | None = None
         self.heads = nn.ModuleDict()
         self.head_inputs: dict[str, HeadInputs] = {}
         """What each task's head was built from (a strategy builds its auxiliary heads from the same)."""
@@ -64,6 +65,17 @@ class MultiTaskModel(nn.Module):
                                                        *(self.heads[t] for t in (*self._upstream[b.source], b.source)))
                                         for m in part.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
                              for b in self.bridges}
+
+    @contextmanager
+    def recording_representation(self) -> Iterator[list[torch.Tensor]]:
+        """Collect, for the block, the shared representation of every architecture pass: the encoder outputs
+        (:meth:`Architecture.encode`) that carry a gradient. A weighting that differentiates with respect to
+        them instead of the encoder's parameters (MGDA-UB) gets them from the trainer."""
+        self._representation = recorded = []
+        try:
+            yield recorded
+        finally:
+            self._representation = None
 
     def _check_routes(self) -> None:
         seen: dict[str, Bridge] = {}
@@ -130,7 +142,10 @@ class MultiTaskModel(nn.Module):
 
     def _features(self, images: torch.Tensor, first_row: int = 0) -> "_Features":
         """One architecture pass over ``images`` (rows ``first_row`` on of the forward's batch)."""
-        return _Features(self.architecture, self.architecture.encode(self.backbone, images), images, first_row)
+        encoded = self.architecture.encode(self.backbone, images)
+        if self._representation is not None:
+            self._representation.extend(t for t in _tensors(encoded) if t.requires_grad)
+        return _Features(self.architecture, encoded, images, first_row)
 
     def _head(self, name: str, rows: slice, run: "_Pass") -> torch.Tensor:
         """Task ``name``'s output on ``rows``, once per distinct slice.
@@ -276,6 +291,15 @@ def input_grad_tasks(tasks: list[str], bridges: list[Bridge]) -> set[str]:
 
 def _route(bridge: Bridge) -> str:
     return f"{bridge.source}->{bridge.target}"
+
+
+def _tensors(tree: Any) -> Iterator[torch.Tensor]:
+    """The tensors of a nest of lists and tuples (an architecture's ``encoded``), depth first."""
+    if isinstance(tree, torch.Tensor):
+        yield tree
+    elif isinstance(tree, (list, tuple)):
+        for item in tree:
+            yield from _tensors(item)
 
 
 @contextmanager

@@ -212,7 +212,13 @@ class TrainingStep:
         guard's message when it stops the run.
         """
         self.networks.train()
-        result = self.compute_loss(views, step)
+        representation: dict[str, list[torch.Tensor]] = {}
+        if self.weighting.needs_task_gradients and self.weighting.needs_representation:
+            with self.networks.model.recording_representation() as recorded:
+                result = self.compute_loss(views, step)
+            representation["representation"] = recorded
+        else:
+            result = self.compute_loss(views, step)
         shared = self.networks.model.shared_parameters()
         if self.log_grad_shares and (step + 1) % self.log_grad_shares == 0:
             result.logs.update(gradient_shares(result.terms, shared))
@@ -223,7 +229,8 @@ class TrainingStep:
             shared_ids = {id(p) for p in shared}
             others = [p for group in self.optimizer.param_groups for p in group["params"] if id(p) not in shared_ids]
             if self.weighting.needs_task_gradients:  # it backpropagates each task itself (scaled losses in fp16)
-                backward_logs = self.weighting.backward(*self.scaled_for_backward(result), shared, others)
+                backward_logs = self.weighting.backward(*self.scaled_for_backward(result), shared, others,
+                                                        **representation)
             else:
                 self.precision.backward(result.loss)
             if (self.guard.skip_budget and self.precision.scaler is None

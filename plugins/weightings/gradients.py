@@ -72,7 +72,7 @@ class GradientWeighting(Weighting):
     def combine(self, losses, step):
         return WeightedLoss(torch.stack([loss.float() for loss in losses.values()]).sum())
 
-    def backward(self, losses, combined, shared, others):
+    def backward(self, losses, combined, shared, others, representation=()):
         shared = trainable(shared)
         names = list(losses)
         grads = task_gradients([losses[t] for t in names], shared, others)
@@ -93,6 +93,11 @@ class GradientWeighting(Weighting):
     def shared_gradient(self, grads: torch.Tensor, losses: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """The encoder's ``[P]`` gradient from ``[T, P]`` task gradients, and what to log (``weights``: one per
         task, logged as ``weight/TASK``; any other key as ``NAME/KEY``)."""
+        weights = self.solve(grads, losses)
+        return weights @ grads, {"weights": weights.detach()}
+
+    def solve(self, grads: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+        """``[T]`` weights of the ``[T, P]`` task gradients, from their Gram matrix by :meth:`task_weights`."""
         gram = grads @ grads.T
         if gram.device.type != "mps":  # the T x T solvers run in double precision where the device has it
             gram = gram.double()
@@ -102,8 +107,7 @@ class GradientWeighting(Weighting):
         weights = self.task_weights(torch.where(finite, gram, torch.eye(len(gram), dtype=gram.dtype,
                                                                         device=gram.device)), losses)
         weights = torch.where(finite, weights, torch.full_like(weights, torch.nan))
-        weights = weights.to(grads.dtype)
-        return weights @ grads, {"weights": weights.detach()}
+        return weights.to(grads.dtype)
 
     def task_weights(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
         """``[T]`` weights of the task gradients from their ``[T, T]`` Gram matrix (and the task losses)."""

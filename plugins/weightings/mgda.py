@@ -7,10 +7,12 @@ for two tasks after one iteration). ``normalize`` divides each gradient before s
 code: ``l2`` by its norm, ``loss`` by the task's loss, ``loss+`` by both; the weights then apply to the
 unnormalised gradients. Heads get their own task's gradient.
 
-MGDA-UB, the paper's cheaper upper bound, differentiates with respect to the shared *representation*
-instead of the encoder's parameters (one backward pass through the encoder instead of T). The weighting
-interface hands a weighting the encoder's parameters, not its output, so this plugin always uses the
-parameter gradients, i.e. the exact MGDA problem the bound approximates, at T backward passes per step.
+``ub=true`` is MGDA-UB, the paper's cheaper upper bound: the weights come from the gradients with
+respect to the shared *representation* (the encoder's outputs of the step's passes, which the core
+records for a weighting that sets ``needs_representation``) instead of the encoder's parameters. Each
+task's backward then stops at the representation (and gives the heads their own gradients); one more
+backward of ``sum_t a_t L_t`` gives every shared parameter its weighted gradient: T head passes and one
+encoder pass instead of T of each.
 """
 from __future__ import annotations
 
@@ -19,13 +21,14 @@ from typing import Literal
 import torch
 
 from mtssl.api import Field, Options, read_options
-from mtssl_plugins.weightings.gradients import GradientWeighting, unit_scale
+from mtssl_plugins.weightings.gradients import GradientWeighting, task_gradients, trainable, unit_scale
 
 
 class MGDAOptions(Options):
     normalize: Literal["none", "l2", "loss", "loss+"] = Field(
         "none", description="gradient normalisation before solving (the authors' code)")
     iterations: int = Field(100, ge=1, le=10_000, description="Frank-Wolfe iterations")
+    ub: bool = Field(False, description="MGDA-UB: solve on the gradients of the encoder's outputs")
 
 
 def min_norm_weights(gram: torch.Tensor, iterations: int = 100) -> torch.Tensor:
@@ -61,6 +64,22 @@ class MGDA(GradientWeighting):
         settings = read_options(f"weighting '{name}'", options, MGDAOptions)
         super().__init__(name, **options)
         self.normalize, self.iterations = settings.normalize, settings.iterations
+        self.needs_representation = settings.ub
+
+    def backward(self, losses, combined, shared, others, representation=()):
+        if not self.needs_representation:
+            return super().backward(losses, combined, shared, others)
+        names = list(losses)
+        if not representation:
+            raise ValueError(f"weighting '{self.name}' (ub=true) got no shared representation to differentiate: "
+                             "no encoder output of this step carries a gradient")
+        grads = task_gradients([losses[t] for t in names], representation, others)
+        weights = self.solve(grads, torch.stack([losses[t].detach().float() for t in names]))
+        total = sum(w * losses[t] for w, t in zip(weights.unbind(), names))
+        shared = trainable(shared)
+        for p, g in zip(shared, torch.autograd.grad(total, shared, allow_unused=True)):
+            p.grad = g
+        return self.named_logs(names, {"weights": weights.detach()})
 
     def task_weights(self, gram, losses):
         scale = normalizers(gram, losses, self.normalize)
