@@ -133,3 +133,23 @@ def test_inspecting_pairs_without_a_masks_folder_says_so():
     assert result.exit_code == 2
     assert "needs two folders: pairs:IMAGES_DIR,MASKS_DIR (got 'imgs': no masks folder)" in " ".join(
         result.stderr.split())
+
+
+def test_the_log_copy_follows_every_save_and_keeps_the_lines_of_a_log_deleted_mid_run(host, tmp_path):
+    """Each save appends what the log gained; a log deleted during the run is a new file, appended whole."""
+    def steps(file: Path) -> list[int]:
+        return [json.loads(line)["step"] for line in file.read_text().splitlines()]
+
+    reference = tiny_trainer(host, tmp_path / "ref", TASKS, steps=4, save_every=1)
+    reference.fit()
+    log, copy = reference.run.path / "metrics.jsonl", reference.run.checkpoints / "metrics.jsonl"
+    assert copy.read_text() == log.read_text() and steps(copy) == [1, 2, 3, 4]
+
+    trainer = tiny_trainer(host, tmp_path / "deleted", TASKS, steps=4, save_every=1)
+    log, copy = trainer.run.path / "metrics.jsonl", trainer.run.checkpoints / "metrics.jsonl"
+    trainer.fit(on_step=lambda step, logs: log.unlink() if step == 2 else None)
+    assert steps(log) == [3, 4]
+    assert steps(copy) == [1, 2, 3, 4]  # step 2 was saved before the log was deleted
+    result = invoke(["train", "--resume", str(trainer.run.path)])  # a finished run: its log is restored
+    assert result.exit_code == 0, result.output
+    assert steps(log) == steps(copy)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
@@ -88,6 +89,7 @@ class Checkpointer:
     def __init__(self, run: RunDir, rank: int = 0, world: int = 1):
         self.run, self.rank, self.world = run, rank, world
         self.saved_step: int | None = None
+        self._log_copied: tuple[int, int] | None = None  # sizes of the log and of its copy at the last save
 
     def note(self) -> str:
         """Where the last good checkpoint is, for messages about a run that stops."""
@@ -130,11 +132,42 @@ class Checkpointer:
                        self.rank, self.world, SHARED_STATE, barrier)
 
     def keep_log_copy(self) -> None:
-        """Copy ``metrics.jsonl`` beside the checkpoint it belongs to (before the commit), so a resume
-        can restore a log that was cut short or deleted since."""
+        """Bring the copy of ``metrics.jsonl`` beside the checkpoint up to date (before the commit), so a resume
+        can restore a log that was cut short or deleted since.
+
+        The trainer only appends to the log, so a save appends what the log gained since the last one, and
+        the cost of a save does not grow with the run. When the log no longer continues what the copy ends
+        with (deleted or edited since the last save, or the copy is not this process's), the copy becomes its
+        own lines before the log's first step followed by the log: a log deleted mid-run loses no history.
+        Lines the copy holds beyond the committed step (a save that failed after the copy) are dropped when a
+        resume reads it.
+        """
         file = self.run.path / RunDir.METRICS
-        if file.exists():
-            self.run.write_text(f"{self.run.checkpoints.name}/{LOG_COPY}", file.read_text())
+        if not file.exists():
+            return
+        copy = self.run.checkpoints / LOG_COPY
+        if self._log_copied is not None and self._log_continues(file, copy, *self._log_copied):
+            with open(file, "rb") as log, open(copy, "ab") as out:
+                log.seek(self._log_copied[0])
+                out.write(log.read())
+        else:
+            lines = file.read_text().splitlines(keepends=True)
+            first = _step_of(lines[0]) if lines else None
+            kept = copy.read_text().splitlines(keepends=True) if first is not None and copy.exists() else []
+            earlier = [line for line in kept if line.endswith("\n") and (_step_of(line) or first) < first]
+            self.run.write_text(f"{self.run.checkpoints.name}/{LOG_COPY}", "".join(earlier + lines))
+        self._log_copied = (file.stat().st_size, copy.stat().st_size)
+
+    @staticmethod
+    def _log_continues(file: Path, copy: Path, log_size: int, copy_size: int, tail: int = 256) -> bool:
+        """Whether the log still holds, at ``log_size``, the bytes the copy ends with at ``copy_size``."""
+        if not copy.exists() or copy.stat().st_size != copy_size or file.stat().st_size < log_size:
+            return False
+        n = min(tail, log_size, copy_size)
+        with open(file, "rb") as log, open(copy, "rb") as kept:
+            log.seek(log_size - n)
+            kept.seek(copy_size - n)
+            return log.read(n) == kept.read(n)
 
     def load(self, tag: str, parts: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Restore every part of this rank from the committed ``tag``; returns the weights to load."""
@@ -147,6 +180,7 @@ class Checkpointer:
         """After a load: the run continues from ``step``, so the log is cut back to it."""
         self.saved_step = step
         self.truncate_log(step)
+        self._log_copied = None  # the log was rewritten: the next save copies it whole
 
     def truncate_log(self, step: int) -> None:
         """Make the log read as one run up to ``step``: lines written after it are dropped, and the lines up
@@ -166,3 +200,11 @@ class Checkpointer:
             except json.JSONDecodeError:
                 continue
         self.run.write_text(RunDir.METRICS, "".join(line + "\n" for line in kept))
+
+
+def _step_of(line: str) -> int | None:
+    """The ``step`` of one log line, None for a line that is not a whole JSON record."""
+    try:
+        return json.loads(line).get("step")
+    except (json.JSONDecodeError, AttributeError):
+        return None
