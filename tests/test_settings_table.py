@@ -30,6 +30,11 @@ def options(command: click.Command) -> dict[str, click.Option]:
 
 
 def test_the_config_model_has_a_field_per_setting_with_its_default():
+    # the paper's training setup (Adam 1e-4, x0.1 every 8 epochs, m = 10) and FixMatch's two RandAugment
+    # operations, written out here rather than read from the declaration
+    paper = {"size": 64, "batch_size": 10, "lr": 1e-4, "lr_step_epochs": 8.0, "lr_gamma": 0.1, "strong_ops": 2,
+             "backbone": "unet", "weighting": "equal", "seed": 0}
+    assert {key: getattr(RunConfig(), key) for key in paper} == paper
     fields = dataclasses.fields(RunConfig)
     assert [f.name for f in fields] == [s.key for s in SETTINGS] == list(RunSettings.model_fields)
     defaults = RunConfig()
