@@ -98,16 +98,15 @@ class GradientWeighting(Weighting):
 
     def solve(self, grads: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
         """``[T]`` weights of the ``[T, P]`` task gradients, from their Gram matrix by :meth:`task_weights`."""
-        gram = grads @ grads.T
-        if gram.device.type != "mps":  # the T x T solvers run in double precision where the device has it
-            gram = gram.double()
-        # a float16 step whose gradients overflowed: solve on a harmless matrix (linear algebra may raise on
-        # inf) and hand on NaN weights, so the gradient stays non-finite and the scaler skips the step
-        finite = torch.isfinite(gram).all()
-        weights = self.task_weights(torch.where(finite, gram, torch.eye(len(gram), dtype=gram.dtype,
-                                                                        device=gram.device)), losses)
-        weights = torch.where(finite, weights, torch.full_like(weights, torch.nan))
-        return weights.to(grads.dtype)
+        # T x T: solved on the host in double precision, one small transfer per step, instead of a kernel launch
+        # per solver operation and a device synchronisation in each linear-algebra error check
+        gram = (grads @ grads.T).to("cpu", torch.float64)
+        if not torch.isfinite(gram).all():
+            # a float16 step whose gradients overflowed: NaN weights keep the gradient non-finite, so the
+            # scaler skips the step (linear algebra may raise on inf)
+            return torch.full((len(gram),), torch.nan, dtype=grads.dtype, device=grads.device)
+        weights = self.task_weights(gram, losses.to("cpu", torch.float64))
+        return weights.to(grads.device, grads.dtype)
 
     def task_weights(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
         """``[T]`` weights of the task gradients from their ``[T, T]`` Gram matrix (and the task losses)."""
