@@ -88,6 +88,19 @@ def test_findings_chained_after_saliency_train_and_items_without_target_stay_unl
     assert without_target - held_out <= set(listing["unlabeled"])
     assert listing["counts"]["labeled"] == 6 and listing["counts"]["no_target"] == len(without_target)
 
+    # the README's evaluation on a fresh phantom range, every item read (fewer items than the README's 200)
+    scored = invoke(["eval", str(run), "--json", "--findings-test", "findings-phantom:n=20,start=100000,unlabeled=0"])
+    assert scored.exit_code == 0, scored.output
+    readme = (PACKAGE / "README.md").read_text()
+    assert "--findings-test findings-phantom:n=200,start=100000,unlabeled=0" in readme
+    result = json.loads(scored.stdout)["findings"]["findings-phantom:n=20,start=100000,unlabeled=0"]
+    assert result["n"] == 20
+    assert set(result["aggregate"]) == {"accuracy", "nodule/auc", "effusion/auc", "cardiomegaly/auc", "mean_auc"}
+    assert all(0.0 <= v["mean"] <= 1.0 for v in result["aggregate"].values())
+    records = result["per_image"]
+    assert [r["key"].rsplit("/", 1)[1] for r in records] == [str(100000 + i) for i in range(20)]
+    assert all(r["known"] >= 1 for r in records)  # unlabeled=0: every item has a target (some findings unread)
+
 
 def test_resume_after_step_one_ends_bit_identical_with_the_strategy_state(installed, tmp_path):
     host = PluginHost()
