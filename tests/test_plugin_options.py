@@ -62,7 +62,7 @@ def test_json_lists_first_party_options_with_defaults_and_ranges():
     rows = listing()
     threshold, weight = rows["fixmatch"]["options"]
     assert threshold == {"name": "threshold", "type": "float", "default": 0.7, "range": "0.0 <= x <= 1.0",
-                         "choices": None, "description": ""}
+                         "choices": None, "description": "weak-view confidence a pseudo-label needs"}
     assert (weight["name"], weight["default"], weight["range"]) == ("weight", 0.25, "x >= 0.0")
     pairing = next(o for o in rows["kl"]["options"] if o["name"] == "pairing")
     assert (pairing["type"], pairing["default"], pairing["choices"]) == ("choice", "mean", ["mean", "index"])
@@ -71,7 +71,20 @@ def test_json_lists_first_party_options_with_defaults_and_ranges():
     assert rows["pcgrad"]["options"] == []  # reads the empty model: takes none
     assert rows["unet"]["options"][0] == {"name": "widths", "type": "tuple[int, ...]",
                                           "default": [16, 32, 64, 128, 256], "range": None, "choices": None,
-                                          "description": ""}
+                                          "description": "channels of each encoder block, shallowest first "
+                                                         "(16-32-64-128-256)"}
+
+
+def test_every_first_party_option_has_a_description():
+    result = invoke(["plugins", "--json"])
+    assert result.exit_code == 0, result.output
+    first_party = [row for row in json.loads(result.stdout)["components"] if row["distribution"] == "mtssl"]
+    unlisted = [f"{row['kind']} {row['name']}: {row.get('options_error')}" for row in first_party
+                if row["options"] is None]
+    assert first_party and not unlisted, unlisted
+    missing = [f"{row['kind']} {row['name']} {option['name']}" for row in first_party for option in row["options"]
+               if not option["description"].strip()]
+    assert not missing, "first-party options without a description:\n" + "\n".join(missing)
 
 
 def test_json_lists_a_third_party_components_options(plugin_factory):

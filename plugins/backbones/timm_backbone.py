@@ -40,10 +40,11 @@ class TimmBackbone(Backbone):
 
 
 class TimmOptions(Options):
-    model: str = Field("resnet18", min_length=1)
-    checkpoint: Optional[str] = None
-    pretrained: bool = False
-    pretrained_file: Optional[str] = None
+    model: str = Field("resnet18", min_length=1, description="timm model name (see timm.list_models())")
+    checkpoint: Optional[str] = Field(None, description="file of this model's own weights (features_only keys) to load")
+    pretrained: bool = Field(False, description="load timm's pretrained weights (from the Hugging Face Hub or cache)")
+    pretrained_file: Optional[str] = Field(
+        None, description="local file of the pretrained weights, for use without network")
 
 
 def build(name: str, in_channels: int = 1, **options) -> TimmBackbone:

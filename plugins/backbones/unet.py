@@ -51,8 +51,9 @@ def parse_widths(widths: object) -> tuple[int, ...]:
 
 
 class UNetOptions(Options):
-    widths: Annotated[tuple[int, ...], BeforeValidator(parse_widths)] = (16, 32, 64, 128, 256)
-    dropout: float = Field(0.25, ge=0.0, lt=1.0)
+    widths: Annotated[tuple[int, ...], BeforeValidator(parse_widths)] = Field(
+        (16, 32, 64, 128, 256), description="channels of each encoder block, shallowest first (16-32-64-128-256)")
+    dropout: float = Field(0.25, ge=0.0, lt=1.0, description="dropout probability at the end of each encoder block")
 
 
 def build(name: str, in_channels: int = 1, **options) -> UNetEncoder:

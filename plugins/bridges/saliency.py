@@ -20,8 +20,8 @@ from mtssl_plugins.functional import input_saliency
 
 
 class SaliencyOptions(Options):
-    stride: int = Field(8, ge=1)
-    normalize: bool = True
+    stride: int = Field(8, ge=1, description="stride at which the target head receives the map")
+    normalize: bool = Field(True, description="scale each image's saliency to [0, 1] by its peak")
     in_channels: Optional[int] = Field(None, ge=1, description="image channels (default: the run's)")
 
 

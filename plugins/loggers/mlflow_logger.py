@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 
 from mtssl.api import Logger, Options, ValidationImages, read_options, require
 
@@ -53,8 +53,9 @@ def check_store_support(uri: str, component: str) -> None:
 class MLflowOptions(Options):
     model_config = ConfigDict(coerce_numbers_to_str=True)  # experiment=2024 is a name
 
-    tracking_uri: str | None = None
-    experiment: str = "mtssl"
+    tracking_uri: str | None = Field(
+        None, description="tracking store (default: MLFLOW_TRACKING_URI, else mlruns/ beside the runs)")
+    experiment: str = Field("mtssl", description="MLflow experiment the run is logged under")
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

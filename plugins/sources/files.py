@@ -148,7 +148,8 @@ class FileOptions(SourceOptions):
     """Options of sources that read any folder of images: channels and the patient pattern."""
 
     channels: int = Field(1, ge=1, description="image channels the model reads: 1 grey, 3 colour")
-    group: PatientPattern = None
+    group: PatientPattern = Field(
+        None, description="regex whose first group (else match) in a file name is the patient")
 
 
 def group_keys(paths: Sequence[Path], pattern: str | None) -> tuple[list[str] | None, list[str]]:

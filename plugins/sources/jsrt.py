@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import numpy as np
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
 from mtssl.api import DataError, check_mask_size, read_options
 from mtssl_plugins.sources.files import (IMAGE_SUFFIXES, FileSource, Item, SourceOptions, list_images, require_dir,
@@ -81,9 +81,11 @@ def parse_structures(text: object) -> tuple[str, ...]:
 
 
 class JsrtOptions(SourceOptions):
-    masks: Optional[str] = None
-    invert: bool = True
-    structures: Annotated[tuple[str, ...], BeforeValidator(parse_structures)] = ("lungs",)
+    masks: Optional[str] = Field(
+        None, description="folder searched for the SCR mask folders (default: the images folder)")
+    invert: bool = Field(True, description="invert raw .IMG files so that bone is bright, as on film")
+    structures: Annotated[tuple[str, ...], BeforeValidator(parse_structures)] = Field(
+        ("lungs",), description="mask channels joined by +: lungs, heart, clavicles")
 
 
 class JsrtSource(FileSource):

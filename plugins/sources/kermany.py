@@ -37,7 +37,8 @@ def find_split(path: str | Path, split: str) -> Path:
 
 class KermanyOptions(SourceOptions):
     split: str = Field("train", min_length=1, description="sub-folder of the root: train, val or test")
-    group: PatientPattern = PATIENT
+    group: PatientPattern = Field(
+        PATIENT, description="regex whose first group (else match) in a file name is the patient")
 
 
 def build(name: str, path: str | None = None, target=None, seed: int = 0, **options) -> FileSource:

@@ -13,7 +13,7 @@ import csv
 from pathlib import Path
 from typing import Annotated, Optional, Sequence
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
 from mtssl.api import DataError, read_options
 from mtssl_plugins.sources.files import FileSource, Item, SourceOptions, list_images, require_dir, target_mode
@@ -62,8 +62,9 @@ def parse_classes(text: object) -> tuple[str, ...]:
 
 
 class NihOptions(SourceOptions):
-    classes: Annotated[tuple[str, ...], BeforeValidator(parse_classes)] = parse_classes(DEFAULT_CLASSES)
-    csv: Optional[str] = None
+    classes: Annotated[tuple[str, ...], BeforeValidator(parse_classes)] = Field(
+        parse_classes(DEFAULT_CLASSES), description="findings separated by |, the first is class 0")
+    csv: Optional[str] = Field(None, description="findings table (default: the root's Data_Entry_2017*.csv)")
 
 
 def open_nih(path: str, names: Sequence[str] = parse_classes(DEFAULT_CLASSES), table: str | None = None) -> FileSource:

@@ -175,11 +175,13 @@ class SyntheticChest(Source):
 
 
 class SyntheticOptions(Options):
-    n: int = Field(1000, ge=1, le=10_000_000)
-    domain: int = Field(0, ge=0, le=len(DOMAINS) - 1)
-    prevalence: float = Field(0.5, ge=0.0, le=1.0)
-    size: int = Field(256, ge=8, le=4096)
-    structures: Annotated[str, AfterValidator(checked_structures)] = "lungs"
+    n: int = Field(1000, ge=1, le=10_000_000, description="number of images")
+    domain: int = Field(0, ge=0, le=len(DOMAINS) - 1,
+                        description="acquisition profile: intensity curve, contrast, blur and noise")
+    prevalence: float = Field(0.5, ge=0.0, le=1.0, description="probability that an image is class 1 (pneumonia)")
+    size: int = Field(256, ge=8, le=4096, description="side of the generated square images, in pixels")
+    structures: Annotated[str, AfterValidator(checked_structures)] = Field(
+        "lungs", description="mask channels joined by +: lungs, heart")
 
 
 def build(name: str, path: str | None = None, target=None, seed: int = 0, **options) -> SyntheticChest:

@@ -24,7 +24,7 @@ from mtssl_plugins.strategies.stateful import StatefulStrategy
 
 class AdaMatchOptions(Options):
     tau: float = Field(0.9, ge=0.0, le=1.0, description="relative threshold: share of the labeled confidence")
-    weight: float = Field(1.0, ge=0.0)
+    weight: float = Field(1.0, ge=0.0, description="weight of the pseudo-label loss")
     momentum: float = Field(0.999, ge=0.0, lt=1.0, description="EMA momentum of the class means (0: per batch)")
 
 

@@ -46,7 +46,7 @@ def feature_drop(features: torch.Tensor, low: float = 0.7, high: float = 0.9) ->
 
 
 class CCTOptions(Options):
-    weight: float = Field(1.0, ge=0.0)
+    weight: float = Field(1.0, ge=0.0, description="weight of the consistency loss (after the ramp-up)")
     rampup: int = Field(200, ge=0, description="steps of the sigmoid ramp-up of the weight")
     noise: float = Field(0.3, ge=0.0, le=1.0, description="spread of the multiplicative feature noise")
     dropout: float = Field(0.3, ge=0.0, lt=1.0, description="channel dropout on the features")

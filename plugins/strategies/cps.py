@@ -33,7 +33,7 @@ def cross_pseudo_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, task: Task
 
 
 class CPSOptions(Options):
-    weight: float = Field(1.5, ge=0.0)
+    weight: float = Field(1.5, ge=0.0, description="weight of the cross pseudo-label loss (after the ramp-up)")
     rampup: int = Field(0, ge=0, description="steps of the sigmoid ramp-up of the weight")
 
 

@@ -20,7 +20,7 @@ from mtssl_plugins.strategies.dense import box_masks, distribution_mse, log_dist
 
 
 class CutMixOptions(Options):
-    weight: float = Field(1.0, ge=0.0)
+    weight: float = Field(1.0, ge=0.0, description="weight of the CutMix consistency loss (after the ramp-up)")
     rampup: int = Field(0, ge=0, description="steps of the sigmoid ramp-up of the weight")
     ema: float = Field(0.99, ge=0.0, lt=1.0, description="decay of the EMA teacher")
     area: float = Field(0.5, gt=0.0, le=1.0, description="fraction of the image the pasted box covers")

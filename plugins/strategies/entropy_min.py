@@ -13,7 +13,7 @@ from mtssl_plugins.strategies.dense import entropy, log_distribution
 
 
 class EntropyOptions(Options):
-    weight: float = Field(0.1, ge=0.0)
+    weight: float = Field(0.1, ge=0.0, description="weight of the mean pixel entropy (after the ramp-up)")
     rampup: int = Field(200, ge=0, description="steps of the sigmoid ramp-up of the weight")
 
 

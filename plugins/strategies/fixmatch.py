@@ -5,8 +5,8 @@ from mtssl.api import Field, Options, SSLStrategy, StrategyInputs, StrategyLoss,
 
 
 class FixMatchOptions(Options):
-    threshold: float = Field(0.7, ge=0.0, le=1.0)
-    weight: float = Field(0.25, ge=0.0)
+    threshold: float = Field(0.7, ge=0.0, le=1.0, description="weak-view confidence a pseudo-label needs")
+    weight: float = Field(0.25, ge=0.0, description="weight of the pseudo-label loss (lambda)")
 
 
 class FixMatch(SSLStrategy):

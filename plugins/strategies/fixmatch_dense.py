@@ -17,7 +17,7 @@ from mtssl_plugins.strategies.dense import log_distribution, pseudo_label_loss
 
 class DenseFixMatchOptions(Options):
     threshold: float = Field(0.95, ge=0.0, le=1.0, description="confidence of a pixel's label to keep it")
-    weight: float = Field(1.0, ge=0.0)
+    weight: float = Field(1.0, ge=0.0, description="weight of the pixel-wise pseudo-label loss")
 
 
 class DenseFixMatch(SSLStrategy):

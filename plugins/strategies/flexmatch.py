@@ -27,7 +27,7 @@ from mtssl_plugins.strategies.stateful import StatefulStrategy
 
 class FlexMatchOptions(Options):
     threshold: float = Field(0.95, gt=0.0, le=1.0, description="fixed threshold tau the class thresholds scale")
-    weight: float = Field(1.0, ge=0.0)
+    weight: float = Field(1.0, ge=0.0, description="weight of the pseudo-label loss")
     momentum: float = Field(0.99, ge=0.0, lt=1.0, description="EMA momentum of the class shares")
     warmup: bool = Field(True, description="count unconfident predictions as a class (threshold warm-up)")
     mapping: Literal["convex", "linear"] = Field("convex", description="M(x) = x / (2 - x), or x")

@@ -23,7 +23,7 @@ Statistics = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class FreeMatchOptions(Options):
-    weight: float = Field(1.0, ge=0.0)
+    weight: float = Field(1.0, ge=0.0, description="weight of the pseudo-label loss")
     momentum: float = Field(0.999, ge=0.0, lt=1.0, description="EMA momentum of the statistics")
     fairness: float = Field(0.01, ge=0.0, description="weight of the self-adaptive fairness term")
 

@@ -47,10 +47,13 @@ PRESETS = {"paper": {"weight": 0.01, "reduction": "sum"}}
 
 
 class KLOptions(Options):
-    weight: float | None = Field(None, ge=0.0)  # None: the preset's, else 0.01
-    pairing: Literal["mean", "index"] = "mean"
-    reduction: Literal["mean", "sum"] | None = None  # None: the preset's, else mean
-    preset: Literal["paper"] | None = None
+    weight: float | None = Field(None, ge=0.0, description="beta of the KL term (None: the preset's, else 0.01)")
+    pairing: Literal["mean", "index"] = Field(
+        "mean", description="mean: the labeled batch's mean map is the reference; index: image i for image i")
+    reduction: Literal["mean", "sum"] | None = Field(
+        None, description="KL averaged over pixels, or summed per image (None: the preset's, else mean)")
+    preset: Literal["paper"] | None = Field(
+        None, description="paper: beta 0.01 with reduction=sum; options given beside it override it")
 
 
 class KLConsistency(SSLStrategy):

@@ -22,10 +22,11 @@ from mtssl_plugins.functional import probability_mse
 
 
 class MeanTeacherOptions(Options):
-    weight: float = Field(1.0, ge=0.0)
+    weight: float = Field(1.0, ge=0.0, description="weight of the consistency loss (after the ramp-up)")
     rampup: int = Field(200, ge=0, description="steps of the sigmoid ramp-up of the weight")
     ema: float = Field(0.99, ge=0.0, lt=1.0, description="decay of the EMA teacher")
-    views: Literal["aligned", "independent"] = "aligned"
+    views: Literal["aligned", "independent"] = Field(
+        "aligned", description="aligned: teacher sees the student's pixels; independent: its own weak view")
 
 
 class MeanTeacher(SSLStrategy):

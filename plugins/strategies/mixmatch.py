@@ -26,8 +26,8 @@ from mtssl_plugins.functional import probability_l2
 class MixMatchOptions(Options):
     K: int = Field(2, ge=1, description="augmentations per unlabeled image")
     T: float = Field(0.5, gt=0.0, description="sharpening temperature")
-    alpha: float = Field(0.75, gt=0.0)
-    weight: float = Field(75.0, ge=0.0)
+    alpha: float = Field(0.75, gt=0.0, description="mixup ratio drawn from Beta(alpha, alpha)")
+    weight: float = Field(75.0, ge=0.0, description="weight of the unlabeled squared error (after the ramp-up)")
     rampup: int = Field(500, ge=0, description="steps")
 
 

@@ -21,7 +21,7 @@ from mtssl_plugins.strategies.stateful import StatefulStrategy
 
 
 class SoftMatchOptions(Options):
-    weight: float = Field(1.0, ge=0.0)
+    weight: float = Field(1.0, ge=0.0, description="weight of the confidence-weighted pseudo-label loss")
     momentum: float = Field(0.999, ge=0.0, lt=1.0, description="EMA momentum of the statistics")
     n_sigma: float = Field(2.0, gt=0.0, description="width of the Gaussian, in standard deviations")
     align: bool = Field(True, description="uniform alignment of the weak probabilities")

@@ -47,12 +47,13 @@ def uncertainty_masked_mse(student_log_q: torch.Tensor, teacher_qs: list[torch.T
 
 
 class UAMTOptions(Options):
-    weight: float = Field(0.1, ge=0.0)
+    weight: float = Field(0.1, ge=0.0, description="weight of the masked consistency loss (after the ramp-up)")
     rampup: int = Field(200, ge=0, description="steps of the sigmoid ramp-up of the weight")
     ema: float = Field(0.99, ge=0.0, lt=1.0, description="decay of the EMA teacher")
     passes: int = Field(8, ge=1, le=32, description="stochastic teacher passes (T)")
     threshold_rampup: int = Field(1000, ge=0, description="steps of the threshold's ramp from 0.75 to 1 x ln K")
-    perturb: Literal["photometric", "none"] = "photometric"
+    perturb: Literal["photometric", "none"] = Field(
+        "photometric", description="photometric: each teacher pass its own intensity operations; none: dropout only")
 
 
 class UncertaintyMeanTeacher(SSLStrategy):

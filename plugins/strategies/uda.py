@@ -19,7 +19,7 @@ from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss
 class UDAOptions(Options):
     T: float = Field(0.4, gt=0.0, le=1.0, description="sharpening temperature of the targets")
     threshold: float = Field(0.8, ge=0.0, le=1.0, description="weak-view confidence a target needs")
-    weight: float = Field(1.0, ge=0.0)
+    weight: float = Field(1.0, ge=0.0, description="weight of the KL consistency loss")
 
 
 def uda_consistency(weak_logits: torch.Tensor, strong_logits: torch.Tensor, temperature: float,

@@ -25,7 +25,7 @@ from mtssl_plugins.strategies.dense import log_distribution, pseudo_label_loss
 
 class UniMatchOptions(Options):
     threshold: float = Field(0.95, ge=0.0, le=1.0, description="probability a pseudo-label needs to be kept")
-    weight: float = Field(1.0, ge=0.0)
+    weight: float = Field(1.0, ge=0.0, description="weight of the three streams' pseudo-label loss")
     dropout: float = Field(0.5, ge=0.0, lt=1.0, description="channel dropout on the weak view's features")
 
 

@@ -68,11 +68,10 @@ def weighted_pool(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
 
 
 class ClassificationOptions(Options):
-    classes: int = Field(2, ge=2)
-    weight: float = Field(1.0, ge=0.0)
-    balance: Literal["none", "loss", "sampler"] = "none"
-    """Against imbalanced labels: ``loss`` weights each class by its inverse frequency in the labeled split,
-    ``sampler`` draws labeled batches with every class equally likely."""
+    classes: int = Field(2, ge=2, description="number of classes the head outputs")
+    weight: float = Field(1.0, ge=0.0, description="weight of the cross-entropy loss")
+    balance: Literal["none", "loss", "sampler"] = Field(
+        "none", description="loss: weight classes by inverse labeled frequency; sampler: draw them equally")
 
 
 class ClassificationTask(Task):

@@ -71,10 +71,11 @@ class UNetDecoder(nn.Module):
 
 
 class SegmentationOptions(Options):
-    alpha: float = Field(5.0, ge=0.0)
-    dropout: float = Field(0.25, ge=0.0, lt=1.0)
+    alpha: float = Field(5.0, ge=0.0, description="weight of the soft Dice loss (the paper's alpha)")
+    dropout: float = Field(0.25, ge=0.0, lt=1.0, description="dropout probability at the end of each decoder block")
     channels: int = Field(1, ge=1, description="structures segmented")
-    activation: Literal[ACTIVATIONS] = "sigmoid"
+    activation: Literal[ACTIVATIONS] = Field(
+        "sigmoid", description="sigmoid: each structure on its own; softmax: exclusive, plus a background")
 
 
 class SegmentationTask(Task):
