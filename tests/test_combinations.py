@@ -24,7 +24,7 @@ from test_stop_resume import log_lines
 
 FACTORS = {
     "tasks": ["cls+seg", "cls", "seg", "cls+seg2", "cls+seg+reg"],
-    "ssl": ["multimix", "none", "teacher", "stateful"],
+    "ssl": ["multimix", "none", "teacher", "stateful", "features"],
     "bridges": ["saliency", "none", "into-cls", "chained"],
     "weighting": ["equal", "uncertainty", "pcgrad"],
     "precision": ["fp32", "bf16", "fp16"],
@@ -38,6 +38,8 @@ STRATEGIES = {  # the strategies each task gets at each ssl level
     "multimix": {"cls": "fixmatch", "seg": "kl", "seg2": "kl"},
     "teacher": {"cls": "meanteacher", "seg": "meanteacher", "seg2": "meanteacher", "reg": "meanteacher"},
     "stateful": {"cls": "freematch", "seg": "cps", "seg2": "cps"},
+    # strategies that run a head again on a view's features, or mix images under an EMA teacher
+    "features": {"cls": "simmatch", "seg": "unimatch", "seg2": "cutmix-seg"},
 }
 BRIDGES = {"none": [], "saliency": ["saliency"], "into-cls": ["mask:seg->cls"],
            "chained": ["saliency:cls->seg", "mask:seg->reg"]}
