@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -35,17 +36,29 @@ def plugins(as_json):
     if as_json:
         click.echo(json.dumps({"components": rows, "failures": failures}, indent=2))
         return
-    table = Table(title="mtssl components")
-    for column in ("kind", "name", "plugin", "distribution", "description"):
-        table.add_column(column)
-    for row in rows:
-        name = row["name"] + (f" ({', '.join(row['aliases'])})" if row["aliases"] else "")
-        dist = f"{row['distribution']} {row['version']}".strip()
-        table.add_row(*(plain(cell) for cell in (row["kind"], name, row["plugin"], dist, row["description"])))
     console = Console()
-    console.print(table)
+    console.print(components_table(rows))
     for f in failures:
         say(console, "disabled:", "red", f"{f['plugin']} ({f['distribution']}): {f['error']}")
+
+
+def components_table(rows: list[dict]) -> Table:
+    """Kind, name (aliases below it) and description, the description taking the width a terminal has left;
+    where third-party distributions are loaded, a column says which distribution each component is from."""
+    table = Table(title="mtssl components", box=box.SIMPLE_HEAD, pad_edge=False, expand=False)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("name", no_wrap=True)
+    table.add_column("description", ratio=1, overflow="fold")
+    third_party = any(row["distribution"] != "mtssl" for row in rows)
+    if third_party:
+        table.add_column("from", no_wrap=True)
+    for row in rows:
+        name = "\n".join([row["name"], *(f"({alias})" for alias in row["aliases"])])
+        cells = [row["kind"], name, row["description"]]
+        if third_party:
+            cells.append(f"{row['distribution']} {row['version']}".strip())
+        table.add_row(*(plain(cell) for cell in cells))
+    return table
 
 
 def listed_options(entry: Entry) -> dict:
