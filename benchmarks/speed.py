@@ -54,9 +54,10 @@ MULTIMIX = {"tasks": ["cls:fixmatch", "seg:kl"], "bridges": ["saliency"]}
 
 
 def build_trainer(size: int, m: int, device: str, workdir: str, precision: str = "fp32",
-                  compile: bool = False) -> Trainer:
+                  compile: bool = False, weighting: str = "equal", name: str | None = None) -> Trainer:
     config = RunConfig(**MULTIMIX, size=size, batch_size=m, steps=10**6, eval_every=10**6, save_every=10**6,
-                       device=device, out=workdir, name=f"speed-{size}", precision=precision, compile=compile,
+                       device=device, out=workdir, name=name or f"speed-{size}", precision=precision,
+                       compile=compile, weighting=weighting,
                        data={"cls": TaskData(train="synthetic:n=160", labels=50),
                              "seg": TaskData(train="synthetic:n=60,domain=1", labels=10)})
     return Trainer(config, PluginHost(), RunDir.create(config))

@@ -69,8 +69,9 @@ class MultiTaskModel(nn.Module):
     @contextmanager
     def recording_representation(self) -> Iterator[list[torch.Tensor]]:
         """Collect, for the block, the shared representation of every architecture pass: the encoder outputs
-        (:meth:`Architecture.encode`) that carry a gradient. A weighting that differentiates with respect to
-        them instead of the encoder's parameters (MGDA-UB) gets them from the trainer."""
+        (:meth:`Architecture.encode`) that carry a gradient, as aliases that only the heads read (see
+        :func:`_aliased`). A weighting that differentiates with respect to them instead of the encoder's
+        parameters (MGDA-UB) gets them from the trainer."""
         self._representation = recorded = []
         try:
             yield recorded
@@ -144,7 +145,7 @@ class MultiTaskModel(nn.Module):
         """One architecture pass over ``images`` (rows ``first_row`` on of the forward's batch)."""
         encoded = self.architecture.encode(self.backbone, images)
         if self._representation is not None:
-            self._representation.extend(t for t in _tensors(encoded) if t.requires_grad)
+            encoded = _aliased(encoded, self._representation)
         return _Features(self.architecture, encoded, images, first_row)
 
     def _head(self, name: str, rows: slice, run: "_Pass") -> torch.Tensor:
@@ -293,13 +294,23 @@ def _route(bridge: Bridge) -> str:
     return f"{bridge.source}->{bridge.target}"
 
 
-def _tensors(tree: Any) -> Iterator[torch.Tensor]:
-    """The tensors of a nest of lists and tuples (an architecture's ``encoded``), depth first."""
+def _aliased(tree: Any, recorded: list[torch.Tensor]) -> Any:
+    """``tree`` (an architecture's ``encoded``: tensors in lists and tuples) with every tensor that carries a
+    gradient replaced by an alias of it (a view: no copy), appended to ``recorded``.
+
+    Everything downstream reads the aliases, so the gradient of a loss with respect to an alias follows only
+    what reads it (heads, task attention) and not the encoder's path from a shallow level to a deeper one:
+    the partial derivative with respect to each level, which MGDA-UB needs, at the cost of the heads alone.
+    """
     if isinstance(tree, torch.Tensor):
-        yield tree
-    elif isinstance(tree, (list, tuple)):
-        for item in tree:
-            yield from _tensors(item)
+        if not tree.requires_grad:
+            return tree
+        alias = tree.view_as(tree)
+        recorded.append(alias)
+        return alias
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_aliased(item, recorded) for item in tree)
+    return tree
 
 
 @contextmanager
