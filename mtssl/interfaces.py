@@ -6,11 +6,13 @@ registry and talks to the trainer only through the methods below.
 """
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, Mapping, Sequence
 
+from mtssl.options import Options, read_options
 from mtssl.targets import TargetSpec
 
 import numpy as np
@@ -222,6 +224,32 @@ class Task(ABC):
         return []
 
 
+_RESERVED_OPTION_NAMES = frozenset({"name", "options", "settings", "context"})
+"""Attributes the base classes set themselves, which a declared option may not replace."""
+
+
+def _read_declared_options(component: Any, kind: str, name: str, options: Mapping[str, Any]) -> None:
+    """Read ``options`` with ``type(component).options_model`` (when set) and set each field on ``component``.
+
+    Every field becomes an attribute of the same name and the validated model becomes ``settings``; a bad
+    option is the one-line ``ValueError`` of :func:`read_options`, naming ``KIND 'NAME'``. A field that would
+    hide a method or property of the class, or an attribute the base class sets, is refused (``TypeError``).
+    """
+    cls = type(component)
+    model = cls.options_model
+    if model is None:
+        return
+    for option in model.model_fields:
+        existing = inspect.getattr_static(cls, option, None)
+        if option in _RESERVED_OPTION_NAMES or hasattr(type(existing), "__get__"):
+            raise TypeError(f"{kind} '{name}': option '{option}' of {model.__name__} would replace "
+                            f"{cls.__name__}.{option}; give the option another name")
+    settings = read_options(f"{kind} '{name}'", options, model)
+    for option in model.model_fields:
+        setattr(component, option, getattr(settings, option))
+    component.settings = settings
+
+
 def _single_process_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.clone()
 
@@ -356,8 +384,14 @@ class SSLStrategy(ABC):
 
     context: StrategyContext = SINGLE_PROCESS
     """The run's processes and collectives; :meth:`bind` replaces the single-process default."""
+    options_model: ClassVar[type[Options] | None] = None
+    """The strategy's options, declared: an ``Options`` model. When a subclass sets it, ``__init__`` reads
+    the options with it (a bad one is refused in one line naming ``strategy 'NAME'``), sets each field as an
+    attribute of the same name and keeps the validated model as ``self.settings``, so the subclass needs no
+    constructor of its own. None (the default): the subclass reads its options itself (``read_options``)."""
 
     def __init__(self, name: str, **options: Any) -> None:
+        _read_declared_options(self, "strategy", name, options)
         self.name = name
         self.options = options
 
@@ -453,8 +487,14 @@ class Weighting(ABC):
     parameters, as MGDA-UB does."""
     context: StrategyContext = SINGLE_PROCESS
     """The run's processes and collectives; :meth:`bind` replaces the single-process default."""
+    options_model: ClassVar[type[Options] | None] = None
+    """The weighting's options, declared: an ``Options`` model (``Options`` itself: it takes none). When a
+    subclass sets it, ``__init__`` reads the options with it (a bad one is refused in one line naming
+    ``weighting 'NAME'``), sets each field as an attribute of the same name and keeps the validated model as
+    ``self.settings``. None (the default): the subclass reads its options itself (``read_options``)."""
 
     def __init__(self, name: str, **options: Any) -> None:
+        _read_declared_options(self, "weighting", name, options)
         self.name = name
         self.options = options
 

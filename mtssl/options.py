@@ -1,10 +1,11 @@
 """Typed, range-checked component options (``cls:fixmatch:threshold=0.95``) for plugin authors.
 
 A component declares its options as a pydantic model deriving from
-:class:`Options` and reads them with :func:`read_options`; an unknown option,
-a wrong type, NaN/infinity or an out-of-range value becomes one
-``ValueError`` line naming the component, the option, the rule and the
-value::
+:class:`Options` and reads them with :func:`read_options` (a strategy or a
+weighting may name the model as its ``options_model`` instead, and its base
+class reads them); an unknown option, a wrong type, NaN/infinity or an
+out-of-range value becomes one ``ValueError`` line naming the component, the
+option, the rule and the value::
 
     class FixMatchOptions(Options):
         threshold: float = Field(0.7, ge=0, le=1)
@@ -150,9 +151,10 @@ def literal_choices(annotation: Any) -> list[Any] | None:
 def declared_options(factory: Any) -> type[BaseModel] | None:
     """The options model a component factory reads, or None where it declares none.
 
-    A factory (class or function) may name it as ``options_model``; otherwise it is the model its
-    code passes to :func:`read_options` (the third argument), found by reading the factory's source
-    (a class's ``__init__``, up its bases), so the documented pattern needs no declaration of its own.
+    A factory (class or function) may name it as ``options_model`` (a strategy or weighting class that
+    declares its options that way has them read by its base class); otherwise it is the model its code
+    passes to :func:`read_options` (the third argument), found by reading the factory's source (a class's
+    ``__init__``, up its bases), so a constructor that calls it needs no declaration of its own.
     """
     named = getattr(factory, "options_model", None)
     if isinstance(named, type) and issubclass(named, BaseModel):

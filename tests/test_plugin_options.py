@@ -1,12 +1,15 @@
-"""``mtssl plugins --json`` lists each component's options (type, default, range, choices, description)."""
+"""``mtssl plugins --json`` lists each component's options (type, default, range, choices, description), and a
+strategy or weighting that declares its options as ``options_model`` has them read by its base class."""
 from __future__ import annotations
 
 import json
 from typing import Literal
 
+import pytest
 from pydantic import Field
 
 from conftest import invoke
+from mtssl.api import SSLStrategy, Weighting
 from mtssl.options import Options, declared_options, describe_options
 
 OPTIONED_PLUGIN = '''
@@ -132,3 +135,61 @@ def test_describe_options_of_an_optional_choice():
     mode, scale = describe_options(Inner)
     assert (mode["type"], mode["default"], mode["choices"]) == ("choice | none", None, ["a", "b"])
     assert (scale["type"], scale["default"], scale["range"]) == ("float", 1.0, "x >= 0")
+
+
+# -- options declared as a class attribute -----------------------------------------------------------------
+class DeclaredOptions(Options):
+    threshold: float = Field(0.9, ge=0.0, le=1.0)
+    mode: Literal["hard", "soft"] = "hard"
+
+
+class Declared(SSLStrategy):
+    """A strategy with no constructor of its own: the base class reads its options."""
+
+    options_model = DeclaredOptions
+
+    def plan(self):
+        return []
+
+    def loss(self, inputs):
+        raise NotImplementedError
+
+
+class DeclaredWeighting(Weighting):
+    options_model = Options  # takes none
+
+    def combine(self, losses, step):
+        raise NotImplementedError
+
+
+def test_a_strategy_declared_with_options_model_gets_its_fields_as_attributes():
+    strategy = Declared("sharp", threshold=0.5)
+    assert (strategy.threshold, strategy.mode) == (0.5, "hard")
+    assert strategy.settings == DeclaredOptions(threshold=0.5)
+    assert (strategy.name, strategy.options) == ("sharp", {"threshold": 0.5})
+    assert declared_options(Declared) is DeclaredOptions  # listed by ``mtssl plugins --json`` too
+    with pytest.raises(ValueError, match=r"^strategy 'sharp': option threshold: must satisfy 0\.0 <= x <= 1\.0, "
+                                         r"got 2$"):
+        Declared("sharp", threshold=2)
+    with pytest.raises(ValueError, match=r"^weighting 'flat': unknown option\(s\) scale; known: none$"):
+        DeclaredWeighting("flat", scale=1)
+
+
+def test_without_options_model_the_base_class_reads_nothing():
+    class Explicit(Declared):
+        options_model = None
+
+    strategy = Explicit("old", anything=1)  # an old-style plugin reads (and checks) its options itself
+    assert strategy.options == {"anything": 1} and not hasattr(strategy, "settings")
+
+
+def test_an_option_that_would_hide_a_method_is_refused():
+    class ClashingOptions(Options):
+        plan: int = 1
+
+    class Clashing(Declared):
+        options_model = ClashingOptions
+
+    with pytest.raises(TypeError, match=r"^strategy 'c': option 'plan' of ClashingOptions would replace "
+                                        r"Clashing\.plan; give the option another name$"):
+        Clashing("c")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from mtssl.api import (Field, Options, StrategyInputs, StrategyLoss, ViewRequest, align_distribution, ema_update,
-                       pooled_means, read_options, weighted_cross_entropy)
+                       pooled_means, weighted_cross_entropy)
 from mtssl_plugins.strategies.stateful import StatefulStrategy
 
 
@@ -32,15 +32,11 @@ class AdaMatch(StatefulStrategy):
     """weight * CE(strong, argmax aligned weak) where aligned max p >= tau * mean labeled max p."""
 
     STATE = ("p_labeled", "p_unlabeled")
+    options_model = AdaMatchOptions
 
     def serves(self, target):
         """One class per image: alignment is over classes."""
         return target.categorical
-
-    def __init__(self, name: str, **options):
-        settings = read_options(f"strategy '{name}'", options, AdaMatchOptions)
-        super().__init__(name, **options)
-        self.tau, self.weight, self.momentum = settings.tau, settings.weight, settings.momentum
 
     def plan(self):
         return [ViewRequest("weak", "unlabeled", "weak", grad=False), ViewRequest("strong", "unlabeled", "strong")]

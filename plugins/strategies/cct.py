@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtssl.api import (Field, HeadInputs, Options, SSLStrategy, StrategyInputs, StrategyLoss, Task, ViewRequest,
-                       read_options, sigmoid_rampup)
+                       sigmoid_rampup)
 from mtssl_plugins.strategies.dense import distribution_mse, log_distribution
 
 
@@ -55,15 +55,14 @@ class CCTOptions(Options):
 class CrossConsistency(SSLStrategy):
     """weight * rampup(step) * mean over noise, drop and dropout of MSE(q(decoder_k(perturbed_k)), q(clean))."""
 
+    options_model = CCTOptions
+
     def serves(self, target):
         """Binary structure maps, one or more channels (a sigmoid or a softmax head)."""
         return target.spatial and target.binary
 
     def __init__(self, name: str, **options):
-        settings = read_options(f"strategy '{name}'", options, CCTOptions)
         super().__init__(name, **options)
-        self.weight, self.rampup = settings.weight, settings.rampup
-        self.noise, self.dropout = settings.noise, settings.dropout
         self.decoders: nn.ModuleDict | None = None
 
     def modules(self, task: Task, inputs: HeadInputs) -> nn.ModuleDict:

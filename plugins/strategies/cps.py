@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, Task, ViewRequest,
-                       read_options, sigmoid_rampup)
+                       sigmoid_rampup)
 from mtssl_plugins.strategies.dense import log_distribution, pseudo_label_loss
 
 
@@ -38,14 +38,11 @@ class CPSOptions(Options):
 
 
 class CrossPseudoSupervision(SSLStrategy):
+    options_model = CPSOptions
+
     def serves(self, target):
         """Binary structure maps, one or more channels (a sigmoid or a softmax head)."""
         return target.spatial and target.binary
-
-    def __init__(self, name: str, **options):
-        settings = read_options(f"strategy '{name}'", options, CPSOptions)
-        super().__init__(name, **options)
-        self.weight, self.rampup = settings.weight, settings.rampup
 
     def needs_peer(self) -> bool:
         return True

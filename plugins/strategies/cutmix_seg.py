@@ -14,7 +14,7 @@ optional confidence threshold.
 """
 from __future__ import annotations
 
-from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, read_options,
+from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest,
                        sigmoid_rampup)
 from mtssl_plugins.strategies.dense import box_masks, distribution_mse, log_distribution, mix
 
@@ -29,14 +29,11 @@ class CutMixOptions(Options):
 class CutMixSeg(SSLStrategy):
     """weight * rampup(step) * MSE(q_student(mix(x_a, x_b)), mix(q_teacher(x_a), q_teacher(x_b)))."""
 
+    options_model = CutMixOptions
+
     def serves(self, target):
         """Binary structure maps, one or more channels (a sigmoid or a softmax head)."""
         return target.spatial and target.binary
-
-    def __init__(self, name: str, **options):
-        settings = read_options(f"strategy '{name}'", options, CutMixOptions)
-        super().__init__(name, **options)
-        self.weight, self.rampup, self.ema, self.area = settings.weight, settings.rampup, settings.ema, settings.area
 
     def teacher_decay(self) -> float:
         return self.ema

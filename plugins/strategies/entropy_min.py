@@ -7,7 +7,7 @@ for a softmax head (structures plus background), averaged over every pixel.
 """
 from __future__ import annotations
 
-from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, read_options,
+from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest,
                        sigmoid_rampup)
 from mtssl_plugins.strategies.dense import entropy, log_distribution
 
@@ -20,14 +20,11 @@ class EntropyOptions(Options):
 class EntropyMinimisation(SSLStrategy):
     """weight * rampup(step) * mean per-pixel entropy of the unlabeled predictions."""
 
+    options_model = EntropyOptions
+
     def serves(self, target):
         """Binary structure maps, one or more channels (a sigmoid or a softmax head)."""
         return target.spatial and target.binary
-
-    def __init__(self, name: str, **options):
-        settings = read_options(f"strategy '{name}'", options, EntropyOptions)
-        super().__init__(name, **options)
-        self.weight, self.rampup = settings.weight, settings.rampup
 
     def plan(self):
         return [ViewRequest("unlabeled", "unlabeled", "weak")]

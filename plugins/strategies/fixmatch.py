@@ -1,7 +1,7 @@
 """FixMatch-style pseudo-labelling (MultiMix eq. 1): weak view labels, strong view learns."""
 from __future__ import annotations
 
-from mtssl.api import Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, fixmatch_loss, read_options
+from mtssl.api import Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, fixmatch_loss
 
 
 class FixMatchOptions(Options):
@@ -12,14 +12,11 @@ class FixMatchOptions(Options):
 class FixMatch(SSLStrategy):
     """lambda * CE(strong, argmax(weak)) where max softmax(weak) >= threshold."""
 
+    options_model = FixMatchOptions
+
     def serves(self, target):
         """One class per image: pseudo-labels are the weak view's most confident class."""
         return target.categorical
-
-    def __init__(self, name: str, **options):
-        settings = read_options(f"strategy '{name}'", options, FixMatchOptions)
-        super().__init__(name, **options)
-        self.threshold, self.weight = settings.threshold, settings.weight
 
     def plan(self):
         return [ViewRequest("weak", "unlabeled", "weak", grad=False),

@@ -11,7 +11,7 @@ that channel's probability is ``>= threshold``.
 from __future__ import annotations
 
 from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest,
-                       dense_pseudo_label_loss, read_options)
+                       dense_pseudo_label_loss)
 from mtssl_plugins.strategies.dense import log_distribution, pseudo_label_loss
 
 
@@ -23,14 +23,11 @@ class DenseFixMatchOptions(Options):
 class DenseFixMatch(SSLStrategy):
     """weight * mean over pixels of mask * CE(strong, weak's most likely label), per channel for sigmoid."""
 
+    options_model = DenseFixMatchOptions
+
     def serves(self, target):
         """Binary structure maps, one or more channels (a sigmoid or a softmax head)."""
         return target.spatial and target.binary
-
-    def __init__(self, name: str, **options):
-        settings = read_options(f"strategy '{name}'", options, DenseFixMatchOptions)
-        super().__init__(name, **options)
-        self.threshold, self.weight = settings.threshold, settings.weight
 
     def plan(self):
         return [ViewRequest("weak", "unlabeled", "weak", grad=False),

@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 
 from mtssl.api import (Field, Options, StrategyInputs, StrategyLoss, ViewRequest, flexmatch_thresholds,
-                       flexmatch_update, read_options, weighted_cross_entropy)
+                       flexmatch_update, weighted_cross_entropy)
 from mtssl_plugins.strategies.stateful import StatefulStrategy
 
 
@@ -37,16 +37,11 @@ class FlexMatch(StatefulStrategy):
     """weight * CE(strong, argmax weak) where max softmax(weak) >= M(beta_c) * threshold for its class c."""
 
     STATE = ("learning",)
+    options_model = FlexMatchOptions
 
     def serves(self, target):
         """One class per image: thresholds are class-wise."""
         return target.categorical
-
-    def __init__(self, name: str, **options):
-        settings = read_options(f"strategy '{name}'", options, FlexMatchOptions)
-        super().__init__(name, **options)
-        self.threshold, self.weight, self.momentum = settings.threshold, settings.weight, settings.momentum
-        self.warmup, self.mapping = settings.warmup, settings.mapping
 
     def plan(self):
         return [ViewRequest("weak", "unlabeled", "weak", grad=False), ViewRequest("strong", "unlabeled", "strong")]

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, freematch_fairness,
-                       freematch_mask, freematch_thresholds, freematch_update, read_options)
+                       freematch_mask, freematch_thresholds, freematch_update)
 
 Statistics = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -31,15 +31,15 @@ class FreeMatchOptions(Options):
 class FreeMatch(SSLStrategy):
     """weight * masked CE(strong, argmax weak) + fairness * SAF, with adaptive class-wise thresholds."""
 
+    options_model = FreeMatchOptions
+
     def serves(self, target):
         """One class per image: thresholds are class-wise."""
         return target.categorical
     STATE = ("time_p", "p_model", "label_hist")
 
     def __init__(self, name: str, **options):
-        settings = read_options(f"strategy '{name}'", options, FreeMatchOptions)
         super().__init__(name, **options)
-        self.weight, self.momentum, self.fairness = settings.weight, settings.momentum, settings.fairness
         self.time_p: torch.Tensor | None = None
         self.p_model: torch.Tensor | None = None
         self.label_hist: torch.Tensor | None = None

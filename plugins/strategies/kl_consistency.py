@@ -27,7 +27,7 @@ import torch
 
 from typing import Literal
 
-from mtssl.api import Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, read_options
+from mtssl.api import Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest
 from mtssl_plugins.functional import bernoulli_kl
 from mtssl_plugins.strategies.dense import distribution_kl, log_distribution
 
@@ -60,17 +60,17 @@ class KLConsistency(SSLStrategy):
     """beta * KL between labeled and unlabeled per-pixel predictions (mean or per-image sum): Bernoulli per
     channel for a sigmoid head, categorical across channels for a softmax head."""
 
+    options_model = KLOptions
+
     def serves(self, target):
         """Binary structure maps, one or more channels (a sigmoid or a softmax head)."""
         return target.spatial and target.binary
 
     def __init__(self, name: str, **options):
-        settings = read_options(f"strategy '{name}'", options, KLOptions)
         super().__init__(name, **options)
-        preset = PRESETS.get(settings.preset or "", {})
-        self.weight = settings.weight if settings.weight is not None else preset.get("weight", 0.01)
-        self.reduction = settings.reduction or preset.get("reduction", "mean")
-        self.pairing = settings.pairing
+        preset = PRESETS.get(self.preset or "", {})  # unset weight and reduction fall back to the preset's
+        self.weight = self.weight if self.weight is not None else preset.get("weight", 0.01)
+        self.reduction = self.reduction or preset.get("reduction", "mean")
 
     def plan(self):
         return [ViewRequest("plain", "unlabeled", "none")]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, read_options,
+from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest,
                        sigmoid_rampup)
 from mtssl_plugins.functional import probability_mse
 
@@ -32,14 +32,11 @@ class MeanTeacherOptions(Options):
 class MeanTeacher(SSLStrategy):
     """weight * rampup(step) * MSE(p_student(weak), p_teacher(weak))."""
 
+    options_model = MeanTeacherOptions
+
     def serves(self, target):
         """Any target whose head has probabilities (the consistency is on task.probabilities)."""
         return True
-
-    def __init__(self, name: str, **options):
-        settings = read_options(f"strategy '{name}'", options, MeanTeacherOptions)
-        super().__init__(name, **options)
-        self.weight, self.rampup, self.ema, self.views = settings.weight, settings.rampup, settings.ema, settings.views
 
     def teacher_decay(self) -> float:
         return self.ema

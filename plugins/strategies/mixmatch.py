@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, guess_labels,
-                       linear_rampup, mixup, mixup_lambda, read_options, soft_cross_entropy)
+                       linear_rampup, mixup, mixup_lambda, soft_cross_entropy)
 from mtssl_plugins.functional import probability_l2
 
 
@@ -34,18 +34,14 @@ class MixMatchOptions(Options):
 class MixMatch(SSLStrategy):
     """CE(mixed labeled) + weight * L2(mixed unlabeled, sharpened guesses over K weak views)."""
 
+    options_model = MixMatchOptions
+
     def serves(self, target):
         """One class per image: guessed labels are class distributions."""
         return target.categorical
 
-    def __init__(self, name: str, **options):
-        settings = read_options(f"strategy '{name}'", options, MixMatchOptions)
-        super().__init__(name, **options)
-        self.k, self.temperature, self.alpha = settings.K, settings.T, settings.alpha
-        self.weight, self.rampup = settings.weight, settings.rampup
-
     def plan(self):
-        unlabeled = [ViewRequest(f"weak{i}", "unlabeled", "weak", grad=False) for i in range(self.k)]
+        unlabeled = [ViewRequest(f"weak{i}", "unlabeled", "weak", grad=False) for i in range(self.K)]
         return [ViewRequest("labeled", "labeled", "weak", grad=False), *unlabeled]
 
     def current_weight(self, step: int) -> float:
@@ -57,15 +53,15 @@ class MixMatch(SSLStrategy):
         target = inputs.view_targets.get("labeled")
         if target is None:
             raise ValueError(f"strategy '{self.name}' needs the targets of its labeled view")
-        weak = [inputs.views[f"weak{i}"] for i in range(self.k)]
+        weak = [inputs.views[f"weak{i}"] for i in range(self.K)]
         num_classes = weak[0].shape[1]
-        guessed = guess_labels(weak, self.temperature)
+        guessed = guess_labels(weak, self.T)
 
         labeled_x = inputs.view_images["labeled"]
         labeled_p = F.one_hot(target.long(), num_classes).float()
-        unlabeled_x = torch.cat([inputs.view_images[f"weak{i}"] for i in range(self.k)])
+        unlabeled_x = torch.cat([inputs.view_images[f"weak{i}"] for i in range(self.K)])
         pooled_x = torch.cat([labeled_x, unlabeled_x])
-        pooled_p = torch.cat([labeled_p, guessed.repeat(self.k, 1)])
+        pooled_p = torch.cat([labeled_p, guessed.repeat(self.K, 1)])
         order = torch.randperm(len(pooled_x), device=pooled_x.device)
         lam = mixup_lambda(self.alpha)
         mixed_x, mixed_p = mixup(pooled_x, pooled_p, pooled_x[order], pooled_p[order], lam)

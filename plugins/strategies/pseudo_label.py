@@ -10,7 +10,7 @@ count little.
 from __future__ import annotations
 
 from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, fixmatch_loss,
-                       linear_rampup, read_options)
+                       linear_rampup)
 
 
 class PseudoLabelOptions(Options):
@@ -23,15 +23,11 @@ class PseudoLabelOptions(Options):
 class PseudoLabel(SSLStrategy):
     """alpha(t) * CE(weak, argmax weak) where max softmax(weak) >= threshold, on one weak view."""
 
+    options_model = PseudoLabelOptions
+
     def serves(self, target):
         """One class per image: pseudo-labels are the most confident class."""
         return target.categorical
-
-    def __init__(self, name: str, **options):
-        settings = read_options(f"strategy '{name}'", options, PseudoLabelOptions)
-        super().__init__(name, **options)
-        self.threshold, self.weight = settings.threshold, settings.weight
-        self.rampup, self.start = settings.rampup, settings.start
 
     def plan(self):
         return [ViewRequest("weak", "unlabeled", "weak")]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mtssl.api import (Field, Options, StrategyInputs, StrategyLoss, ViewRequest, gather_rows, read_options,
+from mtssl.api import (Field, Options, StrategyInputs, StrategyLoss, ViewRequest, gather_rows,
                        weighted_cross_entropy)
 from mtssl_plugins.strategies.stateful import StatefulStrategy
 
@@ -64,16 +64,11 @@ class SimMatch(StatefulStrategy):
     """weight * masked soft CE(strong, p^) + instance_weight * CE(q^, softmax(strong . bank / T))."""
 
     STATE = ("bank", "labels")
+    options_model = SimMatchOptions
 
     def serves(self, target):
         """One class per image: the bank holds class labels."""
         return target.categorical
-
-    def __init__(self, name: str, **options):
-        settings = read_options(f"strategy '{name}'", options, SimMatchOptions)
-        super().__init__(name, **options)
-        self.threshold, self.temperature, self.alpha = settings.threshold, settings.T, settings.alpha
-        self.weight, self.instance_weight, self.bank_size = settings.weight, settings.instance_weight, settings.bank
 
     def plan(self):
         return [ViewRequest("labeled", "labeled", "weak", grad=False, features=True),
@@ -92,8 +87,8 @@ class SimMatch(StatefulStrategy):
         new_labels = gather_rows(new_labels.float(), context.rank, context.world_size, context.all_reduce_sum)
         if len(bank) == 0:
             bank = embeddings[:0]
-        return {"bank": torch.cat([embeddings, bank])[:self.bank_size],
-                "labels": torch.cat([new_labels.round().long(), labels])[:self.bank_size]}
+        return {"bank": torch.cat([embeddings, bank])[:self.bank],
+                "labels": torch.cat([new_labels.round().long(), labels])[:self.bank]}
 
     def loss(self, inputs: StrategyInputs) -> StrategyLoss:
         labeled_target = inputs.view_targets.get("labeled")
@@ -107,8 +102,8 @@ class SimMatch(StatefulStrategy):
         strong_embeddings = embed(features["strong"])
         if len(bank):
             pseudo, instance = simmatch_targets(probs, embed(features["weak"]), bank, bank_labels,
-                                                self.temperature, self.alpha)
-            log_student = F.log_softmax(strong_embeddings @ bank.T / self.temperature, dim=1)
+                                                self.T, self.alpha)
+            log_student = F.log_softmax(strong_embeddings @ bank.T / self.T, dim=1)
             in_loss = -(instance * log_student).sum(dim=1).mean()
         else:  # nothing to compare with before the first labeled batch is banked
             pseudo, in_loss = probs, strong_embeddings.sum() * 0.0

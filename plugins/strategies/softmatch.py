@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from mtssl.api import (Field, Options, StrategyInputs, StrategyLoss, ViewRequest, align_distribution, ema_update,
-                       pooled_means, read_options, softmatch_update, softmatch_weights, weighted_cross_entropy)
+                       pooled_means, softmatch_update, softmatch_weights, weighted_cross_entropy)
 from mtssl_plugins.strategies.stateful import StatefulStrategy
 
 
@@ -31,16 +31,11 @@ class SoftMatch(StatefulStrategy):
     """weight * mean_b w_b CE(strong_b, argmax aligned weak_b), w a truncated Gaussian of the confidence."""
 
     STATE = ("mean", "variance", "p_model")
+    options_model = SoftMatchOptions
 
     def serves(self, target):
         """One class per image: weights and alignment are over classes."""
         return target.categorical
-
-    def __init__(self, name: str, **options):
-        settings = read_options(f"strategy '{name}'", options, SoftMatchOptions)
-        super().__init__(name, **options)
-        self.weight, self.momentum, self.n_sigma = settings.weight, settings.momentum, settings.n_sigma
-        self.align = settings.align
 
     def plan(self):
         return [ViewRequest("weak", "unlabeled", "weak", grad=False), ViewRequest("strong", "unlabeled", "strong")]

@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 
-from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, read_options,
+from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest,
                        sigmoid_rampup)
 from mtssl_plugins.strategies.dense import distribution_mse, entropy, log_distribution
 
@@ -59,16 +59,11 @@ class UAMTOptions(Options):
 class UncertaintyMeanTeacher(SSLStrategy):
     """weight * rampup(step) * MSE(q_student, mean of T teacher passes) over pixels of low teacher entropy."""
 
+    options_model = UAMTOptions
+
     def serves(self, target):
         """Binary structure maps, one or more channels (a sigmoid or a softmax head)."""
         return target.spatial and target.binary
-
-    def __init__(self, name: str, **options):
-        settings = read_options(f"strategy '{name}'", options, UAMTOptions)
-        super().__init__(name, **options)
-        self.weight, self.rampup, self.ema = settings.weight, settings.rampup, settings.ema
-        self.passes = settings.passes
-        self.threshold_rampup, self.perturb = settings.threshold_rampup, settings.perturb
 
     def teacher_decay(self) -> float:
         return self.ema

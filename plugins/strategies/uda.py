@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, read_options,
+from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest,
                        sharpen)
 
 
@@ -36,18 +36,15 @@ def uda_consistency(weak_logits: torch.Tensor, strong_logits: torch.Tensor, temp
 class UDA(SSLStrategy):
     """weight * KL(sharpened weak || strong) where max softmax(weak) >= threshold."""
 
+    options_model = UDAOptions
+
     def serves(self, target):
         """One class per image: targets are class distributions."""
         return target.categorical
-
-    def __init__(self, name: str, **options):
-        settings = read_options(f"strategy '{name}'", options, UDAOptions)
-        super().__init__(name, **options)
-        self.temperature, self.threshold, self.weight = settings.T, settings.threshold, settings.weight
 
     def plan(self):
         return [ViewRequest("weak", "unlabeled", "weak", grad=False), ViewRequest("strong", "unlabeled", "strong")]
 
     def loss(self, inputs: StrategyInputs) -> StrategyLoss:
-        kl, mask = uda_consistency(inputs.views["weak"], inputs.views["strong"], self.temperature, self.threshold)
+        kl, mask = uda_consistency(inputs.views["weak"], inputs.views["strong"], self.T, self.threshold)
         return StrategyLoss(self.weight * kl, {"mask_rate": mask.float().mean(), "kl": kl.detach()})

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from mtssl.api import Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, read_options
+from mtssl.api import Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest
 from mtssl_plugins.strategies.dense import log_distribution, pseudo_label_loss
 
 
@@ -32,14 +32,11 @@ class UniMatchOptions(Options):
 class UniMatch(SSLStrategy):
     """weight * (0.25 CE(s1) + 0.25 CE(s2) + 0.5 CE(head(dropout(features(weak))))) against weak pseudo-labels."""
 
+    options_model = UniMatchOptions
+
     def serves(self, target):
         """Binary structure maps, one or more channels (a sigmoid or a softmax head)."""
         return target.spatial and target.binary
-
-    def __init__(self, name: str, **options):
-        settings = read_options(f"strategy '{name}'", options, UniMatchOptions)
-        super().__init__(name, **options)
-        self.threshold, self.weight, self.dropout = settings.threshold, settings.weight, settings.dropout
 
     def plan(self):
         # the weak view keeps its gradient: the perturbed stream trains the encoder through its features

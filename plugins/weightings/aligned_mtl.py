@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from mtssl.api import Options, read_options
+from mtssl.api import Options
 from mtssl_plugins.weightings.gradients import GradientWeighting, unit_scale
 
 
@@ -33,9 +33,7 @@ def aligned_weights(gram: torch.Tensor) -> torch.Tensor:
 
 
 class AlignedMTL(GradientWeighting):
-    def __init__(self, name: str, **options):
-        read_options(f"weighting '{name}'", options, Options)  # takes none
-        super().__init__(name, **options)
+    options_model = Options  # takes none
 
     def task_weights(self, gram, losses):
         return aligned_weights(gram)

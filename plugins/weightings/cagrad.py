@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from mtssl.api import Field, Options, read_options
+from mtssl.api import Field, Options
 from mtssl_plugins.weightings.gradients import GradientWeighting, unit_scale
 
 
@@ -50,10 +50,7 @@ def cagrad_weights(gram: torch.Tensor, c: float, rescale: bool = True, iteration
 
 
 class CAGrad(GradientWeighting):
-    def __init__(self, name: str, **options):
-        settings = read_options(f"weighting '{name}'", options, CAGradOptions)
-        super().__init__(name, **options)
-        self.c, self.rescale, self.iterations = settings.c, settings.rescale, settings.iterations
+    options_model = CAGradOptions
 
     def task_weights(self, gram, losses):
         return cagrad_weights(gram, self.c, self.rescale, self.iterations)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from mtssl.api import Field, Options, Weighting, WeightedLoss, read_options
+from mtssl.api import Field, Options, Weighting, WeightedLoss
 
 
 class DWAOptions(Options):
@@ -27,10 +27,10 @@ def dwa_weights(previous: torch.Tensor, before: torch.Tensor, temperature: float
 
 
 class DWA(Weighting):
+    options_model = DWAOptions
+
     def __init__(self, name: str, **options):
-        settings = read_options(f"weighting '{name}'", options, DWAOptions)
         super().__init__(name, **options)
-        self.temperature, self.window = settings.T, settings.window
         self.tasks: list[str] = []
 
     def setup(self, tasks, device):
@@ -45,7 +45,7 @@ class DWA(Weighting):
         if int(self.state["complete"]) < 2:
             return torch.ones(len(self.tasks), device=self.state["sums"].device)
         previous, before = self.state["means"]
-        return dwa_weights(previous, before, self.temperature)
+        return dwa_weights(previous, before, self.T)
 
     def combine(self, losses, step):
         stacked = torch.stack([losses[t].float() for t in self.tasks])

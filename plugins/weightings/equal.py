@@ -1,15 +1,13 @@
 """Equal weighting: the plain sum of the task losses (the default, MultiMix's Algorithm 1)."""
 from __future__ import annotations
 
-from mtssl.api import Options, Weighting, WeightedLoss, read_options
+from mtssl.api import Options, Weighting, WeightedLoss
 
 
 class Equal(Weighting):
     """sum_t L_t: every task's loss counts once."""
 
-    def __init__(self, name: str, **options):
-        read_options(f"weighting '{name}'", options, Options)  # takes none
-        super().__init__(name, **options)
+    options_model = Options  # takes none
 
     def combine(self, losses, step):
         total = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mtssl.api import Field, Options, Weighting, WeightedLoss, read_options
+from mtssl.api import Field, Options, Weighting, WeightedLoss
 from mtssl_plugins.weightings.gradients import task_gradients, trainable
 
 
@@ -45,11 +45,10 @@ def last_shared_layer(shared: list[nn.Parameter]) -> nn.Parameter:
 
 class GradNorm(Weighting):
     needs_task_gradients = True
+    options_model = GradNormOptions
 
     def __init__(self, name: str, **options):
-        settings = read_options(f"weighting '{name}'", options, GradNormOptions)
         super().__init__(name, **options)
-        self.alpha, self.lr = settings.alpha, settings.lr
         self.tasks: list[str] = []
 
     def setup(self, tasks, device):

@@ -20,7 +20,7 @@ from typing import Literal
 
 import torch
 
-from mtssl.api import Field, Options, read_options
+from mtssl.api import Field, Options
 from mtssl_plugins.weightings.gradients import GradientWeighting, task_gradients, trainable, unit_scale
 
 
@@ -60,11 +60,11 @@ def normalizers(gram: torch.Tensor, losses: torch.Tensor, kind: str) -> torch.Te
 
 
 class MGDA(GradientWeighting):
+    options_model = MGDAOptions
+
     def __init__(self, name: str, **options):
-        settings = read_options(f"weighting '{name}'", options, MGDAOptions)
         super().__init__(name, **options)
-        self.normalize, self.iterations = settings.normalize, settings.iterations
-        self.needs_representation = settings.ub
+        self.needs_representation = self.ub
 
     def backward(self, losses, combined, shared, others, representation=()):
         if not self.needs_representation:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from mtssl.api import Field, Options, read_options
+from mtssl.api import Field, Options
 from mtssl_plugins.weightings.gradients import GradientWeighting
 
 
@@ -42,10 +42,7 @@ def nash_weights(gram: torch.Tensor, iterations: int = 20, ridge: float = 1e-6) 
 
 
 class NashMTL(GradientWeighting):
-    def __init__(self, name: str, **options):
-        settings = read_options(f"weighting '{name}'", options, NashMTLOptions)
-        super().__init__(name, **options)
-        self.iterations = settings.iterations
+    options_model = NashMTLOptions
 
     def task_weights(self, gram, losses):
         normalised = gram / torch.linalg.matrix_norm(gram).clamp_min(torch.finfo(gram.dtype).tiny)

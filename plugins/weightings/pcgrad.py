@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from mtssl.api import Options, WeightedLoss, read_options
+from mtssl.api import Options, WeightedLoss
 from mtssl_plugins.weightings.gradients import GradientWeighting
 from mtssl_plugins.weightings.randomness import CommittedGenerator
 
@@ -33,8 +33,9 @@ def project_conflicts(grads: torch.Tensor, generator: torch.Generator | None = N
 
 
 class PCGrad(GradientWeighting):
+    options_model = Options  # takes none
+
     def __init__(self, name: str, **options):
-        read_options(f"weighting '{name}'", options, Options)  # takes none
         super().__init__(name, **options)
         self.random = CommittedGenerator(self.context.seed, f"weighting/{name}")
 

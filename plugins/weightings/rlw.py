@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from mtssl.api import Field, Options, Weighting, WeightedLoss, read_options
+from mtssl.api import Field, Options, Weighting, WeightedLoss
 from mtssl_plugins.weightings.randomness import CommittedGenerator
 
 
@@ -32,10 +32,10 @@ def random_weights(count: int, distribution: str, generator: torch.Generator) ->
 
 
 class RLW(Weighting):
+    options_model = RLWOptions
+
     def __init__(self, name: str, **options):
-        settings = read_options(f"weighting '{name}'", options, RLWOptions)
         super().__init__(name, **options)
-        self.distribution = settings.distribution
         self.tasks: list[str] = []
 
     def setup(self, tasks, device):

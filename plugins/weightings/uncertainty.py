@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mtssl.api import Field, Options, Weighting, WeightedLoss, read_options
+from mtssl.api import Field, Options, Weighting, WeightedLoss
 
 
 class UncertaintyOptions(Options):
@@ -27,10 +27,10 @@ def uncertainty_weighted(losses: torch.Tensor, log_vars: torch.Tensor) -> torch.
 
 
 class Uncertainty(Weighting):
+    options_model = UncertaintyOptions
+
     def __init__(self, name: str, **options):
-        settings = read_options(f"weighting '{name}'", options, UncertaintyOptions)
         super().__init__(name, **options)
-        self.init, self.lr = settings.init, settings.lr
         self.tasks: list[str] = []
         self.log_vars: nn.Parameter | None = None
 
