@@ -16,10 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest, freematch_fairness,
-                       freematch_mask, freematch_thresholds, freematch_update)
-
-Statistics = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+from mtssl.api import (Field, Options, StrategyInputs, StrategyLoss, ViewRequest, freematch_fairness, freematch_mask,
+                       freematch_thresholds, freematch_update)
+from mtssl_plugins.strategies.stateful import StatefulStrategy
 
 
 class FreeMatchOptions(Options):
@@ -28,32 +27,38 @@ class FreeMatchOptions(Options):
     fairness: float = Field(0.01, ge=0.0, description="weight of the self-adaptive fairness term")
 
 
-class FreeMatch(SSLStrategy):
+class FreeMatch(StatefulStrategy):
     """weight * masked CE(strong, argmax weak) + fairness * SAF, with adaptive class-wise thresholds."""
 
+    STATE = ("time_p", "p_model", "label_hist")
     options_model = FreeMatchOptions
 
     def serves(self, target):
         """One class per image: thresholds are class-wise."""
         return target.categorical
-    STATE = ("time_p", "p_model", "label_hist")
-
-    def __init__(self, name: str, **options):
-        super().__init__(name, **options)
-        self.time_p: torch.Tensor | None = None
-        self.p_model: torch.Tensor | None = None
-        self.label_hist: torch.Tensor | None = None
-        self.proposed: Statistics | None = None
 
     def plan(self):
         return [ViewRequest("weak", "unlabeled", "weak", grad=False), ViewRequest("strong", "unlabeled", "strong")]
 
-    def committed(self, classes: int, device: torch.device) -> Statistics:
-        """The statistics as of the last applied step, on ``device``; FreeMatch starts each at the uniform 1/C."""
-        if self.p_model is None:
-            uniform = torch.full((classes,), 1.0 / classes, device=device)
-            return uniform.mean(), uniform, uniform.clone()
-        return tuple(t.to(device) for t in (self.time_p, self.p_model, self.label_hist))
+    def initial_state(self, classes, device):
+        """FreeMatch starts each statistic at the uniform 1/C."""
+        uniform = torch.full((classes,), 1.0 / classes, device=device)
+        return {"time_p": uniform.mean(), "p_model": uniform, "label_hist": uniform.clone()}
+
+    @property
+    def time_p(self) -> torch.Tensor | None:
+        """The committed global threshold tau (None before the first applied step)."""
+        return None if self.state is None else self.state["time_p"]
+
+    @property
+    def p_model(self) -> torch.Tensor | None:
+        """The committed class-mean probabilities (None before the first applied step)."""
+        return None if self.state is None else self.state["p_model"]
+
+    @property
+    def label_hist(self) -> torch.Tensor | None:
+        """The committed histogram of pseudo-labels (None before the first applied step)."""
+        return None if self.state is None else self.state["label_hist"]
 
     def thresholds(self) -> torch.Tensor:
         """The current class-wise thresholds ``tau * p~(c) / max p~``."""
@@ -62,8 +67,10 @@ class FreeMatch(SSLStrategy):
     def loss(self, inputs: StrategyInputs) -> StrategyLoss:
         weak, strong = inputs.views["weak"], inputs.views["strong"]
         probs = torch.softmax(weak.detach().float(), dim=1)
-        time_p, p_model, label_hist = self.proposed = freematch_update(
-            *self.committed(probs.shape[1], probs.device), probs, self.momentum, self.context.all_reduce_sum)
+        committed = self.committed(probs.shape[1], probs.device)
+        time_p, p_model, label_hist = freematch_update(*(committed[key] for key in self.STATE), probs, self.momentum,
+                                                       self.context.all_reduce_sum)
+        self.propose(dict(zip(self.STATE, (time_p, p_model, label_hist))))
         mask = freematch_mask(probs, time_p, p_model)
         ce = (F.cross_entropy(strong.float(), probs.argmax(1), reduction="none") * mask.float()).mean()
         loss = self.weight * ce
@@ -73,19 +80,3 @@ class FreeMatch(SSLStrategy):
             loss = loss + self.fairness * fair
             logs["fairness"] = fair.detach()
         return StrategyLoss(loss, logs)
-
-    def commit(self):
-        if self.proposed is not None:
-            self.time_p, self.p_model, self.label_hist = self.proposed
-            self.proposed = None
-
-    def state_dict(self):
-        if self.p_model is None:
-            return {}
-        return {key: getattr(self, key).detach().clone() for key in self.STATE}
-
-    def load_state_dict(self, state):
-        if state:
-            for key in self.STATE:
-                setattr(self, key, state[key].clone())
-        self.proposed = None
