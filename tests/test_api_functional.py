@@ -72,7 +72,7 @@ def test_freematch_update_reduced_over_processes_equals_one_update_on_every_batc
     ("strategy", "freematch:momentum=1", "strategy 'freematch': option momentum: must satisfy 0.0 <= x < 1.0, got 1"),
     ("strategy", "cps:weight=-3", "strategy 'cps': option weight: must satisfy x >= 0.0, got -3"),
     ("strategy", "cps:rampup=-1", "strategy 'cps': option rampup: must satisfy x >= 0, got -1"),
-    ("strategy", "fixmatch-seg:threshold=0.3", "option threshold: must satisfy 0.5 <= x <= 1.0, got 0.3"),
+    ("strategy", "fixmatch-seg:threshold=1.3", "option threshold: must satisfy 0.0 <= x <= 1.0, got 1.3"),
     ("strategy", "meanteacher:ema=1.5", "strategy 'meanteacher': option ema: must satisfy 0.0 <= x < 1.0, got 1.5"),
     ("strategy", "meanteacher:views=mixed", "option views: input should be 'aligned' or 'independent', got 'mixed'"),
     ("weighting", "uncertainty:init=inf", "weighting 'uncertainty': option init: input should be a finite number"),
