@@ -73,7 +73,8 @@ class MGDA(GradientWeighting):
         if not representation:
             raise ValueError(f"weighting '{self.name}' (ub=true) got no shared representation to differentiate: "
                              "no encoder output of this step carries a gradient")
-        grads = task_gradients([losses[t] for t in names], representation, others)
+        # float32 rows: under bf16 autocast the representation is bf16, too coarse for the Gram matrix
+        grads = task_gradients([losses[t] for t in names], representation, others).float()
         weights = self.solve(grads, torch.stack([losses[t].detach().float() for t in names]))
         total = sum(w * losses[t] for w, t in zip(weights.unbind(), names))
         shared = trainable(shared)
