@@ -63,6 +63,12 @@ def invoke(args: list[str], **kwargs) -> Result:
     return CliRunner().invoke(main, args, catch_exceptions=False, **kwargs)
 
 
+def spaced(text: str) -> str:
+    """Text with every run of whitespace made one space: Rich wraps long lines at the terminal width, so a
+    sentence of CLI output compared this way keeps its word boundaries whatever the width."""
+    return " ".join(text.split())
+
+
 def flat(text: str) -> str:
     """Text with all whitespace removed: Rich wraps tables and long lines at the terminal width, so compare
     CLI output this way and a long temporary path or a narrow terminal cannot break an assertion."""

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import invoke, read_metrics, tiny_train_args
+from conftest import invoke, read_metrics, spaced, tiny_train_args
 from mtssl.model.assemble import build_components
 from mtssl.run.config import RunConfig
 from mtssl_plugins.architectures.mmoe import cell_means
@@ -131,7 +131,7 @@ def test_one_step_run_with_a_saliency_bridge(tmp_path, architecture):
 def test_unknown_architecture_is_refused_in_one_line(tmp_path):
     result = invoke(tiny_train_args("cls", out=tmp_path, extra=("--architecture", "mtn")))
     assert result.exit_code != 0
-    assert "unknown architecture 'mtn'. Did you mean 'mtan'?" in " ".join(result.output.split())
+    assert "unknown architecture 'mtn'. Did you mean 'mtan'?" in spaced(result.output)
 
 
 def test_mtan_run_stops_and_resumes_bit_exactly(tmp_path):

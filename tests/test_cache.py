@@ -8,7 +8,7 @@ import pytest
 from data_trees import class_tree, gradient, write
 
 from mtssl.data.cache import cache_key
-from mtssl_plugins.targets import CLASS_LABEL, binary_masks
+from mtssl_plugins.targets import CLASS_LABEL
 from mtssl.data.prepare import load_arrays, open_source
 
 

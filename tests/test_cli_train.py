@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import invoke, read_metrics, tiny_train_args, train_run
+from conftest import invoke, read_metrics, spaced, tiny_train_args, train_run
 from mtssl.run import checkpoint
 
 RUN_KEYS = {"step", "epoch", "lr", "step_time"}
@@ -70,4 +70,4 @@ def test_unusable_size_from_the_cli_suggests_one(tmp_path):
 def test_label_budget_larger_than_the_data_is_a_clear_error(tmp_path):
     result = invoke(tiny_train_args("cls", out=tmp_path, extra=("--cls-labels", "500")))
     assert result.exit_code == 2
-    assert "label budget 500 is larger than the" in " ".join(result.stderr.split())
+    assert "label budget 500 is larger than the" in spaced(result.stderr)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import invoke
+from conftest import invoke, spaced
 from mtssl.cli.train import resolve_config
 from mtssl.run.config import ConfigError, RunConfig, TaskData, load_config_file
 
@@ -87,7 +87,7 @@ def test_bad_config_files_name_the_file(tmp_path, name, text, message):
     assert str(file) in str(info.value) and message in str(info.value)
     result = invoke(["train", "--config", str(file), "--out", str(tmp_path)])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert message in " ".join(result.stderr.split()) and name in result.stderr
+    assert message in spaced(result.stderr) and name in result.stderr
 
 
 def test_unknown_key_error_lists_the_known_keys():

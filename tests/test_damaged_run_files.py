@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import flat, invoke, read_metrics, tiny_trainer, train_run
+from conftest import flat, invoke, read_metrics, spaced, tiny_trainer, train_run
 from mtssl.run import checkpoint
 from mtssl.run.rundir import RunDir
 
@@ -105,7 +105,7 @@ def test_a_state_path_leading_out_of_the_run_is_refused(host, tmp_path):
     checkpoint.atomic_save(weights, weights_file, meta)
     result = invoke(["train", "--resume", str(run)])
     assert result.exit_code == 2
-    assert "names the state file '../../../elsewhere.safetensors'" in " ".join(result.stderr.split())
+    assert "names the state file '../../../elsewhere.safetensors'" in spaced(result.stderr)
     assert json.loads((run / "config.json").read_text())["steps"] == 3
 
 

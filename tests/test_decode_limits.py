@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from conftest import invoke
+from conftest import invoke, spaced
 from data_trees import class_tree, gradient, write
 from mtssl.data.decode import read_image
 from mtssl.data.pixel_limit import DEFAULT_MAX_PIXELS, max_pixels, pixel_limit
@@ -100,7 +100,7 @@ def test_training_on_an_oversized_file_is_one_line_naming_it(tmp_path, huge):
                      "--size", "32", "--steps", "1", "--batch-size", "2", "--out", str(tmp_path / "runs"),
                      "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert f"{root / 'b' / 'huge16.png'}: image is 12000x12000" in " ".join(result.stderr.split())
+    assert f"{root / 'b' / 'huge16.png'}: image is 12000x12000" in spaced(result.stderr)
 
 
 def test_a_cache_entry_missing_a_field_is_rebuilt(host, tmp_path):

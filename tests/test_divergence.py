@@ -8,13 +8,10 @@ import re
 import pytest
 import torch
 
-from conftest import invoke, read_metrics, tiny_train_args, tiny_trainer
+from conftest import invoke, spaced, read_metrics, tiny_train_args, tiny_trainer
 from mtssl.run import checkpoint
 from mtssl.training.guard import DIVERGED_EXIT, DivergenceError, DivergenceGuard
 
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
 
 
 def finite_weights(path) -> bool:
@@ -24,14 +21,14 @@ def finite_weights(path) -> bool:
 def test_nan_weight_is_refused_before_training_starts(tmp_path):
     result = invoke(tiny_train_args("cls:fixmatch:weight=nan", out=tmp_path, name="r", steps=3))
     assert result.exit_code == 2
-    assert "strategy 'fixmatch': option weight: input should be a finite number, got nan" in flat(result.stderr)
+    assert "strategy 'fixmatch': option weight: input should be a finite number, got nan" in spaced(result.stderr)
     assert not (tmp_path / "r").exists()
 
 
 def test_huge_learning_rate_stops_naming_the_term_and_keeps_only_finite_weights(tmp_path):
     result = invoke(tiny_train_args("cls", out=tmp_path, name="r", steps=4, extra=("--lr", "1e30")))
     assert result.exit_code == DIVERGED_EXIT
-    assert re.search(r"loss term 'cls/sup' is (nan|inf) at step \d", flat(result.stderr))
+    assert re.search(r"loss term 'cls/sup' is (nan|inf) at step \d", spaced(result.stderr))
     written = list((tmp_path / "r" / "checkpoints").glob("*.safetensors"))
     assert written and all(finite_weights(file) for file in written)
 
@@ -62,7 +59,7 @@ def test_divergence_after_a_save_keeps_the_last_finite_checkpoint(host, tmp_path
 def test_max_loss_bound_stops_a_finite_but_exploding_run(tmp_path):
     result = invoke(tiny_train_args("cls", out=tmp_path, name="r", steps=3, extra=("--max-loss", "1e-3")))
     assert result.exit_code == DIVERGED_EXIT
-    assert "loss term 'cls/sup' =" in flat(result.stderr) and "exceeds --max-loss 0.001 at step 1" in flat(result.stderr)
+    assert "loss term 'cls/sup' =" in spaced(result.stderr) and "exceeds --max-loss 0.001 at step 1" in spaced(result.stderr)
 
 
 def test_skip_nonfinite_skips_bad_steps_without_updating_then_stops_when_the_budget_is_spent(host, tmp_path):
@@ -121,7 +118,7 @@ def test_eval_predict_and_report_refuse_non_finite_weights_naming_the_file(tmp_p
                  ["report", str(run)]):
         result = invoke(args + ["--checkpoint", str(broken)])
         assert result.exit_code == 2, args
-        assert "broken.safetensors: non-finite weights" in flat(result.stderr) and f"'{name}'" in result.stderr
+        assert "broken.safetensors: non-finite weights" in spaced(result.stderr) and f"'{name}'" in result.stderr
 
 
 def test_all_loss_terms_reach_the_host_in_one_transfer(host, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import invoke
+from conftest import invoke, spaced
 from mtssl.run import checkpoint
 from mtssl.evaluation.inference import load_model
 from tiny_run import tiny_run
@@ -71,7 +71,7 @@ def test_report_of_a_cuda_run_on_cpu(cuda_run):
 def test_asking_for_cuda_without_one_is_a_one_line_error(cuda_run):
     result = invoke(["eval", str(cuda_run), "--device", "cuda"])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "--device cuda was asked for, but torch sees no CUDA device" in " ".join(result.stderr.split())
+    assert "--device cuda was asked for, but torch sees no CUDA device" in spaced(result.stderr)
 
 
 def test_a_bad_device_name_names_the_option(cuda_run):

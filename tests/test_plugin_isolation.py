@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import invoke
+from conftest import invoke, spaced
 from mtssl.api import hookimpl
 from mtssl.plugins import PluginHost
 
@@ -99,7 +99,7 @@ def test_clash_between_two_third_party_plugins_disables_the_later(plugin_factory
 
     result = invoke(["plugins"], env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
-    text = " ".join(result.stdout.split())
+    text = spaced(result.stdout)
     assert "disabled: depth_b (mtssl-depth-b): task 'depth' is already registered by plugin 'depth_a'" in text
     listing = json.loads(invoke(["plugins", "--json"]).stdout)
     assert [r["plugin"] for r in listing["components"] if r["name"] == "depth"] == ["depth_a"]
@@ -112,4 +112,4 @@ def test_a_commands_still_run_when_a_plugin_clashes_with_first_party(plugin_fact
     result = invoke(["train", "--check", "--task", "cls", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert ("plugin 'squat2' (mtssl-squat2): task 'cls' is already registered by plugin 'cls' (mtssl); task 'cls' of "
-            "plugin 'squat2' (mtssl-squat2) is disabled") in " ".join(result.stderr.split())
+            "plugin 'squat2' (mtssl-squat2) is disabled") in spaced(result.stderr)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import invoke, train_run
+from conftest import invoke, spaced, train_run
 from mtssl.run.runlock import LOCK_FILE, RunLock, RunLockedError, pid_alive
 
 
@@ -48,7 +48,7 @@ def test_resume_while_a_live_process_owns_the_run_is_refused_naming_it(run):
     lock = write_lock(run, os.getpid())  # this very process: certainly alive
     result = invoke(["train", "--resume", str(run), "--quiet"])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    text = " ".join(result.stderr.split())
+    text = spaced(result.stderr)
     assert f"in use by pid {os.getpid()} on host {socket.gethostname()}" in text
     assert lock.exists()  # the owner's lock is left alone
 
@@ -69,13 +69,13 @@ def test_a_real_second_process_owns_the_run_until_it_dies(run):
         assert holder.stdout.readline().strip() == "locked"
         refused = invoke(["train", "--resume", str(run), "--quiet"])
         assert refused.exit_code == 2 and "Traceback" not in refused.output
-        assert f"in use by pid {holder.pid} on host {socket.gethostname()}" in " ".join(refused.stderr.split())
+        assert f"in use by pid {holder.pid} on host {socket.gethostname()}" in spaced(refused.stderr)
     finally:
         holder.kill()
         holder.wait()
     resumed = invoke(["train", "--resume", str(run), "--quiet"])
     assert resumed.exit_code == 0, resumed.output
-    assert f"took over a stale lock of {run} left by pid {holder.pid}" in " ".join(resumed.stderr.split())
+    assert f"took over a stale lock of {run} left by pid {holder.pid}" in spaced(resumed.stderr)
     assert not (run / LOCK_FILE).exists()
 
 
@@ -84,7 +84,7 @@ def test_a_stale_lock_from_a_dead_process_is_taken_over_with_a_note(run):
     write_lock(run, pid)
     result = invoke(["train", "--resume", str(run), "--quiet"])
     assert result.exit_code == 0, result.output
-    text = " ".join(result.stderr.split())
+    text = spaced(result.stderr)
     assert "took over a stale lock" in text and f"pid {pid}" in text
     assert not (run / LOCK_FILE).exists()
 

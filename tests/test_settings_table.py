@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import pytest
 
-from conftest import invoke
+from conftest import invoke, spaced
 from mtssl.bench.grid import GridError, grid_from_dict
 from mtssl.cli.bench import grid as grid_command
 from mtssl.cli.train import train as train_command
@@ -108,7 +108,7 @@ def test_resume_takes_the_settings_declared_for_it_and_refuses_the_others(tmp_pa
     run = train_run("cls", out=tmp_path, name="run", steps=1)
     refused = invoke(["train", "--resume", str(run), "--size", "48"])
     assert refused.exit_code == 2
-    assert "cannot be combined with --size (only --device, --threads, --quiet" in " ".join(refused.stderr.split())
+    assert "cannot be combined with --size (only --device, --threads, --quiet" in spaced(refused.stderr)
     allowed = invoke(["train", "--resume", str(run), "--threads", "1", "--device", "cpu"])
     assert allowed.exit_code == 0, allowed.output
     assert "nothing to resume" in allowed.output
@@ -124,7 +124,7 @@ def test_the_documented_table_is_the_generated_one():
 
 def test_help_states_range_and_default_from_the_declaration():
     result = invoke(["train", "--help"])
-    text = " ".join(result.output.split())
+    text = spaced(result.output)
     assert "Training image side in pixels (default 64). [x>=1]" in text
     assert "Optimizer steps (default 300 unless --epochs). [x>=1]" in text
     grid_help = " ".join(invoke(["bench", "grid", "--help"]).output.split())

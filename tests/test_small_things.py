@@ -7,7 +7,7 @@ import tracemalloc
 
 import pytest
 
-from conftest import flat, invoke, tiny_train_args, train_run
+from conftest import flat, invoke, spaced, train_run
 from mtssl.options import Options, read_options
 
 # 282 bytes of YAML that expand to 9**7 strings (a "billion laughs" alias bomb).
@@ -54,13 +54,13 @@ def test_an_option_error_does_not_repr_a_huge_value():
 def test_a_duplicate_key_is_refused_naming_key_and_file(tmp_path, name, text, line):
     result = check(tmp_path, name, text, "--task", "cls")
     assert result.exit_code == 2
-    assert line in " ".join(result.stderr.split())
+    assert line in spaced(result.stderr)
 
 
 def test_an_unknown_config_key_suggests_the_closest(tmp_path):
     result = check(tmp_path, "typo.toml", "step = 3\n[data.cls]\nlabel = 4\n", "--task", "cls")
     assert result.exit_code == 2
-    text = " ".join(result.stderr.split())
+    text = spaced(result.stderr)
     assert "step: Did you mean 'steps'?" in text and "data.cls.label: Did you mean 'labels'?" in text
 
 
@@ -71,7 +71,7 @@ def test_steps_and_epochs_together_are_refused(tmp_path, where):
     else:
         result = check(tmp_path, "both.toml", "steps = 3\nepochs = 2.0\n", "--task", "cls")
     assert result.exit_code == 2
-    assert "steps (3) and epochs (2.0) are both given; give one" in " ".join(result.stderr.split())
+    assert "steps (3) and epochs (2.0) are both given; give one" in spaced(result.stderr)
 
 
 def test_deterministic_has_a_flag():

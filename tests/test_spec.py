@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import invoke, tiny_train_args
+from conftest import invoke, spaced, tiny_train_args
 from mtssl.registry import RegistryError
 from mtssl.spec import SpecError, parse_bridge, parse_source, parse_task, parse_value
 
@@ -99,5 +99,5 @@ def test_cli_reports_spec_mistakes_in_one_line_with_exit_code_2(tmp_path, extra,
     args = tiny_train_args(out=tmp_path) + list(extra)
     result = invoke(args)
     assert result.exit_code == 2
-    assert message in " ".join(result.stderr.split())
+    assert message in spaced(result.stderr)
     assert "Traceback" not in result.output

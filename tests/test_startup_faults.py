@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import subprocess
 import sys
 from collections import namedtuple
-from pathlib import Path
 
 import pytest
 

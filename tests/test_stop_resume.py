@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import invoke, read_metrics, tiny_train_args, tiny_trainer
+from conftest import invoke, spaced, read_metrics, tiny_train_args, tiny_trainer
 from run_files import state_tensors
 from mtssl.run import checkpoint
 from mtssl.run import state as run_state
@@ -25,9 +25,6 @@ from mtssl.training.stopping import TrainingStopped
 TASKS = ("cls:fixmatch",)
 EXTRA = ("--save-every", "2", "--eval-every", "3")  # later flags override the defaults
 
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
 
 
 def log_lines(run: Path) -> list[dict]:
@@ -116,7 +113,7 @@ def test_sigkill_inside_a_save_leaves_the_previous_pair_and_resumes_bit_exactly(
     assert [line["step"] for line in read_metrics(run)] == [1, 2, 3, 4]
     result = invoke(["train", "--resume", str(run)])
     assert result.exit_code == 0, result.output
-    assert "at step 2/6" in flat(result.stderr)
+    assert "at step 2/6" in spaced(result.stderr)
     assert_same_run(run, reference())
     assert sorted(p.name for p in (run / "checkpoints" / "state").iterdir()) == ["last-00000006-rank0.safetensors"]
 
@@ -129,8 +126,8 @@ def test_signal_inside_a_save_finishes_it_prints_the_resume_command_and_exits_12
     child.send_signal(signum)
     _, err = child.communicate()
     assert child.returncode == 128 + signum, err
-    assert f"stopped by {signal.Signals(signum).name} after step 4" in flat(err)
-    assert f"resume with: mtssl train --resume {run}" in flat(err)
+    assert f"stopped by {signal.Signals(signum).name} after step 4" in spaced(err)
+    assert f"resume with: mtssl train --resume {run}" in spaced(err)
     assert committed_step(run) == 4
     finish(run)
     assert_same_run(run, reference())
@@ -148,14 +145,14 @@ def test_sigterm_sigint_and_sigkill_at_random_moments_still_end_bit_exact(tmp_pa
         time.sleep(draw.uniform(0, 0.25))  # within the next steps: 8 tiny steps end in about a second
         child.send_signal(signum)
         _, err = child.communicate()
-        ended = "Done:" in flat(err) or "after the run finished all 8 steps" in flat(err)
+        ended = "Done:" in spaced(err) or "after the run finished all 8 steps" in spaced(err)
         if child.returncode == 0 or (committed_step(run) == 8 and ended):
             finished = True  # the run ended before the signal arrived (on a loaded machine it may land at exit)
             break
         expected = -signal.SIGKILL if signum == signal.SIGKILL else 128 + signum
         assert child.returncode == expected, err
         if signum != signal.SIGKILL:
-            assert f"resume with: mtssl train --resume {run}" in flat(err)
+            assert f"resume with: mtssl train --resume {run}" in spaced(err)
         lines = read_metrics(run)
         assert [line["step"] for line in lines][:committed_step(run)] == list(range(1, committed_step(run) + 1))
         signalled.append(signum)
@@ -187,7 +184,7 @@ def test_stop_request_on_any_step_boundary_resumes_bit_exactly(host, tmp_path, s
     assert committed_step(run) == stop_after
     result = invoke(["train", "--resume", str(run)])
     assert result.exit_code == 0, result.output
-    assert f"at step {stop_after}/5" in flat(result.stderr)
+    assert f"at step {stop_after}/5" in spaced(result.stderr)
     assert_same_run(run, straight.run.path)
 
 
@@ -222,5 +219,5 @@ def test_resume_refuses_a_state_file_of_another_step(tmp_path):
         state / "last-00000002-rank0.safetensors")
     result = invoke(["train", "--resume", str(tmp_path / "r")])
     assert result.exit_code == 2
-    assert "holds step 1 of rank 0, but last.safetensors is step 2 of rank 0: mismatched checkpoint pair" in flat(
+    assert "holds step 1 of rank 0, but last.safetensors is step 2 of rank 0: mismatched checkpoint pair" in spaced(
         result.stderr)

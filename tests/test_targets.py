@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import invoke
+from conftest import invoke, spaced
 from data_trees import gradient, write
 from mtssl.evaluation.evaluate import eval_file_name
 from mtssl.data.prepare import open_source
@@ -24,10 +24,6 @@ def train(tmp_path: Path, *args: str) -> Path:
     assert result.exit_code == 0, result.output
     return Path(result.stdout.strip().splitlines()[-1])
 
-
-def flat(text: str) -> str:
-    """CLI output without line breaks or runs of spaces (independent of terminal width)."""
-    return " ".join(text.split())
 
 
 # -- the declaration itself ------------------------------------------------------
@@ -142,7 +138,7 @@ def test_colour_folder_source_trains_and_predicts_end_to_end(tmp_path):
     grey = invoke(["train", *BASE, "--out", str(tmp_path / "runs"), "--task", "cls", "--task", "seg",
                    "--cls-data", f"folders:{tmp_path / 'derm'}:channels=3", "--cls-labels", "4",
                    "--seg-data", "synthetic:n=8", "--seg-labels", "2"])
-    assert grey.exit_code == 2 and "different image channels" in flat(grey.output)
+    assert grey.exit_code == 2 and "different image channels" in spaced(grey.output)
 
 
 # -- patient-level splits ---------------------------------------------------------------
@@ -187,7 +183,7 @@ def test_patient_split_is_recorded_and_eval_warns_about_shared_patients(tmp_path
     assert not set(groups["val"]) & (set(groups["labeled"]) | set(groups["unlabeled"]))
     result = invoke(["eval", str(run), "--cls-test", f"kermany:{root}"])
     assert result.exit_code == 0, result.output
-    text = flat(result.output)
+    text = spaced(result.output)
     trained = len(listing["labeled"]) + len(listing["unlabeled"])
     assert f"{trained} test image(s) were training images of this run" in text
     assert "test patient(s) also appear in this run's training data" in text
@@ -221,7 +217,7 @@ def test_kermany_trained_classifier_scored_on_nih_with_a_class_map(tmp_path):
     nih = nih_layout(tmp_path / "nih")
     plain = invoke(["eval", str(run), "--cls-test", f"nih:{nih}"])
     assert plain.exit_code == 2
-    assert "has classes No Finding, Pneumonia, but the task was trained on NORMAL, PNEUMONIA" in flat(plain.output)
+    assert "has classes No Finding, Pneumonia, but the task was trained on NORMAL, PNEUMONIA" in spaced(plain.output)
     spec = f"nih:{nih}:map=No Finding=NORMAL|Pneumonia=PNEUMONIA"
     result = invoke(["eval", str(run), "--cls-test", spec])
     assert result.exit_code == 0, result.output
@@ -229,4 +225,4 @@ def test_kermany_trained_classifier_scored_on_nih_with_a_class_map(tmp_path):
     assert entry["n"] == 4
     assert [r["target"] for r in entry["per_image"]] == ["NORMAL", "PNEUMONIA", "NORMAL", "PNEUMONIA"]
     wrong = invoke(["eval", str(run), "--cls-test", f"nih:{nih}:map=Effusion=NORMAL"])
-    assert wrong.exit_code == 2 and "which the source does not have" in flat(wrong.output)
+    assert wrong.exit_code == 2 and "which the source does not have" in spaced(wrong.output)

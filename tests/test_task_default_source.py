@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import partial_labels_plugin
-from conftest import invoke
+from conftest import invoke, spaced
 from mtssl.data.prepare import sources_serving, training_spec
 from mtssl.run.config import RunConfig, TaskData
 from mtssl.targets import TargetSpec
@@ -33,7 +33,7 @@ def test_a_task_without_default_source_names_the_sources_that_serve_it(plugin_fa
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1
     assert ("task 'grade' has no default source; give --grade-data SPEC (sources serving its grade targets: "
-            "mixed)") in " ".join(result.stderr.split())
+            "mixed)") in spaced(result.stderr)
     assert invoke(["train", "--check", "--out", str(tmp_path), "--task", "grade",
                    "--grade-data", "mixed:n=12"]).exit_code == 0
 

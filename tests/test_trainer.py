@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import invoke, read_metrics, tiny_trainer, train_run
+from conftest import invoke, read_metrics, spaced, tiny_trainer, train_run
 from mtssl.run import checkpoint
 
 MULTIMIX = dict(tasks=["cls:fixmatch", "seg:kl"], bridges=["saliency"])
@@ -67,7 +67,7 @@ def test_interrupted_run_resumes_to_the_same_weights_and_log(host, tmp_path, mon
     monkeypatch.setattr(torch, "load", refuse)
     result = invoke(["train", "--resume", str(run)])
     assert result.exit_code == 0, result.output
-    assert "at step 2/4" in " ".join(result.stderr.split())
+    assert "at step 2/4" in spaced(result.stderr)
 
     assert losses(run) == losses(straight.run.path)
     assert [line["step"] for line in read_metrics(run)] == [1, 2, 3, 4]
@@ -89,7 +89,7 @@ def test_resume_drops_log_lines_written_after_the_checkpoint(host, tmp_path):
     assert [line["step"] for line in read_metrics(run)] == [1, 2, 3]
     result = invoke(["train", "--resume", str(run)])
     assert result.exit_code == 0, result.output
-    assert "at step 2/4" in " ".join(result.stderr.split())
+    assert "at step 2/4" in spaced(result.stderr)
     assert [line["step"] for line in read_metrics(run)] == [1, 2, 3, 4]  # step 3 once, from the resumed run
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import partial_labels_plugin
-from conftest import invoke
+from conftest import invoke, spaced
 from mtssl.data.prepare import load_arrays, open_source
 from mtssl.data.splits import split_indices
 from mtssl.plugins import PluginHost
@@ -64,7 +64,7 @@ def test_a_separate_validation_source_keeps_only_its_labeled_items(partial, tmp_
                      "--task", "grade", "--grade-data", "mixed:n=24", "--grade-labels", "4",
                      "--grade-val", "mixed:n=9"])
     assert result.exit_code == 0, result.output
-    assert "validation source 'mixed:n=9': 3 item(s) without a target left out" in " ".join(result.stderr.split())
+    assert "validation source 'mixed:n=9': 3 item(s) without a target left out" in spaced(result.stderr)
     run = Path(result.stdout.strip().splitlines()[-1])
     listing = json.loads((run / "splits" / "grade.json").read_text())
     assert listing["val"] == [key(i) for i in range(9) if i % 3 != 2]
@@ -106,7 +106,7 @@ def test_label_budget_beyond_labeled_items_is_refused_at_check(partial, tmp_path
     result = invoke([*args, "--grade-labels", "15"])
     assert result.exit_code == 2
     assert ("label budget 15 is larger than the 14 labeled training images (24 in the source, 8 of them without "
-            "a target, 2 labeled ones held out for validation)") in " ".join(result.stderr.split())
+            "a target, 2 labeled ones held out for validation)") in spaced(result.stderr)
 
 
 def test_data_inspect_counts_items_without_target(partial):
@@ -125,7 +125,7 @@ def test_a_test_set_with_items_without_target_is_refused(partial, tmp_path):
     run = train(tmp_path, "--task", "grade", "--grade-data", "mixed:n=24", "--grade-labels", "all")
     result = invoke(["eval", str(run), "--grade-test", "mixed:n=12"])
     assert result.exit_code == 2
-    assert "test source 'mixed:n=12' has 4 image(s) without a target" in " ".join(result.stderr.split())
+    assert "test source 'mixed:n=12' has 4 image(s) without a target" in spaced(result.stderr)
 
 
 # -- item 2: multi-label targets with unread findings ----------------------------------------------------

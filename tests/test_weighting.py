@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from conftest import invoke, read_metrics, tiny_trainer, tiny_train_args
+from conftest import invoke, read_metrics, spaced, tiny_train_args, tiny_trainer
 from mtssl.bench.grid import ModelSpec, cell_config, grid_from_dict, Cell
 from mtssl.registry import RegistryError
 from mtssl_plugins.weightings.pcgrad import project_conflicts
@@ -68,7 +68,7 @@ def test_pcgrad_trains_from_the_cli_and_unknown_names_are_one_line(tmp_path):
     result = invoke(tiny_train_args("cls", "seg", out=tmp_path, steps=1, extra=("--weighting", "pcgrad")))
     assert result.exit_code == 0, result.output
     result = invoke(tiny_train_args("cls", out=tmp_path, steps=1, extra=("--weighting", "pcgrd")))
-    assert result.exit_code == 2 and "unknown weighting 'pcgrd'. Did you mean 'pcgrad'" in " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "unknown weighting 'pcgrd'. Did you mean 'pcgrad'" in spaced(result.stderr)
 
 
 def test_bad_weighting_options_name_the_weighting(host):
