@@ -30,6 +30,7 @@ from mtssl.export import TOLERANCE
 from mtssl.run.config import RunConfig, load_config_file
 from mtssl.run.launch import Display, Interrupted, StepCallback, resumed_config, settle, train_run
 from mtssl.run.rundir import RunDir
+from mtssl.run.settings import task_tables
 from mtssl.training import stopping
 
 __all__ = ["Run", "TrainingStopped", "open_run", "train"]
@@ -70,12 +71,14 @@ def train(*, config: str | Path | None = None, quiet: bool = False, verbose: boo
 
 def merged_data(from_file: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
     """The config file's ``data`` with ``given`` on top, key by key within each task (``labels`` alone keeps the
-    file's ``train``), as ``mtssl train --config FILE --TASK-labels N`` does."""
-    merged = dict(from_file)
-    for task, fields in given.items():
+    file's ``train``), as ``mtssl train --config FILE --TASK-labels N`` does; a bare spec on either side is the
+    task's ``train`` (``data.cls = "SPEC"``), so it keeps the other side's ``labels`` and ``test``."""
+    merged = task_tables(from_file)
+    for task, fields in task_tables(given).items():
         kept = merged.get(task)
         merged[task] = {**kept, **fields} if isinstance(kept, Mapping) and isinstance(fields, Mapping) else fields
     return merged
+
 
 
 def open_run(path: str | Path) -> "Run":
@@ -121,8 +124,7 @@ class Run:
     @property
     def summary(self) -> dict[str, Any] | None:
         """What the finished run reported (``summary.json``); None while it has not finished."""
-        run = RunDir(self.path)
-        return run.read_json(RunDir.SUMMARY) if run.finished_steps() is not None else None
+        return RunDir(self.path).read_json(RunDir.SUMMARY) if (self.path / RunDir.SUMMARY).is_file() else None
 
     def resume(self, device: str | None = None, threads: int | None = None, quiet: bool = False,
                verbose: bool = False, progress_every: float = DEFAULT_EVERY_S, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -130,7 +132,7 @@ class Run:
         """Continue a stopped run from its ``last`` checkpoint with its own settings (as ``mtssl train --resume``);
         only the machine's ``device`` and ``threads`` may change."""
         run = RunDir(self.path)
-        config = resumed_config(run, device, threads)
+        config = resumed_config(run, device=device, threads=threads)
         return launch(config, run, Display.on_stderr(quiet, progress_every, verbose), on_step, max_pixels)
 
     def evaluate(self, tests: Mapping[str, str | Iterable[str]] | None = None, checkpoint: str = "best",
@@ -165,6 +167,9 @@ class Run:
         items = input_items(inputs)
         loaded = load_model(self.path, checkpoint, plugin_host(), device)
         with pixel_limit(max_pixels):
+            if out is None and skip_bad:
+                raise ValueError("predict(skip_bad=True) skips unreadable files while writing them into out=...; "
+                                 "without out, predictions come back in memory and a bad file is an error")
             if out is not None:
                 if any(isinstance(item, np.ndarray) for item in items):
                     raise ValueError("predict(out=...) writes files for image files and folders; give arrays "

@@ -133,7 +133,7 @@ imtl = CatalogPlugin("register_weightings", "imtl", "mtssl_plugins.weightings.im
     description="IMTL-G: equal projections of the update on every task's unit gradient (Liu et al. 2021)")
 mgda = CatalogPlugin("register_weightings", "mgda", "mtssl_plugins.weightings.mgda:MGDA",
     description=("min-norm point of the task gradients by Frank-Wolfe (Sener & Koltun 2018); options "
-                 "normalize=none|l2|loss|loss+, iterations=100"))
+                 "normalize=none|l2|loss|loss+, iterations=100, ub=false (MGDA-UB)"))
 nash_mtl = CatalogPlugin("register_weightings", "nash-mtl", "mtssl_plugins.weightings.nash_mtl:NashMTL",
     aliases=("nashmtl",),
     description="Nash bargaining over the update, G'G a = 1/a by damped Newton (Navon et al. 2022); option "

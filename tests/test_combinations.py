@@ -181,7 +181,7 @@ def cell_config(cell: dict, out: str, name: str):
     tasks, bridges, data, options = cell_command(cell)
     overrides = dict(options, size=32, batch_size=2, steps=3, eval_every=2, save_every=100, out=out, name=name,
                      seed=0)
-    return resolve_config(None, tasks, bridges, data, overrides, False)
+    return resolve_config(None, data, {**overrides, "tasks": list(tasks), "bridges": list(bridges) or None})
 
 
 def train_stop_resume(cell: dict, out: str, rank: int = 0, world: int = 1, share=lambda path: path) -> dict:

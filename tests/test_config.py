@@ -40,8 +40,8 @@ data:
 def test_toml_file_with_cli_overrides(tmp_path):
     file = tmp_path / "run.toml"
     file.write_text(TOML)
-    config = resolve_config(file, (), (), ["--seg-labels", "4", "--cls-val-fraction", "0.25"],
-                            {"seed": 9, "batch_size": None, "out": str(tmp_path)}, skip_bad=False)
+    config = resolve_config(file, ["--seg-labels", "4", "--cls-val-fraction", "0.25"],
+                            {"seed": 9, "batch_size": None, "out": str(tmp_path)})
     assert config.tasks == ["cls:fixmatch", "seg:kl"] and config.bridges == ["saliency"]
     assert (config.size, config.batch_size, config.steps, config.seed) == (32, 2, 1, 9)  # None keeps the file's
     assert config.data["cls"] == TaskData(train="synthetic:n=24", labels=8, val_fraction=0.25)
@@ -51,11 +51,11 @@ def test_toml_file_with_cli_overrides(tmp_path):
 def test_yaml_file_and_task_flags_replace_the_files_tasks(tmp_path):
     file = tmp_path / "run.yaml"
     file.write_text(YAML)
-    config = resolve_config(file, (), (), [], {}, skip_bad=True)
+    config = resolve_config(file, [], {"skip_bad": True})
     assert config.tasks == ["seg"] and config.lr == 0.001 and config.skip_bad
     assert config.data == {"seg": TaskData(train="synthetic:n=16")}
     assert config.steps == 300  # the default when neither steps nor epochs is given
-    replaced = resolve_config(file, ("seg:kl",), (), [], {"size": 64}, skip_bad=False)
+    replaced = resolve_config(file, [], {"tasks": ["seg:kl"], "size": 64})
     assert replaced.tasks == ["seg:kl"] and replaced.size == 64
 
 

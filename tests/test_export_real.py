@@ -97,6 +97,9 @@ def test_export_of_a_scan_model_matches_predict(scan_run, tmp_path):
     assert max(verified["max_abs_difference"]["torchscript"].values()) <= 1e-3  # torch's kernels: the same map
     onnx = verified["max_abs_difference"]["onnx"]
     assert onnx["cls"] <= 1e-3 and onnx["seg"] <= 1e-3 and onnx["saliency"] <= verified["onnx_map_tolerance"]
+    # the export refuses a map beyond that bound, so hold it to the largest near-tie difference measured on
+    # real scans (0.06) as well: a broken backward rewrite moves the map by far more
+    assert onnx["saliency"] <= 0.06
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary folder left beside it
 
 

@@ -192,6 +192,17 @@ def test_predict_arrays_and_files_as_mtssl_predict_does(trained, tmp_path):
     assert np.allclose([[float(v) for v in row[-2:]] for row in rows[1:]], in_memory.probabilities["cls"], atol=1e-6)
 
 
+def test_predict_skips_a_bad_file_only_into_a_folder(trained, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(folder / "good.png")
+    (folder / "bad.png").write_bytes(b"not an image")
+    run = mtssl.open_run(trained)
+    assert run.predict(folder, out=tmp_path / "out", skip_bad=True).images == 1
+    with pytest.raises(ValueError, match=r"skip_bad=True.*out="):
+        run.predict(folder, skip_bad=True)
+
+
 def test_report_and_export_as_the_commands_do(trained, tmp_path):
     run = mtssl.open_run(trained)
     page = run.report()
@@ -243,3 +254,7 @@ def test_data_from_python_overrides_the_config_file_key_by_key(tmp_path):
     given = {"cls": {"labels": 8}, "reg": {"train": "reg-phantom"}}
     assert merged_data(from_file, given) == {"cls": {"train": "synthetic:n=24", "labels": 8},
                                              "seg": {"train": "synthetic:n=16"}, "reg": {"train": "reg-phantom"}}
+    # a bare spec is the task's train set, on either side
+    assert merged_data({"seg": "synthetic:n=16"}, {"seg": {"labels": 4}}) == {
+        "seg": {"train": "synthetic:n=16", "labels": 4}}
+    assert merged_data({"cls": {"train": "a", "labels": 8}}, {"cls": "b"}) == {"cls": {"train": "b", "labels": 8}}

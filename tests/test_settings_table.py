@@ -17,7 +17,7 @@ from mtssl.cli.bench import grid as grid_command
 from mtssl.cli.train import train as train_command
 from mtssl.run.config import ConfigError, RunConfig, TaskData
 from mtssl.run.settings import RunSettings, TaskDataSettings
-from mtssl.run.settings_table import DATA_SETTINGS, SETTINGS, Setting, markdown_table
+from mtssl.run.settings_table import DATA_SETTINGS, RESUME_KEEPS, SETTINGS, Setting, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 NUMBERS = [s for s in SETTINGS if s.kind in ("int", "float") and (s.low is not None or s.high is not None)]
@@ -112,6 +112,20 @@ def test_resume_takes_the_settings_declared_for_it_and_refuses_the_others(tmp_pa
     allowed = invoke(["train", "--resume", str(run), "--threads", "1", "--device", "cpu"])
     assert allowed.exit_code == 0, allowed.output
     assert "nothing to resume" in allowed.output
+
+
+def test_a_resumed_config_takes_the_resumable_settings_from_python_too(tmp_path):
+    from conftest import train_run
+    from mtssl.run.launch import resumed_config
+    from mtssl.run.rundir import RunDir
+
+    run = RunDir(train_run("cls", out=tmp_path, name="run", steps=1))
+    assert set(RESUME_KEEPS) == {"device", "threads"}
+    config = resumed_config(run, device="cpu", threads=1)
+    assert (config.device, config.threads, config.tasks) == ("cpu", 1, run.config().tasks)
+    assert resumed_config(run, device=None, threads=None).device == run.config().device  # None keeps the run's
+    with pytest.raises(ValueError, match="keeps its own 'size'"):
+        resumed_config(run, size=48)
 
 
 def test_the_documented_table_is_the_generated_one():

@@ -58,9 +58,9 @@ def test_threads_is_a_checked_config_key_and_a_grid_run_key():
 
 
 def test_resume_takes_threads_like_device_but_no_run_setting():
-    check_resume_options((), (), None, False, [], {"threads": 1, "device": "cpu", "steps": None})
+    check_resume_options(None, [], {"threads": 1, "device": "cpu", "steps": None})
     with pytest.raises(click.UsageError, match="--steps"):
-        check_resume_options((), (), None, False, [], {"threads": 1, "steps": 5})
+        check_resume_options(None, [], {"threads": 1, "steps": 5})
 
 
 def test_a_busy_machine_is_named_with_the_option(monkeypatch, torch_threads, two_cores):

@@ -92,6 +92,6 @@ def test_weighting_is_a_config_key_and_the_flag_overrides_it(tmp_path):
 
     file = tmp_path / "run.toml"
     file.write_text('tasks = ["cls", "seg"]\nweighting = "uncertainty:init=1"\n')
-    assert resolve_config(file, (), (), [], {}, False).weighting == "uncertainty:init=1"
-    assert resolve_config(file, (), (), [], {"weighting": "pcgrad"}, False).weighting == "pcgrad"
-    assert resolve_config(None, ("cls",), (), [], {}, False).weighting == "equal"
+    assert resolve_config(file, [], {}).weighting == "uncertainty:init=1"
+    assert resolve_config(file, [], {"weighting": "pcgrad"}).weighting == "pcgrad"
+    assert resolve_config(None, [], {"tasks": ["cls"]}).weighting == "equal"

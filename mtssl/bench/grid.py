@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from mtssl.run.config import ConfigError, RunConfig, TaskData, load_config, load_config_file
-from mtssl.run.settings_table import DEFAULT_STEPS, GRID_RUN_KEYS
+from mtssl.run.settings_table import BY_KEY, DEFAULT_STEPS, GRID_RUN_KEYS
 from mtssl.spec import parse_source, parse_task
 from mtssl.training.stopping import StartupStopped, TrainingStopped, signal_name, stop_startup_on_signals
 
@@ -354,9 +354,9 @@ def describe_tests(grid: GridSpec, tasks: Iterable[str]) -> list[str]:
     return lines
 
 
-SETTINGS_ADDED_LATER = {"architecture": "shared"}
-"""Settings newer than stored grid results, with the value that reproduces those results: left out of the
-fingerprint at that value, so adding a setting does not make every finished cell stale."""
+SETTINGS_ADDED_LATER = ("architecture",)
+"""Settings newer than stored grid results: left out of the fingerprint at their default (the value that
+reproduces those results), so adding a setting does not make every finished cell stale."""
 
 
 def settings_fingerprint(config: RunConfig, checkpoint: str) -> str:
@@ -364,8 +364,8 @@ def settings_fingerprint(config: RunConfig, checkpoint: str) -> str:
     settings = config.to_dict()
     settings.pop("out"), settings.pop("name")
     settings.pop("threads")  # how many CPU threads ran it says nothing about the result
-    for key, neutral in SETTINGS_ADDED_LATER.items():
-        if settings.get(key) == neutral:
+    for key in SETTINGS_ADDED_LATER:
+        if settings.get(key) == BY_KEY[key].default:
             settings.pop(key)
     settings["_checkpoint"] = checkpoint
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from mtssl.run.config import RunConfig
 
 
-def resolve_config(config_file, tasks, bridges, data_args, overrides: dict, skip_bad: bool) -> "RunConfig":
+def resolve_config(config_file, data_args, overrides: dict) -> "RunConfig":
     """The run's settings: the config file (if any), then the flags (``overrides``: a setting's key -> its value,
     None where not given), checked as a whole."""
     from mtssl.run.config import RunConfig, TaskData, load_config_file
@@ -26,15 +26,9 @@ def resolve_config(config_file, tasks, bridges, data_args, overrides: dict, skip
 
     raw = load_config_file(config_file) if config_file else {}
     config = RunConfig.from_dict(raw, origin=str(config_file or "defaults"))
-    if tasks:
-        config.tasks = list(tasks)
-    if bridges:
-        config.bridges = list(bridges)
     for key, value in overrides.items():
         if value is not None:
             setattr(config, key, value)
-    if skip_bad:
-        config.skip_bad = True
     for task, fields_ in parse_task_data_args(data_args).items():
         current = config.data.get(task, TaskData())
         for key, value in fields_.items():
@@ -69,16 +63,17 @@ def train(ctx, config_file, resume_dir, quiet, verbose, progress_every, max_pixe
     from mtssl.run.launch import Display, resumed_config, train_run
     from mtssl.run.preflight import check_resume_options, check_run
     from mtssl.run.rundir import RunDir
+    from mtssl.run.settings_table import RESUME_KEEPS
     from mtssl.training.distributed import from_environment
 
     cluster = from_environment()  # torchrun: one process per device; only rank 0 prints and writes
     host = load_host(err_console() if cluster.is_main else None)
     if resume_dir:
-        check_resume_options((), (), config_file, False, ctx.args, settings)
+        check_resume_options(config_file, ctx.args, settings)
         run = RunDir(resume_dir)
-        config = resumed_config(run, settings["device"], settings["threads"])
+        config = resumed_config(run, **{key: settings[key] for key in RESUME_KEEPS})
     else:
-        config = resolve_config(config_file, (), (), ctx.args, settings, skip_bad=False)
+        config = resolve_config(config_file, ctx.args, settings)
         run = None
     if check_only:
         check_run(config, host, cluster.world)  # every spec, option and data source

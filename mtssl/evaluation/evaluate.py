@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 from mtssl.evaluation.class_map import map_class_names, split_class_map
 from mtssl.run.config import TaskData
-from mtssl.run.rundir import read_json
+from mtssl.run.rundir import RunDir, read_json
 from mtssl.data.arrays import SourceArrays
 from mtssl.data.prepare import ProgressFactory, load_arrays, open_source, subset, task_seed, training_spec
 from mtssl.evaluation.inference import LoadedModel, load_model, predict
@@ -173,9 +173,9 @@ def as_json(results: Mapping[str, list[EvaluatedSet]]) -> dict[str, dict[str, di
 
 def save_evaluation(run_dir: str | Path, tests: Mapping[str, list[str]] | None, checkpoint: str, results: dict) -> Path:
     """Write ``results`` into the run directory, one file per choice of test sets (none overwrites another)."""
-    target = Path(run_dir) / eval_file_name(tests)
-    target.write_text(json.dumps({"checkpoint": checkpoint, "results": results}, indent=2))
-    return target
+    name = eval_file_name(tests)
+    RunDir(run_dir).write_text(name, json.dumps({"checkpoint": checkpoint, "results": results}, indent=2))
+    return Path(run_dir) / name
 
 
 def evaluate_run(run_dir, tests: dict[str, list[str]] | None = None, checkpoint: str = "best", host=None,

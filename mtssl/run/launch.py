@@ -25,7 +25,7 @@ from mtssl.data.pixel_limit import DEFAULT_MAX_PIXELS
 from mtssl.errors import ConfigError
 from mtssl.run.config import RunConfig
 from mtssl.run.rundir import RunDir
-from mtssl.run.settings_table import DEFAULT_STEPS
+from mtssl.run.settings_table import DEFAULT_STEPS, RESUME_KEEPS
 
 if TYPE_CHECKING:
     from mtssl.plugins import PluginHost
@@ -104,11 +104,15 @@ def settle(config: RunConfig, origin: str) -> RunConfig:
     return config
 
 
-def resumed_config(run: RunDir, device: str | None = None, threads: int | None = None) -> RunConfig:
-    """A run's own settings for ``--resume``; only the machine's (device, threads) may be given anew."""
+def resumed_config(run: RunDir, **given: Any) -> RunConfig:
+    """A run's own settings for ``--resume``; only the settings declared resumable (``RESUME_KEEPS``: the
+    machine's device and threads) may be given anew, None keeping the run's own."""
     config = run.config()
-    config.device = device or config.device
-    config.threads = threads or config.threads
+    for key, value in given.items():
+        if key not in RESUME_KEEPS:
+            raise ValueError(f"a resumed run keeps its own '{key}'; only {', '.join(RESUME_KEEPS)} may change")
+        if value is not None:
+            setattr(config, key, value)
     return config
 
 
@@ -260,8 +264,6 @@ def stopped_training(trainer: "Trainer"):
     plugin code (:class:`PluginExit`). Stops and divergence pass through as they are."""
     try:
         yield
-    except Interrupted:
-        raise
     except KeyboardInterrupt:
         raise Interrupted(trainer.run.path, trainer.saved_step) from None
     except SystemExit as exc:  # nothing in the loop exits on purpose: this came from plugin code

@@ -28,13 +28,12 @@ from mtssl.run.settings_table import BY_KEY, RESUME_KEEPS, flags
 from mtssl.training.distributed import check_processes
 from mtssl.training.loggers import create_loggers
 
-def check_resume_options(tasks, bridges, config_file, skip_bad, data_args, overrides: dict) -> None:
+def check_resume_options(config_file, data_args, overrides: dict) -> None:
     """``--resume`` continues a run with its own config: other settings would be silently ignored.
 
     ``overrides`` maps a setting's key to its value from the command line (None: not given)."""
     given = [BY_KEY[key].option for key, value in overrides.items() if value is not None and key not in RESUME_KEEPS]
-    given += ["--task"] * bool(tasks) + ["--bridge"] * bool(bridges) + ["--config"] * bool(config_file)
-    given += ["--skip-bad"] * bool(skip_bad) + [a for a in data_args if a.startswith("--")]
+    given += ["--config"] * bool(config_file) + [a for a in data_args if a.startswith("--")]
     if given:
         raise click.UsageError(f"--resume continues a run with the settings in its config.json; it cannot be "
                                f"combined with {', '.join(dict.fromkeys(given))} (only {flags(RESUME_KEEPS)}, "

@@ -9,7 +9,7 @@ pydantic error into one line naming the key, the problem and the value.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
@@ -40,11 +40,14 @@ def _one_or_many(cls, value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+def task_tables(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` with each bare spec written as the table it is short for: ``data.cls = "kermany:PATH"`` is
+    ``data.cls.train``."""
+    return {task: {"train": spec} if isinstance(spec, str) else spec for task, spec in data.items()}
+
+
 def _shorthand(cls, value: Any) -> Any:
-    """``data.cls = "kermany:PATH"`` is short for ``data.cls.train``."""
-    if isinstance(value, dict):
-        return {task: {"train": spec} if isinstance(spec, str) else spec for task, spec in value.items()}
-    return value
+    return task_tables(value) if isinstance(value, dict) else value
 
 
 def _checked(check):

@@ -154,7 +154,7 @@ class Checkpointer:
             lines = file.read_text().splitlines(keepends=True)
             first = _step_of(lines[0]) if lines else None
             kept = copy.read_text().splitlines(keepends=True) if first is not None and copy.exists() else []
-            earlier = [line for line in kept if line.endswith("\n") and (_step_of(line) or first) < first]
+            earlier = [line for line in kept if line.endswith("\n") and _before(line, first)]
             self.run.write_text(f"{self.run.checkpoints.name}/{LOG_COPY}", "".join(earlier + lines))
         self._log_copied = (file.stat().st_size, copy.stat().st_size)
 
@@ -192,19 +192,20 @@ class Checkpointer:
         file = copy if copy.exists() else self.run.path / RunDir.METRICS
         if self.rank or not file.exists():
             return
-        kept = []
-        for line in file.read_text().splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line)
-            except json.JSONDecodeError:
-                continue
+        kept = [line for line in file.read_text().splitlines() if _before(line, step + 1)]
         self.run.write_text(RunDir.METRICS, "".join(line + "\n" for line in kept))
 
 
 def _step_of(line: str) -> int | None:
-    """The ``step`` of one log line, None for a line that is not a whole JSON record."""
+    """The ``step`` of one log line (0 for a record without one), None for a line that is not a JSON record."""
     try:
-        return json.loads(line).get("step")
-    except (json.JSONDecodeError, AttributeError):
+        record = json.loads(line)
+    except json.JSONDecodeError:
         return None
+    return record.get("step", 0) if isinstance(record, dict) else None
+
+
+def _before(line: str, step: int) -> bool:
+    """Whether ``line`` is a whole log record of a step before ``step``."""
+    found = _step_of(line)
+    return found is not None and found < step

@@ -212,11 +212,11 @@ class TrainingStep:
         guard's message when it stops the run.
         """
         self.networks.train()
-        representation: dict[str, list[torch.Tensor]] = {}
-        if self.weighting.needs_task_gradients and self.weighting.needs_representation:
+        representation = {}  # the backward keyword, only for a weighting that asks for it
+        if self.weighting.needs_representation:
             with self.networks.model.recording_representation() as recorded:
                 result = self.compute_loss(views, step)
-            representation["representation"] = recorded
+            representation = {"representation": recorded}
         else:
             result = self.compute_loss(views, step)
         shared = self.networks.model.shared_parameters()

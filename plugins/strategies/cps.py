@@ -13,7 +13,6 @@ first network only.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, Task, ViewRequest,
                        sigmoid_rampup)
@@ -21,15 +20,11 @@ from mtssl_plugins.strategies.dense import log_distribution, pseudo_label_loss
 
 
 def cross_pseudo_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, task: Task | None = None) -> torch.Tensor:
-    """``BCE(a, [sigmoid(b) >= 0.5]) + BCE(b, [sigmoid(a) >= 0.5])``, each averaged over pixels; for a
-    softmax ``task``, ``CE(a, argmax b) + CE(b, argmax a)``."""
-    if task is not None and getattr(task, "activation", "sigmoid") == "softmax":
-        log_a, log_b = log_distribution(task, logits_a), log_distribution(task, logits_b)
-        return pseudo_label_loss(log_b, log_a, 0.0)[0] + pseudo_label_loss(log_a, log_b, 0.0)[0]
-    label_a = (torch.sigmoid(logits_a.detach().float()) >= 0.5).float()
-    label_b = (torch.sigmoid(logits_b.detach().float()) >= 0.5).float()
-    return (F.binary_cross_entropy_with_logits(logits_a.float(), label_b)
-            + F.binary_cross_entropy_with_logits(logits_b.float(), label_a))
+    """``CE(a, most likely label of b) + CE(b, most likely label of a)``, each averaged over pixels: for a
+    sigmoid head (or no ``task``) ``BCE(a, [sigmoid(b) >= 0.5])`` per channel, for a softmax ``task``
+    across channels."""
+    log_a, log_b = log_distribution(task, logits_a), log_distribution(task, logits_b)
+    return pseudo_label_loss(log_b, log_a, 0.0)[0] + pseudo_label_loss(log_a, log_b, 0.0)[0]
 
 
 class CPSOptions(Options):

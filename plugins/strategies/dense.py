@@ -18,9 +18,14 @@ import torch.nn.functional as F
 from mtssl.api import Task
 
 
-def log_distribution(task: Task, logits: torch.Tensor) -> torch.Tensor:
+def activation_of(task: Task | None) -> str:
+    """The mask head's activation: ``sigmoid`` unless the task says otherwise (or there is none)."""
+    return getattr(task, "activation", "sigmoid")
+
+
+def log_distribution(task: Task | None, logits: torch.Tensor) -> torch.Tensor:
     """Per-pixel log-probabilities of ``logits`` (the task's raw head output), categories on dim 1."""
-    activation = getattr(task, "activation", "sigmoid")
+    activation = activation_of(task)
     x = logits.float()
     if activation == "sigmoid":
         return torch.stack([F.logsigmoid(-x), F.logsigmoid(x)], dim=1)

@@ -10,8 +10,7 @@ that channel's probability is ``>= threshold``.
 """
 from __future__ import annotations
 
-from mtssl.api import (Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest,
-                       dense_pseudo_label_loss)
+from mtssl.api import Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest
 from mtssl_plugins.strategies.dense import log_distribution, pseudo_label_loss
 
 
@@ -34,10 +33,6 @@ class DenseFixMatch(SSLStrategy):
                 ViewRequest("strong", "unlabeled", "strong_photometric", of="weak")]
 
     def loss(self, inputs: StrategyInputs) -> StrategyLoss:
-        weak, strong = inputs.views["weak"], inputs.views["strong"]
-        if getattr(inputs.task, "activation", "sigmoid") == "sigmoid":
-            loss, mask = dense_pseudo_label_loss(weak, strong, self.threshold)
-        else:
-            loss, mask = pseudo_label_loss(log_distribution(inputs.task, weak),
-                                           log_distribution(inputs.task, strong), self.threshold)
+        weak, strong = (log_distribution(inputs.task, inputs.views[v]) for v in ("weak", "strong"))
+        loss, mask = pseudo_label_loss(weak, strong, self.threshold)
         return StrategyLoss(self.weight * loss, {"mask_rate": mask.float().mean().detach()})

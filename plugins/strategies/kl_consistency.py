@@ -29,7 +29,7 @@ from typing import Literal
 
 from mtssl.api import Field, Options, SSLStrategy, StrategyInputs, StrategyLoss, ViewRequest
 from mtssl_plugins.functional import bernoulli_kl
-from mtssl_plugins.strategies.dense import distribution_kl, log_distribution
+from mtssl_plugins.strategies.dense import activation_of, distribution_kl, log_distribution
 
 
 def consistency_reference(probs: torch.Tensor, pairing: str, unlabeled_count: int) -> torch.Tensor:
@@ -80,7 +80,7 @@ class KLConsistency(SSLStrategy):
         if inputs.labeled_output is None:
             raise ValueError(f"strategy '{self.name}' needs labeled predictions of task '{inputs.task.name}'")
         count = unlabeled.shape[0]
-        if getattr(inputs.task, "activation", "sigmoid") == "sigmoid":  # the paper's Bernoulli pixels
+        if activation_of(inputs.task) == "sigmoid":  # the paper's Bernoulli pixels
             reference = consistency_reference(torch.sigmoid(inputs.labeled_output.detach().float()), self.pairing,
                                               count)
             kl = bernoulli_kl(reference, unlabeled, self.reduction)

@@ -11,8 +11,10 @@ unnormalised gradients. Heads get their own task's gradient.
 respect to the shared *representation* (the encoder's outputs of the step's passes, which the core
 records for a weighting that sets ``needs_representation``) instead of the encoder's parameters. Each
 task's backward then stops at the representation (and gives the heads their own gradients); one more
-backward of ``sum_t a_t L_t`` gives every shared parameter its weighted gradient: T head passes and one
-encoder pass instead of T of each.
+backward of ``sum_t a_t L_t`` gives every shared parameter its weighted gradient. That last pass runs
+through the heads again, because shared parameters may sit above the representation (MTAN's carries), so
+UB costs T head passes plus one full backward: cheaper than MGDA's T full passes only when every task's
+loss covers the same images (in MultiMix each task has its own rows, and UB is the slower of the two).
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ def min_norm_weights(gram: torch.Tensor, iterations: int = 100) -> torch.Tensor:
 
     Each iteration moves towards the vertex t with the smallest ``(M a)_t`` by the step ``gamma`` that
     minimises the norm on the segment: ``gamma = clip((a'Ma - (Ma)_t) / (a'Ma + M_tt - 2 (Ma)_t), 0, 1)``.
-    Written without data-dependent branches, so it never waits for the device.
+    Written without data-dependent branches, so it would not wait for a device; the weightings call it on
+    the host (see ``GradientWeighting.solve``).
     """
     gram = unit_scale(gram)
     count = len(gram)
@@ -62,9 +65,9 @@ def normalizers(gram: torch.Tensor, losses: torch.Tensor, kind: str) -> torch.Te
 class MGDA(GradientWeighting):
     options_model = MGDAOptions
 
-    def __init__(self, name: str, **options):
-        super().__init__(name, **options)
-        self.needs_representation = self.ub
+    @property
+    def needs_representation(self) -> bool:
+        return self.ub
 
     def backward(self, losses, combined, shared, others, representation=()):
         if not self.needs_representation:
